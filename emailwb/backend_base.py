@@ -178,6 +178,18 @@ def server_message(body: str) -> str:
     return text[:300]
 
 
+def _stale_connection(exc: BaseException, state: CallState) -> bool:
+    """True when a request died on a reused connection before any reply byte arrived."""
+    cause = exc.__cause__
+    if state.got_response or isinstance(cause, aiohttp.ClientConnectorError):
+        return False  # a refused connect is a down server, not a stale connection
+    # "Can not write request body": the socket was closed under us while sending, which is
+    # what a reused connection looks like after the server closed it (llama-server does).
+    return isinstance(cause, aiohttp.ClientOSError) and not isinstance(
+        cause, aiohttp.ServerDisconnectedError
+    )
+
+
 class Backend(ABC):
     """One LLM endpoint (or a Router over several). See the module docstring for the contract.
 
@@ -218,8 +230,16 @@ class Backend(ABC):
         st.in_flight += 1  # before the first await, so a Router sees it at once
         t0 = time.perf_counter()
         try:
-            async with self._mapped("chat", req.timeout) as state:
-                reply = await self._send(req, t0, state)
+            try:
+                async with self._mapped("chat", req.timeout) as state:
+                    reply = await self._send(req, t0, state)
+            except BackendUnavailable as exc:
+                # A pooled keep-alive connection the server had already closed fails while
+                # the request is written; HTTP clients resend that once on a fresh connection.
+                if not _stale_connection(exc, state):
+                    raise
+                async with self._mapped("chat", req.timeout) as state:
+                    reply = await self._send(req, t0, state)
             data = self._guard(reply)
         except BackendError as exc:
             st.errors[type(exc).__name__] += 1

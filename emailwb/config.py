@@ -55,13 +55,13 @@ class Settings(BaseSettings):
     max_concurrency: int = 64
     timeout: float = 120.0  # per request, seconds
     retries: int = 4
-    max_tokens: int = 384
+    max_tokens: int = 768
     temperature: float = 0.0
     token_budget: int = 1500  # prompt tokens for the email text
     chain: bool = False  # send whole threads as one unit
     llama_server: str | None = None  # path to a llama-server binary
     slots: int = 4  # parallel slots of the embedded llama-server
-    ctx_per_slot: int = 2048
+    ctx_per_slot: int = 4096  # >= prompt token budget + max_tokens
     sample_every: int = 100  # deep-check every Nth email
 
     @classmethod

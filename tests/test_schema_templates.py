@@ -16,6 +16,7 @@ from emailwb.errors import ConfigError
 from emailwb.schema import (
     EMAIL_TYPES,
     SCHEMA_VERSION,
+    SUMMARY,
     EmailAnalysis,
     output_json_schema,
     parse_reply,
@@ -111,7 +112,8 @@ def test_lenient_where_unambiguous(reply, field, expected):
 def test_long_strings_and_lists_are_cut_to_their_limits():
     got = parse_reply(json.dumps({"summary": "word " * 500,
                                   "organizations": [f"Org {i}" for i in range(30)]}))
-    assert len(got.summary) <= 400 and len(got.organizations) == 8
+    org_limit = EmailAnalysis.model_fields["organizations"].metadata[-1].max_length
+    assert len(got.summary) <= SUMMARY and len(got.organizations) == org_limit == 5
 
 
 @pytest.mark.parametrize(
