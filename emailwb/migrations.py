@@ -101,6 +101,80 @@ def m0001_core(conn: sqlite3.Connection) -> None:
     )
 
 
+def m0002_runs_results(conn: sqlite3.Connection) -> None:
+    """Runs with their provenance, one result per unit and run, priority profiles.
+
+    A unit is a content group (the default), a whole thread (chain mode) or a single email
+    (no deduplication, the ``reference`` design); exactly one of ``group_id``,
+    ``thread_id`` and ``email_id`` is set. ``email_results`` gives every email its result.
+    """
+    conn.executescript(
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            unit TEXT NOT NULL,            -- group | thread | email
+            config TEXT NOT NULL,          -- JSON: backend, urls, model+digest, options, template
+                                           -- version+hash, schema hash, slots, concurrency, mode
+            status TEXT NOT NULL,          -- created | running | paused | stopped | completed | failed
+            total_units INTEGER,
+            progress TEXT,                 -- JSON: the latest metrics snapshot (for `status`)
+            started_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            ended_at TEXT
+        );
+        CREATE TABLE results (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            group_id INTEGER REFERENCES content_groups(id),
+            thread_id INTEGER REFERENCES threads(id),
+            email_id INTEGER REFERENCES emails(id),
+            status TEXT NOT NULL,          -- done | failed
+            data TEXT,                     -- validated JSON (done only)
+            raw TEXT,                      -- the reply text as received (kept for failures)
+            error TEXT,                    -- exception class (failed only)
+            reason TEXT,                   -- one actionable sentence (failed only)
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            cached_tokens INTEGER,
+            latency_s REAL,
+            ttft_s REAL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            endpoint TEXT,
+            model TEXT,
+            template_name TEXT,
+            template_version TEXT,
+            truncated INTEGER NOT NULL DEFAULT 0,
+            emails INTEGER NOT NULL DEFAULT 1, -- messages this result covers (copies, thread size)
+            created_at TEXT NOT NULL,
+            UNIQUE (run_id, group_id),
+            UNIQUE (run_id, thread_id),
+            UNIQUE (run_id, email_id)
+        );
+        CREATE INDEX results_run_status ON results(run_id, status);
+        CREATE TABLE priority_profiles (
+            name TEXT PRIMARY KEY,
+            weights TEXT NOT NULL,         -- JSON {email_type: weight, "*": default}
+            updated_at TEXT NOT NULL
+        );
+        CREATE VIEW email_results AS
+            SELECT r.run_id, e.id AS email_id, r.id AS result_id, 'group' AS unit,
+                   r.group_id AS unit_id, r.status, r.data, r.reason
+            FROM results r JOIN emails e ON e.group_id = r.group_id
+            WHERE r.group_id IS NOT NULL
+            UNION ALL
+            SELECT r.run_id, e.id, r.id, 'thread', r.thread_id, r.status, r.data, r.reason
+            FROM results r JOIN emails e ON e.thread_id = r.thread_id
+            WHERE r.thread_id IS NOT NULL
+            UNION ALL
+            SELECT r.run_id, r.email_id, r.id, 'email', r.email_id, r.status, r.data, r.reason
+            FROM results r
+            WHERE r.email_id IS NOT NULL;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_core", m0001_core),
+    ("0002_runs_results", m0002_runs_results),
 ]
