@@ -65,7 +65,7 @@ _SYNONYMS: dict[str, str] = {
 }
 
 # --- limits (modest: a 135M-parameter model must be able to fill this) -----------------
-SHORT = 60  # names, roles, organizations, references, contexts
+SHORT = 50  # names, roles, organizations, references, contexts
 LINE = 120  # one-line reason, task, evidence
 SUMMARY = 280
 
@@ -143,7 +143,6 @@ class _Strict(BaseModel):
 class Person(_Strict):
     name: Text(SHORT) = ""
     role: Text(SHORT) = ""
-    email: Text(SHORT) = ""
 
 
 class Amount(_Strict):
@@ -176,12 +175,12 @@ class EmailAnalysis(_Strict):
     priority: Priority = "medium"
     priority_reason: Text(LINE) = ""
     summary: Text(SUMMARY) = ""
-    people: Items(Person, 5) = Field(default_factory=list)
-    organizations: Items(Text(SHORT), 5) = Field(default_factory=list)
-    amounts: Items(Amount, 4) = Field(default_factory=list)
-    dates: Items(DateRef, 4) = Field(default_factory=list)
-    deal_refs: Items(Text(SHORT), 4) = Field(default_factory=list)
-    action_items: Items(ActionItem, 4) = Field(default_factory=list)
+    people: Items(Person, 3) = Field(default_factory=list)
+    organizations: Items(Text(SHORT), 3) = Field(default_factory=list)
+    amounts: Items(Amount, 3) = Field(default_factory=list)
+    dates: Items(DateRef, 3) = Field(default_factory=list)
+    deal_refs: Items(Text(SHORT), 3) = Field(default_factory=list)
+    action_items: Items(ActionItem, 3) = Field(default_factory=list)
     business_value: BusinessValue = Field(default_factory=BusinessValue)
     sentiment: Sentiment = "neutral"
     confidence: Annotated[float, BeforeValidator(_confidence)] = Field(0.5, ge=0.0, le=1.0)

@@ -40,7 +40,7 @@ workflow: the business process in a few words, e.g. "gas trading", "contract rev
 priority: one of {", ".join(PRIORITIES)}
 priority_reason: one short line saying why
 summary: one or two sentences
-people: list of {{"name", "role", "email"}} for people named in the email
+people: list of {{"name", "role"}} for people named in the email (at most 3)
 organizations: list of company, agency or team names
 amounts: list of {{"value": number, "currency": e.g. "USD", "context": what it is for}}
 dates: list of {{"date": as written, "what": the event or deadline}}
