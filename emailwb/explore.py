@@ -40,17 +40,7 @@ def ingest_mailbox(store: Store, paths: str | Path | list[str | Path], *,
     from emailwb.ingest import ingest
 
     given = [paths] if isinstance(paths, str | Path) else list(paths)
-    if not progress:
-        return ingest(store, given, progress=False, workers=workers)
-    import tqdm as tqdm_module
-    from tqdm.auto import tqdm as auto_bar
-
-    plain = tqdm_module.tqdm
-    tqdm_module.tqdm = auto_bar  # ingest does `from tqdm import tqdm` when it starts its bar
-    try:
-        return ingest(store, given, progress=True, workers=workers)
-    finally:
-        tqdm_module.tqdm = plain
+    return ingest(store, given, progress=progress, workers=workers)
 
 
 def ensure_ingested(store: Store, mailbox: str | Path | None) -> Any:

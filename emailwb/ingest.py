@@ -231,8 +231,8 @@ class _Run:
         self.rerouted: list[str] = []
         self._fed = 0  # messages taken from the container being read
         self.bar = None
-        if progress and sys.stderr.isatty():
-            from tqdm import tqdm
+        if progress and (sys.stderr.isatty() or "ipykernel" in sys.modules):
+            from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
             self.bar = tqdm(desc="ingest", unit="msg", dynamic_ncols=True, smoothing=0.1)
 
