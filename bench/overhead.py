@@ -47,7 +47,7 @@ TARGET = 1000.0
 REPLY = EmailAnalysis(
     email_type="deal", workflow="gas trading", priority="high",
     priority_reason="a price is agreed", summary="Two desks agree a gas price for March.",
-    people=[{"name": "John Arnold", "role": "trader", "email": "john.arnold@enron.com"}],
+    people=[{"name": "John Arnold", "role": "trader"}],
     organizations=["Enron"], amounts=[{"value": 2.5, "currency": "USD", "context": "per MMBtu"}],
     business_value={"level": "high", "evidence": "we agree on 2.50"}, confidence=0.8,
 ).model_dump_json()

@@ -33,7 +33,8 @@ async def run_batch(store: Any, settings_or_config: Any = None, *,
                     limit: int | None = None, preset: str = "default",
                     api_key: str | None = None,
                     on_progress: Callable[[MetricsSnapshot], Any] | None = None,
-                    on_start: Callable[[Processor], Any] | None = None) -> RunSummary:
+                    on_start: Callable[[Processor], Any] | None = None,
+                    quality: Any = None) -> RunSummary:
     """Process the store's pending units with one configuration; the entry point.
 
     ``settings_or_config``: a ``Settings`` (resolved with ``preset``, "default" or
@@ -42,7 +43,9 @@ async def run_batch(store: Any, settings_or_config: Any = None, *,
     for the Ollama/OpenAI URLs; it warms the model, records the provenance, runs, and tears
     everything down. ``on_start(processor)`` is called once the processor exists (the CLI
     uses it to wire Ctrl-C to ``processor.request_stop``); cancelling the task stops the run
-    cleanly. The API key is used, never stored.
+    cleanly. ``quality``: an ``emailwb.drift.QualityConfig`` or ``QualityWatch`` (default:
+    metrics per result, deep checks of every 100th email, drift alerts). The API key is used,
+    never stored.
     """
     import aiohttp
 
@@ -89,7 +92,7 @@ async def run_batch(store: Any, settings_or_config: Any = None, *,
         info = await backend.info()
         proc = Processor(store, cfg, backend, run_name=run_name, limit=limit, info=info,
                          on_progress=on_progress, server_pid=server_pid,
-                         extra_provenance=extra, revive=revive)
+                         extra_provenance=extra, revive=revive, quality=quality)
         if on_start is not None:
             on_start(proc)
         return await proc.run_to_end()

@@ -1,4 +1,5 @@
-"""Command line: a thin shell over the library (ingest, stats, run, status, retry-failed, export).
+"""Command line: a thin shell over the library (ingest, stats, run, status, retry-failed, export,
+compare, report, audit).
 
 Every command resolves settings as explicit flag > EMAILWB_* environment > config file >
 default, prints errors from the emailwb exception tree as one actionable line, and exits
@@ -103,6 +104,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         db=args.db, backend=args.backend, urls=args.url or None, model=args.model,
         concurrency=args.concurrency, timeout=args.timeout, llama_server=args.llama_server,
         slots=args.slots, chain=True if args.chain else None, max_tokens=args.max_tokens,
+        sample_every=args.sample_every,
     )
     paths = args.paths
     with Store(settings.db) as store:
@@ -118,6 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if options:
             overrides["options"] = {**RunConfig.from_settings(settings, args.preset).options, **options}
         config = RunConfig.from_settings(settings, args.preset, **overrides)
+        quality = _quality_watch(args, settings)
         on_progress, bar = _progress_printer(args.quiet)
 
         async def main() -> object:
@@ -136,13 +139,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(signal.SIGINT, first_sigint)
                 loop.add_signal_handler(signal.SIGTERM, lambda: proc.request_stop(cancel_inflight=True))
 
-            return await run_batch(
+            if args.canary_of:
+                from .compare import canary
+
+                summary, holder["comparison"] = await canary(
+                    store, args.canary_of, config, sample=args.sample, run_name=args.run_name,
+                    quality=quality.config, api_key=settings.api_key, margin=args.margin,
+                    on_progress=on_progress, on_start=on_start, limit=args.limit)
+                return summary, holder
+            summary = await run_batch(
                 store, config, run_name=args.run_name, limit=args.limit, api_key=settings.api_key,
-                on_progress=on_progress, on_start=on_start,
+                on_progress=on_progress, on_start=on_start, quality=quality,
             )
+            return summary, holder
 
         with bar:
-            summary = asyncio.run(main())
+            summary, holder = asyncio.run(main())  # type: ignore[misc]
     s = summary  # type: ignore[assignment]
     print(
         f"run {s.name!r} {s.status}: {s.done} done, {s.failed} failed, {s.pending} pending of {s.total} "
@@ -151,7 +163,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if s.failed:
         print("failures keep their reason: `emailwb status --json`; re-queue with `emailwb retry-failed`")
+    proc = holder.get("proc")
+    if proc is not None and getattr(proc, "quality", None) is not None and proc.quality.alerts:
+        for alert in proc.quality.alerts:
+            print(f"quality alert: {alert['message']} (on_drift={alert['action']})")
+    if "comparison" in holder:
+        print(holder["comparison"].text())  # type: ignore[attr-defined]
     return 0 if s.status in ("completed", "stopped") else 1
+
+
+def _quality_watch(args: argparse.Namespace, settings: object):  # type: ignore[no-untyped-def]
+    """The run's quality watch from the --sample-every/--on-drift/--judge-* flags."""
+    from .drift import QualityConfig, QualityWatch
+
+    config = QualityConfig.from_settings(
+        settings, on_drift=args.on_drift, rollback_to=args.rollback_to,
+        judge=False if args.no_judge else None,
+        judge_backend=args.judge_backend or ("ollama" if args.judge_url else None),
+        judge_urls=args.judge_url or None, judge_model=args.judge_model)
+    return QualityWatch(config, api_key=getattr(settings, "api_key", None))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -173,6 +203,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
           f"{status['pending']} pending of {status['total']} units")
     for f in status.get("failures", []):
         print(f"  {f['n']:>5} failed: {f['error']}: {f['example']}")
+    for alert in ((status.get("live") or {}).get("quality") or {}).get("alerts", []):
+        print(f"  quality alert: {alert}")
     return 0
 
 
@@ -205,6 +237,77 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"unknown export format {fmt!r}", hint="use --format parquet or --format csv")
     print(f"wrote {df.height} rows to {out}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs
+    from .store import Store
+
+    settings = load_settings(db=args.db)
+    with Store(settings.db) as store:
+        comp = compare_runs(store, args.run_a, args.run_b, margin=args.margin)
+    if args.json:
+        print(json.dumps(comp.as_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        print(comp.text())
+        print(f"\nstored as comparison {comp.id}; `emailwb report {comp.run_b} --out FILE.html` "
+              "shows it with charts")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .store import Store
+
+    settings = load_settings(db=args.db)
+    with Store(settings.db) as store:
+        path = write_report(store, args.run, args.out, compare_with=args.compare_with,
+                            margin=args.margin)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in a browser)")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .audit import accuracy, queue_df
+    from .store import Store
+
+    settings = load_settings(db=args.db)
+    with Store(settings.db) as store:
+        if args.judge:
+            from .backends import make_backend
+            from .judge import judge_missing
+
+            if not args.judge_url:
+                raise ConfigError("--judge needs the judge's server",
+                                  hint="pass --judge-url URL --judge-model MODEL "
+                                       "(an Ollama or OpenAI-compatible server)")
+
+            async def judge() -> int:
+                backend = make_backend(args.judge_backend, args.judge_url, args.judge_model,
+                                       settings.api_key, {"temperature": 0.0})
+                try:
+                    return await judge_missing(store, args.run, backend)
+                finally:
+                    await backend.aclose()
+
+            print(f"judged {asyncio.run(judge())} sampled units")
+        queue = queue_df(store, args.run)
+        acc = accuracy(store, args.run)
+    if args.json:
+        print(json.dumps({"queued": queue.height,
+                          "labelled": int((queue["labelled"] > 0).sum()) if queue.height else 0,
+                          "accuracy": acc.to_dicts()}, indent=2, default=str))
+        return 0
+    labelled = int((queue["labelled"] > 0).sum()) if queue.height else 0
+    print(f"audit queue: {queue.height} units, {labelled} labelled "
+          "(label them in notebooks/04_audit.ipynb)")
+    for r in acc.iter_rows(named=True):
+        if r["n"]:
+            print(f"  {r['field']:<16} {r['correct']:>4}/{r['n']:<4} = {r['accuracy']:.2f} "
+                  f"[{r['low']:.2f}, {r['high']:.2f}]")
     return 0
 
 
@@ -244,6 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llama-server", help="path to a llama-server binary (local backend)")
     p.add_argument("--slots", type=int, help="parallel slots of the embedded llama-server")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--sample-every", type=int, help="deep-check every Nth email (default 100)")
+    p.add_argument("--no-judge", action="store_true", help="sample for audits, ask no judge")
+    p.add_argument("--judge-backend", choices=["same", "ollama", "openai"],
+                   help="the judge's server kind (default: the run's own backend)")
+    p.add_argument("--judge-url", action="append", help="the judge's server URL")
+    p.add_argument("--judge-model", help="the judge's model")
+    p.add_argument("--on-drift", choices=["off", "alert", "pause", "rollback"],
+                   help="what a quality drift does (default: alert)")
+    p.add_argument("--rollback-to", metavar="RUN", help="the run whose configuration a rollback "
+                   "returns to (default: the run's first configuration)")
+    p.add_argument("--canary-of", metavar="RUN_A", help="run this configuration on a sample of "
+                   "RUN_A's emails, then compare it with RUN_A")
+    p.add_argument("--sample", type=int, default=50, help="emails in the canary (default 50)")
+    p.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin (canary)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("status", help="the state of a run: counts, failures, throughput, ETA")
@@ -263,6 +380,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["parquet", "csv"])
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("compare", help="A/B: is run B no worse than run A (non-inferiority)?")
+    p.add_argument("run_a", help="the baseline run (name or id)")
+    p.add_argument("run_b", help="the candidate run (name or id)")
+    _add_db(p)
+    p.add_argument("--margin", type=float, default=0.05,
+                   help="how much worse B may be on each quality share (default 0.05)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of a run")
+    p.add_argument("run", nargs="?", help="run name or id (default: the latest)")
+    _add_db(p)
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--compare-with", metavar="RUN_A", help="also compare with this baseline run")
+    p.add_argument("--margin", type=float, default=0.05)
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("audit", help="the audit queue and the audited accuracy per field")
+    _add_db(p)
+    p.add_argument("--run", help="run name or id (default: the latest)")
+    p.add_argument("--judge", action="store_true", help="judge sampled units not judged yet")
+    p.add_argument("--judge-backend", choices=["ollama", "openai"], default="ollama")
+    p.add_argument("--judge-url", help="the judge's server URL")
+    p.add_argument("--judge-model", help="the judge's model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_audit)
     return parser
 
 

@@ -174,7 +174,105 @@ def m0002_runs_results(conn: sqlite3.Connection) -> None:
     )
 
 
+def m0003_quality(conn: sqlite3.Connection) -> None:
+    """Quality beside each result: metrics, judge opinions, the audit queue and labels.
+
+    ``results.phase`` records which configuration a unit ran under (the run's own, or the
+    baseline after a drift rollback). ``quality`` holds one row of automatic metrics per
+    result (``unit_id`` is the id in the run's unit column); ``judgements`` the second
+    opinion on sampled units; ``audit_queue`` and ``audits`` the human review;
+    ``run_events`` drift alerts, pauses and rollbacks; ``comparisons`` A/B verdicts.
+    """
+    conn.executescript(
+        """
+        ALTER TABLE results ADD COLUMN phase TEXT;   -- configuration label: main | baseline
+        CREATE TABLE quality (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            unit_id INTEGER NOT NULL,
+            phase TEXT,
+            content_key TEXT,
+            sampled INTEGER NOT NULL DEFAULT 0,     -- chosen for the deep check
+            schema_valid INTEGER NOT NULL,
+            truncated INTEGER NOT NULL DEFAULT 0,
+            completeness REAL,
+            response_chars INTEGER,
+            grounding REAL,                         -- share of extracted values in the text
+            grounding_people REAL,
+            grounding_organizations REAL,
+            grounding_amounts REAL,
+            grounding_dates REAL,
+            ungrounded_people INTEGER,
+            ungrounded_organizations INTEGER,
+            ungrounded_amounts INTEGER,
+            ungrounded_dates INTEGER,
+            ungrounded_total INTEGER,
+            evidence_grounded INTEGER,
+            amounts_in_text INTEGER,
+            amounts_missed INTEGER,
+            amount_recall REAL,
+            type_agrees INTEGER,
+            priority_agrees INTEGER,
+            rule_type TEXT,
+            rule_priority TEXT,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, unit_id)
+        );
+        CREATE TABLE judgements (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            unit_id INTEGER NOT NULL,
+            status TEXT NOT NULL,                   -- done | failed
+            verdict TEXT,                           -- JSON {field: correct|incorrect|unsure}
+            overall INTEGER,
+            notes TEXT,
+            error TEXT,                             -- why the judge failed (failed only)
+            model TEXT,
+            endpoint TEXT,
+            latency_s REAL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, unit_id)
+        );
+        CREATE TABLE audit_queue (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            unit_id INTEGER NOT NULL,
+            reason TEXT NOT NULL,                   -- sample | manual | drift
+            added_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, unit_id)
+        );
+        CREATE TABLE audits (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            unit_id INTEGER NOT NULL,
+            field TEXT NOT NULL,                    -- a judged field, or '*' for the note alone
+            label TEXT CHECK (label IN ('correct', 'incorrect')),
+            note TEXT NOT NULL DEFAULT '',
+            auditor TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            UNIQUE (run_id, unit_id, field)
+        );
+        CREATE TABLE run_events (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            kind TEXT NOT NULL,                     -- drift_alert | pause | rollback
+            message TEXT NOT NULL,
+            detail TEXT,                            -- JSON
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX run_events_run ON run_events(run_id);
+        CREATE TABLE comparisons (
+            id INTEGER PRIMARY KEY,
+            run_a INTEGER NOT NULL REFERENCES runs(id),
+            run_b INTEGER NOT NULL REFERENCES runs(id),
+            margin REAL NOT NULL,
+            verdict TEXT NOT NULL,                  -- non-inferior | inferior | inconclusive
+            detail TEXT NOT NULL,                   -- JSON: the whole comparison
+            created_at TEXT NOT NULL
+        );
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_core", m0001_core),
     ("0002_runs_results", m0002_runs_results),
+    ("0003_quality", m0003_quality),
 ]

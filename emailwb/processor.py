@@ -35,6 +35,7 @@ from emailwb import runs
 from emailwb.autotune import Controller, Gate, Outcome, Ticket, make_controller
 from emailwb.backends import Backend, BackendInfo, LLMRequest
 from emailwb.breaker import EndpointBreaker, guard_backend
+from emailwb.drift import QualityConfig, QualityWatch
 from emailwb.errors import (
     BackendError,
     BackendOverloaded,
@@ -111,7 +112,8 @@ class Processor:
                  on_progress: Callable[[MetricsSnapshot], Any] | None = None,
                  server_pid: int | None = None, extra_provenance: dict[str, Any] | None = None,
                  revive: Callable[[], Awaitable[Any]] | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None,
+                 quality: QualityWatch | QualityConfig | None = None) -> None:
         self.store = store
         self.config = config
         self.breaker = EndpointBreaker(config.breaker_threshold, config.breaker_cooldown)
@@ -141,6 +143,7 @@ class Processor:
         self._revive = revive
         self._started = 0.0
         self._summary: RunSummary | None = None
+        self.quality = QualityWatch.attach(self, quality)  # metrics, deep checks, drift
 
     # --- control ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,7 +154,7 @@ class Processor:
         self.run = await runs.open_run(self.store, self.name, self.config.unit, self.provenance())
         self.queue = WorkQueue(self.store, self.config, self.run.id,
                                batch=lambda: max(4, min(64, 2 * self.controller.limit)))
-        pending = await self.queue.load()
+        pending = await self.quality.start(await self.queue.load())
         counts = await asyncio.to_thread(runs.run_counts, self.store, self.run.id)
         self.metrics.start(pending + counts["done"] + counts["failed"], counts["done"],
                            counts["failed"], counts["emails_done"])
@@ -235,7 +238,7 @@ class Processor:
         run_id = self.run.id
         n = await self.store.acall(lambda conn: conn.execute(
             "DELETE FROM results WHERE run_id = ? AND status = 'failed'", (run_id,)).rowcount)
-        added = await self.queue.load()
+        added = self.quality.restrict(await self.queue.load())
         self.metrics.failed = max(self.metrics.failed - n, 0)
         if self._main is not None and self._main.done() and added:
             self._main = None
@@ -264,7 +267,7 @@ class Processor:
                 "backend_info": info, "model_digest": info.get("digest"),
                 "server_slots": info.get("slots"), "schema_hash": schema_hash(),
                 "templates": describe_templates(), "concurrency_policy": self.controller.describe(),
-                **self._extra}
+                "quality": self.quality.describe(), **self._extra}
 
     # --- the loop --------------------------------------------------------------------------
     async def _main_loop(self) -> RunSummary:
@@ -343,24 +346,27 @@ class Processor:
         return delay
 
     async def _process(self, unit: Prepared, ticket: Ticket) -> None:
-        cfg = self.config
-        req = LLMRequest(messages=unit.messages, schema=self._schema, options={},
-                         key=str(unit.id), stream=cfg.stream, timeout=cfg.timeout)
+        cfg, phase = self.config, self.quality.phase  # the configuration this unit runs under
+        assert phase is not None
         attempts = schema_failures = 0
         held: Ticket | None = ticket
         queue = self.queue
         assert queue is not None
         finished = False
         try:
+            unit = await self.quality.prepared_for(unit, phase)
+            req = LLMRequest(messages=unit.messages, schema=self._schema,
+                             options=dict(phase.options), key=str(unit.id), stream=cfg.stream,
+                             timeout=cfg.timeout)
             while True:
                 attempts += 1
                 self.attempts += 1
                 try:
                     async with asyncio.timeout(cfg.timeout * 1.5 + 5):  # the backend's own timeout
-                        comp = await self.backend.complete(req)  # should fire first
+                        comp = await phase.backend.complete(req)  # should fire first
                 except TimeoutError as exc:
                     err: BackendError = BackendTimeout(
-                        f"no reply within {cfg.timeout:g} s", endpoint=self.backend.url)
+                        f"no reply within {cfg.timeout:g} s", endpoint=phase.backend.url)
                     err.__cause__ = exc
                 except BackendError as exc:
                     err = exc
@@ -369,7 +375,7 @@ class Processor:
                     held = None
                     self.metrics.attempt(True, retry=attempts > 1)
                     finished = True
-                    await self._done(unit, comp, attempts)
+                    await self._done(unit, comp, attempts, phase.label)
                     return
                 self.gate.release(held, _outcome(err))
                 held = None
@@ -390,15 +396,15 @@ class Processor:
                         req.options = {**req.options, "num_predict": limit * 2}
                     if schema_failures > cfg.schema_retries:
                         finished = True
-                        await self._failed(unit, err, attempts)
+                        await self._failed(unit, err, attempts, phase.label)
                         return
                 elif not err.transient:
                     finished = True
-                    await self._failed(unit, err, attempts)
+                    await self._failed(unit, err, attempts, phase.label)
                     return
                 elif not resting and attempts > cfg.retries:
                     finished = True
-                    await self._failed(unit, err, attempts)
+                    await self._failed(unit, err, attempts, phase.label)
                     return
                 delay = (err.retry_after or 0.05) if resting else self._delay(attempts, err)
                 if await self._interruptible_sleep(delay):
@@ -417,16 +423,18 @@ class Processor:
             else:
                 queue.give_back(unit)
 
-    async def _done(self, unit: Prepared, comp: Any, attempts: int) -> None:
+    async def _done(self, unit: Prepared, comp: Any, attempts: int, phase: str) -> None:
         assert self.writer is not None
-        await self.writer.done_unit(unit, comp, attempts)
+        await self.writer.done_unit(unit, comp, attempts, phase)
+        self.quality.observe(unit, phase, comp=comp)
         self.metrics.unit_done(emails=unit.emails, latency_s=comp.latency_s, ttft_s=comp.ttft_s,
                                prompt_tokens=comp.prompt_tokens,
                                completion_tokens=comp.completion_tokens)
 
-    async def _failed(self, unit: Prepared, exc: BackendError, attempts: int) -> None:
+    async def _failed(self, unit: Prepared, exc: BackendError, attempts: int, phase: str) -> None:
         assert self.writer is not None
-        await self.writer.failed_unit(unit, exc, attempts)
+        await self.writer.failed_unit(unit, exc, attempts, phase)
+        self.quality.observe(unit, phase, exc=exc)
         self.metrics.unit_failed()
 
     # --- housekeeping ------------------------------------------------------------------------
@@ -443,7 +451,7 @@ class Processor:
                 last_progress = now
                 runs.set_run_status(self.store, self.run.id, self.state if self.state in (
                     "running", "paused") else "running",
-                    progress=json.dumps(snap.as_dict()))
+                    progress=json.dumps({**snap.as_dict(), "quality": self.quality.status()}))
             if self.queue is not None and now - last_profile >= PROFILE_EVERY_S:
                 last_profile = now
                 with contextlib.suppress(EmailwbError):
@@ -469,8 +477,9 @@ class Processor:
         writer = self.writer
         assert writer is not None
         writer.flush()
-        runs.set_run_status(self.store, self.run.id, status, progress=json.dumps(snap.as_dict()),
-                            ended=True)
+        await self.quality.close()
+        runs.set_run_status(self.store, self.run.id, status, ended=True, progress=json.dumps(
+            {**snap.as_dict(), "quality": self.quality.status()}))
         await self.store.aflush()
         self._report(snap)
         elapsed = time.monotonic() - self._started

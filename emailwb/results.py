@@ -25,7 +25,7 @@ WRITE_DELAY_S = 0.02  # at the latest this long after the first row of a group
 _RESULT_FIELDS = ("run_id", "status", "data", "raw", "error", "reason", "prompt_tokens",
                   "completion_tokens", "cached_tokens", "latency_s", "ttft_s", "attempts",
                   "endpoint", "model", "template_name", "template_version", "truncated", "emails",
-                  "created_at")
+                  "created_at", "phase")
 
 
 def result_sql(unit: str) -> str:
@@ -44,12 +44,12 @@ def result_params(run_id: int, unit_id: int, *, status: str, data: dict[str, Any
                   ttft_s: float | None = None, attempts: int = 1, endpoint: str | None = None,
                   model: str | None = None, template_name: str | None = None,
                   template_version: str | None = None, truncated: bool = False,
-                  emails: int = 1) -> tuple[Any, ...]:
+                  emails: int = 1, phase: str | None = None) -> tuple[Any, ...]:
     """Parameters for ``result_sql`` in its column order."""
     return (run_id, status, json.dumps(data, separators=(",", ":")) if data is not None else None,
             raw, error, reason, prompt_tokens, completion_tokens, cached_tokens, latency_s, ttft_s,
             attempts, endpoint, model, template_name, template_version, int(truncated), emails,
-            now_iso(), unit_id)
+            now_iso(), phase, unit_id)
 
 
 def _write_new_connection(path: str, sql: str, params: tuple[Any, ...]) -> None:
@@ -84,28 +84,30 @@ class ResultWriter:
         self._rows: list[tuple[Any, ...]] = []
         self._handle: asyncio.TimerHandle | None = None
 
-    async def done_unit(self, unit: Any, comp: Any, attempts: int) -> None:
-        """A validated completion for ``unit`` (a ``workqueue.Prepared``)."""
+    async def done_unit(self, unit: Any, comp: Any, attempts: int,
+                        phase: str | None = None) -> None:
+        """A validated completion for ``unit`` (a ``workqueue.Prepared``) sent under ``phase``."""
         await self._write(result_params(
             self.run_id, unit.id, status="done", data=comp.data, raw=comp.raw,
             prompt_tokens=comp.prompt_tokens, completion_tokens=comp.completion_tokens,
             cached_tokens=comp.cached_tokens, latency_s=comp.latency_s, ttft_s=comp.ttft_s,
             attempts=attempts, endpoint=comp.endpoint, model=comp.model,
             template_name=unit.template_name, template_version=unit.template_version,
-            truncated=unit.truncated, emails=unit.emails))
+            truncated=unit.truncated, emails=unit.emails, phase=phase))
         self.done += 1
         self.emails += unit.emails
         self.tokens["prompt"] += comp.prompt_tokens or 0
         self.tokens["completion"] += comp.completion_tokens or 0
         self.tokens["cached"] += comp.cached_tokens or 0
 
-    async def failed_unit(self, unit: Any, exc: BackendError, attempts: int) -> None:
+    async def failed_unit(self, unit: Any, exc: BackendError, attempts: int,
+                          phase: str | None = None) -> None:
         """``unit`` failed for good with ``exc`` (the raw reply is kept when there is one)."""
         await self._write(result_params(
             self.run_id, unit.id, status="failed", raw=exc.raw, error=type(exc).__name__,
             reason=failure_reason(exc, attempts), attempts=attempts, endpoint=exc.endpoint,
             template_name=unit.template_name, template_version=unit.template_version,
-            truncated=unit.truncated, emails=unit.emails))
+            truncated=unit.truncated, emails=unit.emails, phase=phase))
         self.failed += 1
 
     async def _write(self, params: tuple[Any, ...]) -> None:
