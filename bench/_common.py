@@ -1,0 +1,140 @@
+"""Shared helpers of the benches: Enron samples, throwaway stores, timed runs, tables.
+
+Every bench imports this module by path (``sys.path`` gets the repository root), so the
+benches run from a fresh clone with ``.venv/bin/python bench/NAME.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from emailwb.ingest import ingest  # noqa: E402
+from emailwb.store import Store  # noqa: E402
+
+ENRON = Path(os.environ.get("EMAILWB_ENRON_DIR") or REPO.parent / "shared" / "data" / "enron")
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """One message of the Enron dev set (a row of its MANIFEST.tsv)."""
+
+    path: str  # relative to ENRON
+    bytes: int
+    group: str  # the manifest's content group
+
+
+def manifest(enron: Path = ENRON) -> list[Mail]:
+    """Every message of the dev set, in manifest order."""
+    if not (enron / "MANIFEST.tsv").is_file():
+        raise SystemExit(f"the Enron dev set is not at {enron}: set EMAILWB_ENRON_DIR")
+    with (enron / "MANIFEST.tsv").open(newline="") as fh:
+        return [Mail(r["path"], int(r["bytes"]), r["content_group"])
+                for r in csv.DictReader(fh, delimiter="\t")]
+
+
+def distinct_sample(n: int, *, seed: int = 4, min_bytes: int = 700, max_bytes: int = 5000,
+                    exclude: Iterable[str] = ()) -> list[Mail]:
+    """``n`` messages from ``n`` different content groups (so deduplication has nothing to
+    merge), of ordinary size, chosen with a fixed seed; ``exclude``: groups not to use."""
+    rows = [m for m in manifest() if min_bytes <= m.bytes <= max_bytes]
+    random.Random(seed).shuffle(rows)
+    seen = set(exclude)
+    out: list[Mail] = []
+    for m in rows:
+        if m.group not in seen:
+            seen.add(m.group)
+            out.append(m)
+            if len(out) == n:
+                return out
+    raise SystemExit(f"only {len(out)} distinct messages of {min_bytes}-{max_bytes} bytes")
+
+
+def balanced_split(mails: Sequence[Mail], parts: int) -> list[list[Mail]]:
+    """Deal messages into ``parts`` lists of similar total size (largest first, snake order)."""
+    out: list[list[Mail]] = [[] for _ in range(parts)]
+    order = sorted(mails, key=lambda m: -m.bytes)
+    for i, m in enumerate(order):
+        k = i % (2 * parts)
+        out[k if k < parts else 2 * parts - 1 - k].append(m)
+    return out
+
+
+def copy_mail(mails: Iterable[Mail], dest: Path) -> Path:
+    """Copy messages under ``dest`` (their maildir paths kept); returns ``dest``."""
+    for m in mails:
+        target = dest / m.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ENRON / m.path, target)
+    return dest
+
+
+def store_with(folder: Path, name: str, mails: Iterable[Mail] | None = None,
+               paths: Sequence[Path] | None = None) -> Store:
+    """A fresh store ``folder/name.sqlite`` holding ``mails`` (copied) or ``paths``."""
+    src = paths or [copy_mail(mails or (), folder / f"{name}-mail")]
+    store = Store(folder / f"{name}.sqlite")
+    ingest(store, list(src), progress=False)
+    store.flush()
+    return store
+
+
+def groups_of(store: Store) -> int:
+    return int(store.scalar(
+        "SELECT COUNT(*) FROM content_groups WHERE canonical_email_id IS NOT NULL") or 0)
+
+
+def machine_line() -> str:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} cores, load average {load}"
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain text table, columns right-aligned except the first."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for j, r in enumerate(cells):
+        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
+                               for i, c in enumerate(r)))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.1f}"
+    return str(value)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+class Stopwatch:
+    """Wall-clock seconds since creation (for the bench's own budget)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    @property
+    def s(self) -> float:
+        return time.monotonic() - self.t0
