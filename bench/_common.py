@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -106,14 +107,15 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain text table, columns right-aligned except the first."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+          left: Sequence[int] = (0,)) -> str:
+    """A plain text table; the ``left`` columns left-aligned, the others right-aligned."""
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for j, r in enumerate(cells):
-        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
-                               for i, c in enumerate(r)))
+        lines.append("  ".join(c.ljust(widths[i]) if i in left else c.rjust(widths[i])
+                               for i, c in enumerate(r)).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -127,6 +129,43 @@ def _fmt(value: Any) -> str:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+def _machine_busy_s() -> float | None:
+    """CPU-seconds all processes of the machine spent busy (steal included), from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU-seconds of this process and its reaped children (a stopped llama-server)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class OtherLoad:
+    """How many cores the rest of the machine (other users, steal) took during a span.
+
+    Busy time from /proc/stat minus this process and its children, over wall time; read
+    ``cores`` after the children of the span were reaped. None where /proc/stat is missing.
+    """
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.own0 = time.monotonic(), _machine_busy_s(), _own_cpu_s()
+
+    @property
+    def cores(self) -> float | None:
+        busy = _machine_busy_s()
+        if busy is None or self.busy0 is None:
+            return None
+        wall = max(time.monotonic() - self.t0, 1e-9)
+        return max(0.0, (busy - self.busy0) - (_own_cpu_s() - self.own0)) / wall
 
 
 class Stopwatch:
