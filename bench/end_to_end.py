@@ -25,22 +25,26 @@ by one, each marked measured or derived, so the weak one shows:
 
 * deduplication: messages per LLM call over the mailbox (measured, part a);
 * no fixed sleeps: the reference's time over its time without the 2 s sleeps (measured);
-* time outside requests: the reference's time without sleeps over its requests' time
-  (measured; the new SQLite connection per write, the run's start and end);
-* cleaning and shared prefix: the reference's request time over the defaults' at
-  concurrency 1 on the same emails (measured), split between the two by the prefix tokens
-  the server reported cached times the prefill time per token the reference's time to
-  first token shows (derived);
+* cleaning and shared prefix: the time per email of the reference over the defaults' at
+  concurrency 1, on the same emails, one at a time, retries included (measured: the gaps
+  between consecutive results), split between the two by the prompt tokens the server
+  reported cached times the prefill time per token that the reference's time to first
+  token shows (derived);
 * batching: whatever of the measured speed-up per call is left (the defaults' auto
-  concurrency over one request at a time).
+  concurrency over one request at a time; batched writes and the run's start and end are
+  in it too).
+
+Each run also prints how many cores the rest of the machine took meanwhile (from
+/proc/stat): on a shared 2-core machine that moves the numbers more than most factors do.
 
 The quality watch keeps its per-result metrics; the judge's deep checks (one call per 100
 units, sent to the same server by default) are off in both configurations.
 
     .venv/bin/python bench/end_to_end.py [--emails 48] [--seq-emails 8] [--skip-llm]
 
-On the loaded 2-core development machine (SmolLM2 at 3-6 emails/min) 48 emails take about
-25 minutes, ``--emails 24`` about 14; the default follows the issue (48).
+On the loaded 2-core development machine (SmolLM2 at 2.5-5 emails/min) 48 emails take about
+35 minutes, ``--emails 24`` about 18, ``--emails 20`` about 15; the default follows the
+issue (48).
 """
 
 from __future__ import annotations
@@ -49,10 +53,12 @@ import argparse
 import asyncio
 import inspect
 import json
+import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     ENRON,
+    OtherLoad,
     Stopwatch,
     balanced_split,
     distinct_sample,
@@ -202,19 +209,36 @@ class Run:
 
 
 def run(store: Store, cfg: RunConfig, name: str) -> Run:
-    t = time.monotonic()
+    t, other = time.monotonic(), OtherLoad()
     s = asyncio.run(run_batch(store, cfg, run_name=name, **quality_kw()))
+    cores = other.cores
     rows = {r["message_id"]: dict(r) for r in store.query(
         "SELECT e.message_id, r.latency_s, r.ttft_s, r.prompt_tokens, r.completion_tokens, "
-        "r.cached_tokens, r.attempts, r.status FROM email_results x "
+        "r.cached_tokens, r.attempts, r.status, r.created_at FROM email_results x "
         "JOIN results r ON r.id = x.result_id JOIN emails e ON e.id = x.email_id "
         "JOIN runs u ON u.id = x.run_id WHERE u.name = ?", (name,))}
-    print(f"  {name:<14} {s.emails_done:3d} emails ({s.failed} failed) in {s.elapsed_s:6.1f} s "
-          f"= {s.emails_per_min:6.2f} emails/min, final limit {s.final_limit}; "
-          f"{s.prompt_tokens / max(len(rows), 1):5.0f} prompt / "
-          f"{s.completion_tokens / max(len(rows), 1):4.0f} completion tokens per email "
-          f"(with server start {time.monotonic() - t:.0f} s; {machine_line()})", flush=True)
+    n = max(len(rows), 1)
+    extra = sum((v["attempts"] or 1) - 1 for v in rows.values())
+    busy = f"others used {cores:.1f} of {os.cpu_count()} cores" if cores is not None else ""
+    print(f"  {name:<14} {s.emails_done:3d} emails ({s.failed} failed, {extra} retries) in "
+          f"{s.elapsed_s:6.1f} s = {s.emails_per_min:6.2f} emails/min, final limit "
+          f"{s.final_limit}; {s.prompt_tokens / n:4.0f} prompt / {s.completion_tokens / n:4.0f} "
+          f"completion tokens per email (with server start {time.monotonic() - t:.0f} s; "
+          f"{busy})", flush=True)
     return Run(name, s, rows)
+
+
+def sequential_times(run: Run, sleep: float) -> dict[str, float]:
+    """Seconds each email took in a one-at-a-time run, retries and its write included: the
+    gap between consecutive results, less the fixed sleep (the first: its request time)."""
+    out: dict[str, float] = {}
+    previous: float | None = None
+    for key, row in sorted(run.rows.items(), key=lambda kv: kv[1]["created_at"]):
+        at = datetime.fromisoformat(row["created_at"]).timestamp()
+        out[key] = at - previous - sleep if previous is not None else \
+            (row["latency_s"] or 0.0) * (row["attempts"] or 1)
+        previous = at
+    return out
 
 
 def totals(runs: list[Run]) -> tuple[int, float, float]:
@@ -264,50 +288,53 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
     # --- the factors ---
     dedup = mailbox["dedup"] if mailbox else args.dedup
     speed = rate_def / rate_ref
-    sleeps = sum(ref_cfg.sleep_between * max(r.summary.emails_done - 1, 0) for r in refs)
-    req_ref = sum(row["latency_s"] or 0.0 for r in refs for row in r.rows.values())
+    # the reference sleeps after every email, the last included
+    sleeps = sum(ref_cfg.sleep_between * r.summary.emails_done for r in refs)
     f_sleep = t_ref / max(t_ref - sleeps, 1e-9)
-    f_write = (t_ref - sleeps) / max(req_ref, 1e-9)
     factors: list[list[Any]] = [
         ["deduplication (messages per LLM call, whole mailbox)", f"{dedup:.2f}x",
          "measured, part (a)" if mailbox else "given (--dedup)"],
         ["no fixed sleeps (2 s after each email)", f"{f_sleep:.2f}x",
-         f"measured: {t_ref:.0f} s with, {t_ref - sleeps:.0f} s without the sleeps"],
-        ["time outside requests (connection per write, run start/end)", f"{f_write:.2f}x",
-         f"measured on the reference: {t_ref - sleeps - req_ref:.1f} s in all"]]
-    rest = speed / (f_sleep * f_write)
+         f"measured: the reference took {t_ref:.0f} s, {t_ref - sleeps:.0f} s without its "
+         "sleeps"]]
+    rest = speed / f_sleep
     if seq is not None:
         ref_rows = {k: v for r in refs for k, v in r.rows.items()}
+        t_ref_each = {k: v for r in refs for k, v in sequential_times(
+            r, ref_cfg.sleep_between).items()}
+        t_seq_each = sequential_times(seq, 0.0)
         matched = [k for k in seq.rows if k in ref_rows and seq.rows[k]["status"] == "done"
                    and ref_rows[k]["status"] == "done"]
-        lat_ref = sum(ref_rows[k]["latency_s"] for k in matched)
-        lat_seq = sum(seq.rows[k]["latency_s"] for k in matched)
-        f_prompt = lat_ref / max(lat_seq, 1e-9)
+        m = max(len(matched), 1)
+        sum_ref = sum(t_ref_each[k] for k in matched)
+        sum_seq = sum(t_seq_each[k] for k in matched)
+        f_prompt = sum_ref / max(sum_seq, 1e-9)
         # prefill seconds per uncached prompt token, from the sequential reference's TTFT
         ttft = sum(v["ttft_s"] or 0.0 for v in ref_rows.values())
         fresh = sum((v["prompt_tokens"] or 0) - (v["cached_tokens"] or 0)
                     for v in ref_rows.values())
         spt = ttft / max(fresh, 1)
         cached = sum(seq.rows[k]["cached_tokens"] or 0 for k in matched)
-        f_prefix = (lat_seq + cached * spt) / max(lat_seq, 1e-9)
+        f_prefix = (sum_seq + cached * spt) / max(sum_seq, 1e-9)
         f_clean = f_prompt / f_prefix
-        tok_ref = sum(ref_rows[k]["prompt_tokens"] or 0 for k in matched) / max(len(matched), 1)
-        tok_seq = sum(seq.rows[k]["prompt_tokens"] or 0 for k in matched) / max(len(matched), 1)
-        comp_ref = sum(ref_rows[k]["completion_tokens"] or 0 for k in matched) / max(
-            len(matched), 1)
-        comp_seq = sum(seq.rows[k]["completion_tokens"] or 0 for k in matched) / max(
-            len(matched), 1)
+
+        def per(rows: dict[str, dict[str, Any]], col: str) -> float:
+            return sum((rows[k][col] or 0) for k in matched) / m
+
         factors += [
-            ["cleaning (and the email-last layout), per request", f"{f_clean:.2f}x",
-             f"measured on {len(matched)} emails, one at a time: {lat_ref:.0f} s vs "
-             f"{lat_seq:.0f} s of requests, less the prefix share; prompt tokens "
-             f"{tok_ref:.0f} vs {tok_seq:.0f}, completion tokens {comp_ref:.0f} vs "
-             f"{comp_seq:.0f} per email"],
+            ["cleaning (and the email-last layout), per email", f"{f_clean:.2f}x",
+             f"measured on {len(matched)} of the emails, one at a time (retries included): "
+             f"{sum_ref:.0f} s vs {sum_seq:.0f} s, less the prefix share; per email "
+             f"{per(ref_rows, 'prompt_tokens'):.0f} vs {per(seq.rows, 'prompt_tokens'):.0f} "
+             f"prompt tokens, {per(ref_rows, 'completion_tokens'):.0f} vs "
+             f"{per(seq.rows, 'completion_tokens'):.0f} completion tokens, "
+             f"{per(ref_rows, 'attempts'):.2f} vs {per(seq.rows, 'attempts'):.2f} attempts"],
             ["shared prompt prefix (cached by the server)", f"{f_prefix:.2f}x",
-             f"derived: {cached / max(len(matched), 1):.0f} cached tokens per request x "
-             f"{spt * 1000:.1f} ms prefill per token (reference's time to first token)"],
+             f"derived: {cached / m:.0f} cached tokens per request x {spt * 1000:.1f} ms "
+             "prefill per token (the reference's time to first token per uncached token)"],
             ["batching (auto concurrency vs one at a time)", f"{rest / f_prompt:.2f}x",
-             "the rest of the measured speed-up per call"]]
+             "the rest of the measured speed-up per call (also: batched writes, run start/"
+             "end)"]]
     else:
         factors.append(["cleaning, shared prefix and batching together", f"{rest:.2f}x",
                         "the rest of the measured speed-up per call (--seq-emails 0)"])

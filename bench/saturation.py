@@ -18,7 +18,10 @@
     new SQLite connection per write, raw bodies, the email before the instructions) runs on
     a spread of sizes of the same emails, on the same kind of server. Each run also prints
     how many cores the rest of the machine took meanwhile (from /proc/stat), since the
-    other load on a shared 2-core machine moves these numbers more than the levels do.
+    other load on a shared 2-core machine moves these numbers, and so do the reply
+    lengths: greedy decoding in llama-server still varies with how requests are batched,
+    so the same email's reply (and a schema retry) changes from run to run; the retries and
+    reply tokens per email are printed, and completion tokens/s for information.
 
 Goals, per server: emails/min with ``auto`` divided by the best fixed level >= 0.95. Printed
 too: the speed-up of ``auto`` over the reference design. Rates are what the runs report,
@@ -84,11 +87,18 @@ class Level:
     limits: list[int] = field(default_factory=list)  # the limit at the end of each run
     other: list[float] = field(default_factory=list)  # cores the rest of the machine used
     failed: int = 0
+    retries: int = 0
+    completion_tokens: int = 0
 
     @property
     def rate(self) -> float:
         """The level's throughput: all emails over all time (a mean weighted by time)."""
         return sum(self.emails) / max(sum(self.elapsed), 1e-9) * 60 if self.emails else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Completion tokens per second: the server's output, whatever the reply lengths."""
+        return self.completion_tokens / max(sum(self.elapsed), 1e-9)
 
     def row(self, ref: float | None = None) -> list[Any]:
         runs = " / ".join(f"{r:,.1f}" for r in self.rates)
@@ -98,8 +108,9 @@ class Level:
                           f"±{spread / 2:.0f}%" if len(self.rates) > 1 else "-",
                           self.rate, ",".join(map(str, self.limits)), self.failed]
         if ref is not None:
-            out.append(" / ".join(f"{c:.1f}" for c in self.other) or "-")
-            out.append(f"{self.rate / ref:.2f}x")
+            out += [self.retries, self.completion_tokens / max(sum(self.emails), 1),
+                    self.tokens_per_s, " / ".join(f"{c:.1f}" for c in self.other) or "-",
+                    f"{self.rate / ref:.2f}x"]
         return out
 
     def add(self, summary: Any) -> None:
@@ -108,6 +119,8 @@ class Level:
         self.emails.append(summary.emails_done)
         self.limits.append(summary.final_limit)
         self.failed += summary.failed
+        self.retries += summary.retries
+        self.completion_tokens += summary.completion_tokens
 
 
 HEAD = ["concurrency", "emails", "seconds", "emails/min per run", "spread", "emails/min",
@@ -198,9 +211,11 @@ def local_run(store: Store, cfg: RunConfig, name: str, level: Level) -> None:
     if cores is not None:
         level.other.append(cores)
     busy = f"others used {cores:.1f} of {os.cpu_count()} cores" if cores is not None else ""
-    print(f"  {name:<16} {s.emails_done:3d} emails ({s.failed} failed) in {s.elapsed_s:6.1f} s "
-          f"= {s.emails_per_min:6.2f} emails/min, final limit {s.final_limit} "
-          f"(with server start {time.monotonic() - t:.0f} s; {busy})", flush=True)
+    print(f"  {name:<16} {s.emails_done:3d} emails ({s.failed} failed, {s.retries} retries) in "
+          f"{s.elapsed_s:6.1f} s = {s.emails_per_min:6.2f} emails/min, "
+          f"{s.completion_tokens / max(s.session_done, 1):.0f} reply tokens/email, final limit "
+          f"{s.final_limit} (with server start {time.monotonic() - t:.0f} s; {busy})",
+          flush=True)
 
 
 def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
@@ -234,12 +249,17 @@ def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
     ratio = auto.rate / best.rate
     speedup = auto.rate / ref.rate
     print()
-    print(table([*HEAD, "others' cores", "vs reference"],
+    print(table([*HEAD, "retries", "reply tokens/email", "completion tok/s", "others' cores",
+                 "vs reference"],
                 [lv.row(ref.rate) for lv in [*(runs[c] for c in levels), auto, ref]]))
     line = (f"(b) auto / best fixed ({best.label}): {auto.rate:.2f} / {best.rate:.2f} = "
             f"{ratio:.3f} (goal >= {GOAL}); speed-up over the reference design: "
             f"{auto.rate:.2f} / {ref.rate:.2f} = {speedup:.2f}x")
     print(line)
+    best_tok = max((runs[c] for c in levels), key=lambda lv: lv.tokens_per_s)
+    print(f"    for information, by completion tokens/s (blind to how long the replies came "
+          f"out; greedy decoding still varies with the batch): auto / best fixed "
+          f"({best_tok.label}) = {auto.tokens_per_s / best_tok.tokens_per_s:.3f}")
     return ratio, speedup, line
 
 

@@ -1,6 +1,7 @@
 """Crash test: ``kill -9`` the CLI at random moments of a run over 200 real Enron emails.
 
-The LLM is a ``SimServer`` (OpenAI protocol, 8 slots, a small service time) in a separate
+The LLM is a ``SimServer`` (OpenAI protocol, 8 slots, 0.15 s per request: long enough that
+the ~180 units last through several kills, short enough for ~20 s in all) in a separate
 process (``bench/simserver.py``), so it outlives every killed client and logs every request
 it gets, with a key per prompt and wall-clock times. ``emailwb run`` is started as a
 subprocess and killed with SIGKILL at random moments (seeded: the seed is printed, and
@@ -13,7 +14,9 @@ completes. Then:
 * no unit was asked again after its result was committed: the reply that was committed
   (its summary names the request, ``[req n]``) came from the *last* request for that
   prompt, and units with a committed result at a kill were never requested after it;
-* a kill loses at most about the requests in flight;
+* a kill loses at most the requests in flight and the replies still waiting for their
+  batched commit (results.WRITE_DELAY_S plus the store's flush interval, ~70 ms): at most
+  two rounds of the concurrency here;
 * ``PRAGMA integrity_check`` says ok.
 """
 
