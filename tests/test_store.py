@@ -87,6 +87,37 @@ def test_wal_mode_and_foreign_keys_are_on(store: Store) -> None:
     assert store.integrity_check() == "ok"
 
 
+def test_new_files_use_16k_pages_and_existing_files_keep_theirs(tmp_path: Path) -> None:
+    with Store(tmp_path / "new.sqlite") as store:
+        assert store.scalar("PRAGMA page_size") == 16384
+    old = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE t (x)")  # an existing 4 KiB-page file
+    conn.close()
+    with Store(old) as store:
+        assert store.scalar("PRAGMA page_size") == 4096
+        assert store.integrity_check() == "ok"
+
+
+def test_checkpoints_run_off_the_writer_and_keep_the_wal_small(db_path: Path) -> None:
+    blob = b"x" * 200_000
+    with Store(db_path) as store:
+        for i in range(6):  # 12 MB in six commits, under the writer's own 16 MB checkpoint
+            store.submit_many("INSERT INTO raw_messages (sha256, raw, size, source, ingested_at)"
+                              " VALUES (?, ?, 0, '', '')",
+                              [(f"{i}-{k}", blob) for k in range(10)])
+            store.flush()
+            time.sleep(0.1)
+        deadline = time.monotonic() + 10  # the frames reach the database file meanwhile
+        while db_path.stat().st_size < 11_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert db_path.stat().st_size > 11_000_000
+        assert store._checkpointer.checkpoints >= 2 and store._checkpointer.frames > 600
+        assert store.scalar("SELECT COUNT(*) FROM raw_messages") == 60
+    assert not Path(f"{db_path}-wal").exists()  # close finished the checkpoint
+    assert count(db_path, "raw_messages") == 60
+
+
 def test_batched_writes_are_visible_to_readers_after_flush(db_path: Path) -> None:
     with Store(db_path, flush_interval=10) as store:
         for i in range(1200):
