@@ -260,6 +260,37 @@ def counters_html(snap: MetricsSnapshot | None, state: str, run_name: str = "") 
             f"style='display:flex;flex-wrap:wrap'>{body}</div>")
 
 
+def quality_html(status: dict[str, Any] | None) -> str:
+    """The quality line of the launch panel: deep checks, and any drift alert with what the
+    run did about it (paused, or rolled back to the baseline configuration)."""
+    if not status:
+        return ""
+    phase = status.get("phase") or "main"
+    line = (f"quality: {_fmt(status.get('scored', 0))} results scored · deep checks "
+            f"{_fmt(status.get('sampled', 0))} sampled, {_fmt(status.get('judged', 0))} judged"
+            f" · on drift: {status.get('on_drift', 'alert')} · phase: {phase}")
+    alerts = list(status.get("alerts") or [])
+    if not alerts:
+        return (f"<div class='emailwb-quality' data-alerts='0' style='color:#555;"
+                f"font-size:12px'>{escape(line)}</div>")
+    if status.get("paused_by_drift"):
+        action = ("the run is paused by the drift alarm: look at the latest results (and the "
+                  "audit queue), then Resume to go on or Stop")
+    elif phase == "baseline":
+        action = ("rolled back: the following emails run under the baseline configuration "
+                  "(results record phase 'baseline')")
+    else:
+        action = "alert only (on_drift='alert'): the run goes on unchanged"
+    items = "".join(f"<li>{escape(str(a))}</li>" for a in alerts[-5:])
+    more = f"<div>({len(alerts) - 5} earlier alerts)</div>" if len(alerts) > 5 else ""
+    return (f"<div class='emailwb-quality emailwb-drift-alert' data-alerts='{len(alerts)}' "
+            "style='border:1px solid #c0392b;background:#fdecea;color:#7b241c;padding:6px 10px;"
+            "margin:4px 0;font-size:13px'><b>Quality drift alert</b>"
+            f"<ul style='margin:4px 0 4px 18px;padding:0'>{items}</ul>{more}"
+            f"<div><b>{escape(action)}</b></div>"
+            f"<div style='color:#555;font-size:12px'>{escape(line)}</div></div>")
+
+
 def table_html(df: pl.DataFrame, columns: list[str] | None = None, *, max_chars: int = 60,
                caption: str = "") -> str:
     """A polars frame as an HTML table with every cell escaped."""

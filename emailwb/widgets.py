@@ -7,7 +7,10 @@ last expression of a cell) and tests drive (``.value = ...``, ``button.click()``
   limit, run name and priority profile; Start/Pause/Resume/Stop drive a real run
   (``processor.run_batch`` as a task on the kernel's event loop, so the kernel stays free);
   a refresher task updates the live charts, counters, progress bar and ETA about twice a
-  second and the latest-results table every few seconds.
+  second and the latest-results table every few seconds, plus a quality line (results
+  scored, deep checks sampled and judged) that turns into a red drift alert naming the
+  metric and what the run did (paused, rolled back to the baseline, or alert only);
+  ``quality=`` takes a ``drift.QualityConfig`` (window, threshold, ``on_drift``).
   Its ``results`` (``charts.ResultsBrowser``) lists the newest results; picking one shows
   the email beside its JSON, escaped (email content is untrusted).
 - ``PrioritiesPanel``: a weight slider per email type; the pending queue re-orders at once
@@ -59,10 +62,12 @@ class LaunchPanel(_Panel):
                  profile: str = runs.DEFAULT_PROFILE, api_key: str | None = None,
                  refresh_s: float = 0.5, results_every_s: float = 2.0, results_rows: int = 20,
                  show_charts: bool = True,
-                 config_overrides: dict[str, Any] | None = None) -> None:
+                 config_overrides: dict[str, Any] | None = None,
+                 quality: Any = None) -> None:
         self.store, self._own_store = _open_store(db)
         self.refresh_s, self.results_every_s = refresh_s, results_every_s
         self.config_overrides = dict(config_overrides or {})
+        self.quality = quality  # a drift.QualityConfig (None: the defaults)
         self.errors = ErrorLog()
         self.state = "idle"
         self.processor: Any = None
@@ -126,6 +131,8 @@ class LaunchPanel(_Panel):
         self.counters.add_class("emailwb-counters")
         self.status = w.HTML("")
         self.status.add_class("emailwb-status")
+        self.alerts = w.HTML("")  # deep checks and drift alerts
+        self.alerts.add_class("emailwb-alerts")
         self.charts = charts.LiveCharts(widget=show_charts)  # one plotly widget per page
         self.results = charts.ResultsBrowser(self.store, rows=results_rows, errors=self.errors)
         if self.charts.figure is not None:
@@ -137,7 +144,7 @@ class LaunchPanel(_Panel):
         self.widget = w.VBox([
             w.HTML("<h3 style='margin:4px 0'>emailwb · batch launch</h3>"), form,
             w.HBox([self.start_button, self.pause_button, self.resume_button, self.stop_button]),
-            self.status, self.progress, self.counters,
+            self.status, self.alerts, self.progress, self.counters,
             *([self.charts.figure] if self.charts.figure is not None else []),
             self.results.widget, self.errors.output])
         self.widget.add_class("emailwb-launch")
@@ -222,7 +229,8 @@ class LaunchPanel(_Panel):
         started = time.monotonic()
         try:
             self.summary = await run_batch(self.store, config, run_name=self.name, limit=limit,
-                                           api_key=self._api_key, on_start=self._attach)
+                                           api_key=self._api_key, on_start=self._attach,
+                                           quality=self.quality)
         except asyncio.CancelledError:
             self._set_state("stopped", "stopped (cancelled)")
             return None
@@ -280,6 +288,8 @@ class LaunchPanel(_Panel):
         self.progress.value = min(snap.done + snap.failed, self.progress.max)
         self.progress.description = f"{snap.done + snap.failed:,} / {snap.total:,}"
         self.counters.value = charts.counters_html(snap, self.state, proc.name)
+        watch = getattr(proc, "quality", None)
+        self.alerts.value = charts.quality_html(watch.status() if watch is not None else None)
 
     def pause(self) -> None:
         if self.processor is None:

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from qualitykit import answers, make_mail
 
 from emailwb import explore, runs
+from emailwb.drift import QualityConfig
 from emailwb.notebook import ErrorLog, parameterize
 from emailwb.simulate import SimServer
 from emailwb.widgets import LaunchPanel, PrioritiesPanel
@@ -294,3 +296,22 @@ def test_parameterize_injects_after_the_parameters_cell(tmp_path: Path) -> None:
     assert "db = '/tmp/a b.sqlite'\nlimit = 3\n" in out.cells[2].source
     again = parameterize(tmp_path / "o.ipynb", {"db": "y"})
     assert sum("injected-parameters" in c.metadata.get("tags", []) for c in again.cells) == 1
+
+
+async def test_a_drift_alarm_shows_in_the_panel_and_pauses_the_run(store: Any) -> None:
+    make_mail(store, 60)
+    quality = QualityConfig(sample_every=1000, judge=False, baseline_size=10, window=10,
+                            threshold=0.3, drift_metrics=["grounding"], on_drift="pause")
+    async with SimServer(kind="ollama", answer=answers(bad_after=15), service_time=0.01) as srv:
+        panel = panel_for(store, srv, run_name="drifting", concurrency=2, quality=quality)
+        panel.start_button.click()
+        await until(lambda: "emailwb-quality" in panel.alerts.value)
+        assert "data-alerts='0'" in panel.alerts.value  # scored, no alert yet
+        await until(lambda: panel.state == "paused")
+        html = panel.alerts.value
+        assert "Quality drift alert" in html and "quality drift on grounding" in html
+        assert "paused by the drift alarm" in html and not panel.resume_button.disabled
+        panel.stop_button.click()
+        summary = await asyncio.wait_for(panel.wait(), 20)
+        assert summary.done < 60 and not panel.errors.errors, panel.errors.text
+    assert "Quality drift alert" in panel.alerts.value  # still shown after the run ended
