@@ -26,14 +26,14 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from emailwb.errors import ConfigError, LocalServerError
-from emailwb.localserver import (
+from emailwb.llamabin import (
     DEFAULT_MODEL_FILE,
-    LocalServer,
     default_model_path,
     find_binary,
     model_sha256,
     supported_flags,
 )
+from emailwb.localserver import LocalServer
 
 
 # --- without the server ---------------------------------------------------------------------
