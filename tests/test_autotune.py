@@ -160,29 +160,51 @@ async def test_gate_enforces_a_changing_limit_and_survives_cancellation():
         await cancelled
 
 
-async def test_against_a_real_simulated_server(store):
+@pytest.fixture
+def slow_server(tmp_path):
+    """A 4-slot SimServer (OpenAI protocol, 0.1 s per request) in its own process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    err = tmp_path / "server.err"
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "simserver.py"),
+         "--kind", "openai", "--slots", "4", "--service-time", "0.1"],
+        stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("READY "), err.read_text()[-2000:]
+        _, url, model = line.split()
+        yield url, model
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def test_against_a_real_simulated_server(store, slow_server):
     from test_processor import make_units
 
     from emailwb.backends import make_backend
     from emailwb.drift import QualityConfig
     from emailwb.processor import Processor
     from emailwb.runs import RunConfig
-    from emailwb.simulate import SimServer
 
     make_units(store, 260)
-    # The controller is under test, so the 4-slot server must be the bottleneck: 0.1 s per
-    # request (40 requests/s at most) leaves the client (~1-3 ms of CPU per request, shared
-    # with the in-process server's event loop) far from its own limit even on a loaded
-    # 2-core box, where 0.03 s (133/s) sometimes made the client the bottleneck and the
-    # controller rightly kept adding requests. Quality scoring (~3 ms per result) is off for
-    # the same reason.
-    async with SimServer(kind="openai", slots=4, service_time=0.1) as srv:
-        backend = make_backend("openai", srv.url, srv.model)
-        config = RunConfig.default(backend="openai", urls=[srv.url], model=srv.model)
-        proc = Processor(store, config, backend, run_name="auto",
-                         quality=QualityConfig(enabled=False, judge=False))
-        summary = await proc.run_to_end()
-        await backend.aclose()
+    # The controller is under test, so the 4-slot server must be the bottleneck. The server
+    # runs in its own process: inside the client's event loop its replies waited whenever the
+    # client was busy, its slots idled meanwhile, and on a loaded 2-core box more requests in
+    # flight then really did gain throughput (16 -> 32 gained 7% once). 0.1 s per request
+    # (40 requests/s at most) keeps the client (~1-3 ms of CPU per request) far from its own
+    # limit; per-result quality scoring (~3 ms) is off for the same reason.
+    url, model = slow_server
+    backend = make_backend("openai", url, model)
+    config = RunConfig.default(backend="openai", urls=[url], model=model)
+    proc = Processor(store, config, backend, run_name="auto",
+                     quality=QualityConfig(enabled=False, judge=False))
+    summary = await proc.run_to_end()
+    await backend.aclose()
     ctrl = proc.controller
     assert isinstance(ctrl, AutoConcurrency)
     assert summary.done == 260
