@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,29 @@ async def serve(args: argparse.Namespace) -> None:
     async with srv:
         print(f"READY {srv.url} {srv.model}", flush=True)
         await stop.wait()
+
+
+def spawn(folder: Path, *, kind: str = "openai", slots: int = 8, service_time: float = 0.05,
+          log: Path | None = None, new_session: bool = False
+          ) -> tuple[subprocess.Popen[str], str, str]:
+    """Start this script as a child process and wait for it: ``(process, url, model)``.
+
+    Its stderr goes to ``folder/server.err`` (a full pipe would stall the server); a server
+    that does not come up is killed and its stderr raised. Stop it with ``terminate()``.
+    """
+    err = folder / "server.err"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--kind", kind, "--slots", str(slots),
+           "--service-time", str(service_time), *(["--log", str(log)] if log else [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err.open("w"), text=True,
+                            start_new_session=new_session)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"the simulated server did not start: {line}"
+                           f"{err.read_text()[-2000:]}")
+    _, url, model = line.split()
+    return proc, url, model
 
 
 def main() -> int:

@@ -163,20 +163,14 @@ async def test_gate_enforces_a_changing_limit_and_survives_cancellation():
 @pytest.fixture
 def slow_server(tmp_path):
     """A 4-slot SimServer (OpenAI protocol, 0.1 s per request) in its own process."""
-    import subprocess
     import sys
     from pathlib import Path
 
-    err = tmp_path / "server.err"
-    server = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "simserver.py"),
-         "--kind", "openai", "--slots", "4", "--service-time", "0.1"],
-        stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from simserver import spawn
+
+    server, url, model = spawn(tmp_path, kind="openai", slots=4, service_time=0.1)
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("READY "), err.read_text()[-2000:]
-        _, url, model = line.split()
         yield url, model
     finally:
         server.terminate()

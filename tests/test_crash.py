@@ -42,7 +42,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from simserver import prompt_key, read_log  # noqa: E402
+from simserver import prompt_key, read_log, spawn  # noqa: E402
 
 from emailwb.ingest import ingest  # noqa: E402
 from emailwb.store import Store  # noqa: E402
@@ -98,18 +98,11 @@ def pick_emails(enron: Path, dest: Path) -> int:
 
 def start_server(tmp: Path) -> tuple[subprocess.Popen[str], str, str, Path]:
     log = tmp / "requests.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "simserver.py"), "--kind", "openai",
-         "--slots", str(CONCURRENCY), "--service-time", str(SERVICE_TIME), "--log", str(log)],
-        stdout=subprocess.PIPE, stderr=(tmp / "server.err").open("w"), text=True,
-        start_new_session=True)  # stderr to a file: a full pipe would stall the server
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        proc.kill()
-        pytest.fail(f"the simulated server did not start: {line}"
-                    f"{(tmp / 'server.err').read_text()[-2000:]}")
-    _, url, model = line.split()
+    try:
+        proc, url, model = spawn(tmp, kind="openai", slots=CONCURRENCY,
+                                 service_time=SERVICE_TIME, log=log, new_session=True)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     return proc, url, model, log
 
 
