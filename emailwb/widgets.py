@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 import polars as pl
@@ -35,6 +35,9 @@ from emailwb import charts, explore, runs
 from emailwb.metrics import MetricsSnapshot
 from emailwb.notebook import ErrorLog, escape, spawn
 from emailwb.store import Store
+
+if TYPE_CHECKING:
+    from emailwb.drift import QualityConfig
 
 BACKENDS = ["local", "ollama", "openai"]
 _STYLE = {"description_width": "110px"}
@@ -63,11 +66,11 @@ class LaunchPanel(_Panel):
                  refresh_s: float = 0.5, results_every_s: float = 2.0, results_rows: int = 20,
                  show_charts: bool = True,
                  config_overrides: dict[str, Any] | None = None,
-                 quality: Any = None) -> None:
+                 quality: QualityConfig | None = None) -> None:
         self.store, self._own_store = _open_store(db)
         self.refresh_s, self.results_every_s = refresh_s, results_every_s
         self.config_overrides = dict(config_overrides or {})
-        self.quality = quality  # a drift.QualityConfig (None: the defaults)
+        self.quality = quality  # None: the defaults
         self.errors = ErrorLog()
         self.state = "idle"
         self.processor: Any = None
