@@ -105,6 +105,19 @@ def _first_bytes(raw: bytes) -> str:
     return repr(raw[:40]) + ("..." if len(raw) > 40 else "")
 
 
+def _looks_binary(raw: bytes) -> bool:
+    """More than 5% NUL and other control bytes in the first 512 bytes."""
+    head = raw[:512]
+    return len(head.translate(None, _TEXT_BYTES)) * 20 > len(head)
+
+
+def _binary_error(raw: bytes) -> EmailParseError:
+    return EmailParseError(
+        "not an RFC 822 message: binary data (NUL and control bytes) where the headers"
+        f" should be (first bytes: {_first_bytes(raw)})"
+    )
+
+
 def _folder(value: str | None) -> str:
     if not value:
         return ""
@@ -119,18 +132,19 @@ def _headers(raw: bytes) -> tuple[dict[str, str], bytes, list[str]]:
     hend, bstart = find_body_start(raw)
     block = raw[:MAX_HEADER_BYTES] if hend < 0 else raw[:hend]
     if b"\x00" in block:
-        head = raw[:512]
-        if len(head.translate(None, _TEXT_BYTES)) * 20 > len(head):  # > 5% control bytes
-            raise EmailParseError(
-                f"not an RFC 822 message: binary data (NUL and control bytes) where the headers"
-                f" should be (first bytes: {_first_bytes(raw)})"
-            )
+        if _looks_binary(raw):
+            raise _binary_error(raw)
         block = block.replace(b"\x00", b"")
         defects.append("NUL bytes removed from the headers")
     text, note = decode_header_bytes(block)
     if note:
         defects.append(note)
     h, count, rest = parse_header_block(text)
+    if not count or _KNOWN_HEADERS.isdisjoint(h):
+        # Junk whose first bytes happen to hold a blank line ends its "header block" early, where
+        # no NUL need be: name binary data as the cause whenever the file's head looks binary.
+        if _looks_binary(raw):
+            raise _binary_error(raw)
     if not count:
         raise EmailParseError(
             f"not an RFC 822 message: no header lines found (first bytes: {_first_bytes(raw)})"

@@ -7,6 +7,7 @@ import base64
 import io
 import mailbox
 import os
+import random
 from pathlib import Path
 
 import polars as pl
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from emailwb.emails import EmailParseError, parse_email
 from emailwb.ingest import ingest
 from emailwb.mailsources import HEAD_BYTES, iter_mbox, parse_message
 
@@ -61,6 +63,25 @@ def test_binary_junk(store, tmp_path):
     err = errors(store)["image.jpg"]
     assert summary.errors == 1 and "binary data" in err["reason"]
     assert err["raw_head"] == junk and err["size"] == len(junk)
+
+
+def test_binary_junk_with_an_early_blank_line_is_still_named_binary(store, tmp_path):
+    # CI caught this once: random bytes held "\n\n" early, so the "header block" was a few bytes
+    # without a NUL and the error blamed missing headers instead of binary data.
+    rng = random.Random(7)
+    junk = bytes([0x8F, 0x01, 0xC3]) + b"\n\n" + bytes(rng.randrange(256) for _ in range(4096))
+    summary, _ = run(store, tmp_path, "image.jpg", junk)
+    assert summary.errors == 1 and "binary data" in errors(store)["image.jpg"]["reason"]
+
+
+def test_random_binary_files_are_always_named_binary():
+    rng = random.Random(11)
+    for _ in range(300):
+        junk = bytes(rng.randrange(256) for _ in range(600))
+        cut = rng.randrange(0, 40)
+        junk = junk[:cut] + b"\r\n\r\n" + junk[cut:]
+        with pytest.raises(EmailParseError, match="binary data"):
+            parse_email(junk)
 
 
 def test_headers_cut_in_the_first_line_are_an_error(store, tmp_path):
