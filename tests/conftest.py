@@ -6,8 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# CI runs the property tests on a fixed set of examples (a red CI run then means a change broke
+# something, not that a new random example turned up); `make test` elsewhere keeps exploring.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile(os.environ.get("EMAILWB_HYPOTHESIS_PROFILE", "default"))
 
 
 def _enron_dir() -> Path:
