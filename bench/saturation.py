@@ -11,9 +11,13 @@
     hits every level alike. A fresh server per run.
 (b) The embedded llama-server with SmolLM2-135M (``--backend local``) on real Enron mail:
     fixed 1, 2, 4 and ``auto`` in ``--local-rounds`` rounds, forward then backward. Within a
-    round every level gets the SAME ``--local-emails`` distinct emails, each run a FRESH
+    round every level gets the SAME ``--local-emails`` distinct emails (levels below half the
+    server's slots, whose rate is never the best, the first half of them), each run a FRESH
     server (``run_batch`` starts one per run), so llama-server's prompt cache never carries
-    over between levels; each round uses other emails. Between the rounds, the reference
+    over between levels; each round uses other emails. Runs are long next to one reply
+    (16 emails at 4 in flight by default) because a run's last replies finish with slots
+    idle: with 4 emails at 4 in flight the whole run was that tail, and two runs of the same
+    level on the same emails differed by 20%. Between the rounds, the reference
     design (``RunConfig.reference()``: one request at a time, a 2 s sleep between emails, a
     new SQLite connection per write, raw bodies, the email before the instructions) runs on
     a spread of sizes of the same emails, on the same kind of server. Each run also prints
@@ -29,14 +33,15 @@ summed per level: emails done per minute from the processor's start to its end (
 start and warm-up excluded, alike for every level). The quality watch (per-result metrics
 and the judge's deep checks) is off: this bench measures throughput only.
 
-    .venv/bin/python bench/saturation.py [--local-emails 4] [--local-rounds 2]
+    .venv/bin/python bench/saturation.py [--local-emails 16] [--local-rounds 2]
                                          [--ref-emails 5] [--skip-sim] [--skip-local]
 
-On the 2-core development machine a 135M model does roughly 4-20 emails/min depending on
-the other load (replies of 300-600 tokens dominate the time); the defaults keep the whole
-bench near 10-12 minutes under load. With runs this short, ``auto`` stays at the slots the
-server reports (its first measurement window needs 6 completions): on this server the check
-says that the starting point is right, and the simulated server (a) tests the search.
+On the 2-core development machine a 135M model does roughly 4-7 emails/min on a quiet box
+(replies of 300-600 tokens dominate the time); the defaults take about 25 minutes. ``auto``
+starts at the slots the server reports, measures 6 completions, probes 8 in flight (the
+server queues the extra requests: no gain, no loss) and would step back on a longer run;
+on this server the check says that the starting point is right and that probing costs
+nothing, and the simulated server (a) tests the search itself.
 """
 
 from __future__ import annotations
@@ -202,10 +207,11 @@ def part_a(args: argparse.Namespace, folder: Path) -> tuple[float, str]:
 
 
 # --- (b) the embedded llama-server ---------------------------------------------------------------
-def local_run(store: Store, cfg: RunConfig, name: str, level: Level) -> None:
+def local_run(store: Store, cfg: RunConfig, name: str, level: Level,
+              limit: int | None = None) -> None:
     """One run with a fresh embedded server; its numbers go to ``level``."""
     t, other = time.monotonic(), OtherLoad()
-    s = asyncio.run(run_batch(store, cfg, run_name=name, **throughput_only()))
+    s = asyncio.run(run_batch(store, cfg, run_name=name, limit=limit, **throughput_only()))
     cores = other.cores
     level.add(s)
     if cores is not None:
@@ -221,6 +227,7 @@ def local_run(store: Store, cfg: RunConfig, name: str, level: Level) -> None:
 def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
     levels = [str(int(x)) for x in args.local_levels.split(",")]
     per, rounds = args.local_emails, args.local_rounds
+    slots = RunConfig.default().slots
     mails = distinct_sample(per * rounds, seed=args.seed)
     batches = [mails[r * per:(r + 1) * per] for r in range(rounds)]
     stores = [store_with(folder, f"local{r}", b) for r, b in enumerate(batches)]
@@ -228,9 +235,17 @@ def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
     step = max(1, len(by_size) // max(args.ref_emails, 1))
     ref_mails = by_size[step // 2::step][: args.ref_emails]
     ref_store = store_with(folder, "reference", ref_mails)
-    print(f"\n(b) embedded llama-server (SmolLM2-135M, {RunConfig.default().slots} slots, a "
+
+    def size(c: str) -> int | None:
+        """Emails for a run at level ``c``: all of the round's, or the first half of them for
+        a level below half the slots (one at a time is never the best on a multi-slot server;
+        it would take the longest)."""
+        return None if c == "auto" or 2 * int(c) >= slots else max(2, per // 2)
+
+    print(f"\n(b) embedded llama-server (SmolLM2-135M, {slots} slots, a "
           f"fresh server per run): {rounds} rounds of {per} distinct Enron emails per level "
-          f"(other emails each round, the same for every level within a round; "
+          f"(other emails each round, the same for every level within a round, levels below "
+          f"{slots / 2:g} in flight on the first {max(2, per // 2)}; "
           f"{sum(m.bytes for m in mails):,} bytes in all); the reference on {len(ref_mails)} "
           "of them, between the rounds")
     runs: dict[str, Level] = {c: Level(c) for c in [*levels, "auto"]}
@@ -239,7 +254,7 @@ def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
     for r in range(rounds):  # forward, backward, ...: each level's mean time is the same
         for c in order if r % 2 == 0 else order[::-1]:
             cfg = RunConfig.default(backend="local", concurrency=c)
-            local_run(stores[r], cfg, f"round{r + 1}-{c}", runs[c])
+            local_run(stores[r], cfg, f"round{r + 1}-{c}", runs[c], limit=size(c))
         if r == (rounds - 1) // 2:
             local_run(ref_store, RunConfig.reference(backend="local"), "reference", ref)
     for st in [*stores, ref_store]:
@@ -256,6 +271,9 @@ def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
             f"{ratio:.3f} (goal >= {GOAL}); speed-up over the reference design: "
             f"{auto.rate:.2f} / {ref.rate:.2f} = {speedup:.2f}x")
     print(line)
+    per_round = [auto.rates[r] / max(runs[c].rates[r] for c in levels) for r in range(rounds)]
+    print("    per round (the same emails for every level): auto / best fixed = "
+          + ", ".join(f"{x:.3f}" for x in per_round))
     best_tok = max((runs[c] for c in levels), key=lambda lv: lv.tokens_per_s)
     print(f"    for information, by completion tokens/s (blind to how long the replies came "
           f"out; greedy decoding still varies with the batch): auto / best fixed "
@@ -272,7 +290,7 @@ def main() -> int:
     ap.add_argument("--sim-passes", type=int, default=2)
     ap.add_argument("--sim-hintless", action=argparse.BooleanOptionalAction, default=True,
                     help="also run auto against a server that does not report its slots")
-    ap.add_argument("--local-emails", type=int, default=4,
+    ap.add_argument("--local-emails", type=int, default=16,
                     help="distinct emails per level and round")
     ap.add_argument("--local-rounds", type=int, default=2,
                     help="rounds over the levels, alternating their order")

@@ -379,6 +379,7 @@ class Processor:
                     return
                 self.gate.release(held, _outcome(err))
                 held = None
+                log.info("unit %s, attempt %d: %s", unit.id, attempts, err.message)
                 resting = isinstance(err, CircuitOpen) or isinstance(err.__cause__, CircuitOpen)
                 if resting:
                     attempts -= 1  # waiting for a rested endpoint costs no attempt

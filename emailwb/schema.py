@@ -68,6 +68,8 @@ _SYNONYMS: dict[str, str] = {
 SHORT = 50  # names, roles, organizations, references, contexts
 LINE = 120  # one-line reason, task, evidence
 SUMMARY = 280
+#: the confidence values the servers' grammars allow (the last field of a reply)
+CONFIDENCE_STEPS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
 
 
 def _norm_choice(value: Any) -> Any:
@@ -183,7 +185,12 @@ class EmailAnalysis(_Strict):
     action_items: Items(ActionItem, 3) = Field(default_factory=list)
     business_value: BusinessValue = Field(default_factory=BusinessValue)
     sentiment: Sentiment = "neutral"
-    confidence: Annotated[float, BeforeValidator(_confidence)] = Field(0.5, ge=0.0, le=1.0)
+    # Grammar-constrained decoding (llama.cpp, Ollama) enforces bounds on integers only: with
+    # just ge/le a small model wrote 10000 here in about 1 reply of 5 (SmolLM2-135M, Enron),
+    # and the schema retry re-sent the whole email for this one trailing field. An enum of
+    # tenths is enforced by every server's grammar; the validator still takes any 0..1 value.
+    confidence: Annotated[float, BeforeValidator(_confidence)] = Field(
+        0.5, ge=0.0, le=1.0, json_schema_extra={"enum": list(CONFIDENCE_STEPS)})
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:

@@ -82,6 +82,17 @@ def test_schema_hash_is_stable_and_versioned():
     assert len(schema_hash()) == 16 and int(schema_hash(), 16) >= 0
 
 
+def test_servers_are_given_confidence_as_values_their_grammar_can_enforce():
+    # llama.cpp and Ollama turn minimum/maximum into grammar rules for integers only; a float
+    # field needs an enum, else a small model writes 10000 and the reply is asked again
+    for limits in (True, False):
+        conf = output_json_schema(limits=limits)["properties"]["confidence"]
+        assert conf["enum"] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    for value in output_json_schema()["properties"]["confidence"]["enum"]:
+        assert parse_reply(f'{{"confidence": {value}}}').confidence == value
+    assert list(output_json_schema()["properties"])[-1] == "confidence"  # written last
+
+
 def test_defaults_and_partial_answers_validate():
     assert EmailAnalysis().model_dump()["email_type"] == "other"
     got = parse_reply('{"email_type": "meeting", "summary": "Lunch on Friday"}')
