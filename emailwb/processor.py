@@ -32,13 +32,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from emailwb import runs
-from emailwb.autotune import Controller, Gate, Outcome, Ticket, make_controller
+from emailwb.autotune import Controller, Gate, Ticket, make_controller
 from emailwb.backends import Backend, BackendInfo, LLMRequest
 from emailwb.breaker import EndpointBreaker, guard_backend
 from emailwb.drift import QualityConfig, QualityWatch
 from emailwb.errors import (
     BackendError,
-    BackendOverloaded,
     BackendTimeout,
     BackendUnavailable,
     CircuitOpen,
@@ -48,6 +47,7 @@ from emailwb.errors import (
 )
 from emailwb.metrics import Metrics, MetricsSnapshot
 from emailwb.results import ResultWriter
+from emailwb.retry import backoff_delay, cut_by_token_limit, outcome, roomier
 from emailwb.schema import output_json_schema, schema_hash
 from emailwb.templates import describe_templates
 from emailwb.workqueue import Prepared, WorkQueue
@@ -85,22 +85,6 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _outcome(exc: BackendError) -> Outcome:
-    if isinstance(exc, BackendOverloaded):
-        return "overload"
-    if isinstance(exc, BackendTimeout):
-        return "timeout"
-    if isinstance(exc, SchemaViolation):
-        return "invalid"
-    return "error"
-
-
-def _cut_by_token_limit(exc: BackendError) -> bool:
-    """Was a schema violation a reply cut at the token limit (finish_reason "length")?"""
-    reason = getattr(exc, "finish_reason", None)
-    return reason == "length" or "cut at the token limit" in exc.message
 
 
 class Processor:
@@ -338,12 +322,8 @@ class Processor:
 
     def _delay(self, attempt: int, exc: BackendError) -> float:
         """Exponential backoff with jitter; at least the server's Retry-After."""
-        cfg = self.config
-        base = min(cfg.backoff_max, cfg.backoff_base * 2 ** max(attempt - 1, 0))
-        delay = base * (0.5 + 0.5 * self._rng.random())
-        if exc.retry_after is not None:
-            delay = max(delay, exc.retry_after * (1.0 + 0.1 * self._rng.random()))
-        return delay
+        return backoff_delay(attempt, exc, base=self.config.backoff_base,
+                             cap=self.config.backoff_max, rng=self._rng)
 
     async def _process(self, unit: Prepared, ticket: Ticket) -> None:
         cfg, phase = self.config, self.quality.phase  # the configuration this unit runs under
@@ -377,7 +357,7 @@ class Processor:
                     finished = True
                     await self._done(unit, comp, attempts, phase.label)
                     return
-                self.gate.release(held, _outcome(err))
+                self.gate.release(held, outcome(err))
                 held = None
                 log.info("unit %s, attempt %d: %s", unit.id, attempts, err.message)
                 resting = isinstance(err, CircuitOpen) or isinstance(err.__cause__, CircuitOpen)
@@ -391,10 +371,8 @@ class Processor:
                             await self._revive()  # e.g. restart a dead local server
                 if isinstance(err, SchemaViolation):
                     schema_failures += 1
-                    if _cut_by_token_limit(err):  # the retry gets room to finish
-                        limit = int(req.options.get("num_predict") or
-                                    cfg.options.get("num_predict") or 768)
-                        req.options = {**req.options, "num_predict": limit * 2}
+                    if cut_by_token_limit(err):  # the retry gets room to finish
+                        req.options = roomier(req.options, cfg.options)
                     if schema_failures > cfg.schema_retries:
                         finished = True
                         await self._failed(unit, err, attempts, phase.label)
