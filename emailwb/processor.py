@@ -359,12 +359,12 @@ class Processor:
                     return
                 self.gate.release(held, outcome(err))
                 held = None
-                log.info("unit %s, attempt %d: %s", unit.id, attempts, err.message)
                 resting = isinstance(err, CircuitOpen) or isinstance(err.__cause__, CircuitOpen)
                 if resting:
                     attempts -= 1  # waiting for a rested endpoint costs no attempt
                     self.attempts -= 1
                 else:
+                    log.info("unit %s, attempt %d: %s", unit.id, attempts, err.message)
                     self.metrics.attempt(False, retry=attempts > 1)
                     if self._revive is not None and isinstance(err, BackendUnavailable):
                         with contextlib.suppress(EmailwbError):

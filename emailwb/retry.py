@@ -11,10 +11,11 @@ import random
 from typing import Any
 
 from emailwb.autotune import Outcome
+from emailwb.config import Settings
 from emailwb.errors import BackendError, BackendOverloaded, BackendTimeout, SchemaViolation
 
-#: the token limit a request had when its options do not say
-DEFAULT_MAX_TOKENS = 768
+#: the token limit a request had when its options do not say (the configuration's default)
+DEFAULT_MAX_TOKENS: int = Settings.model_fields["max_tokens"].default
 
 
 def outcome(exc: BackendError) -> Outcome:
