@@ -9,7 +9,8 @@ while waiters wait) and feeds every outcome to a controller:
   measures throughput over *windows of completed requests* (never wall-clock guesses) with
   Little's law, ``throughput = mean requests in flight / mean latency``, which stays exact
   when a server finishes requests in bursts. It starts at the server's parallel slots when
-  the backend reports them (else at 2) and doubles while a step still gains
+  the backend reports them (else at 2), never goes above them (a server runs at most its
+  slots at once; the rest would only queue there), and doubles while a step still gains
   ``grow_gain`` (5%); past the knee (latency grows, throughput does not) it settles on the
   better of the last two levels and holds there, with a small probe every few windows: up
   (kept when it gains ``keep_gain``) or, when latency shows queueing, down (kept when it
@@ -154,7 +155,12 @@ class AutoConcurrency(Controller):
             cfg = AutoTuneConfig(**{**asdict(cfg), **overrides})
         self.cfg = cfg
         start = cfg.start or (slots_hint if slots_hint and slots_hint > 0 else 2)
-        self.limit = max(cfg.min, min(cfg.max, int(start)))
+        # a server that declares N parallel slots runs at most N requests at once: more in
+        # flight only wait in its queue, where their wait counts against the per-request
+        # timeout (on a 2-core llama-server, 8 in flight on 4 slots met 120 s timeouts)
+        self.ceiling = max(cfg.min, min(cfg.max, slots_hint)) if slots_hint and slots_hint > 0 \
+            else cfg.max
+        self.limit = max(cfg.min, min(self.ceiling, int(start)))
         self.phase: Literal["grow", "hold", "probe"] = "grow"
         self.decisions: list[Decision] = []
         self.windows: deque[Window] = deque(maxlen=256)
@@ -215,7 +221,8 @@ class AutoConcurrency(Controller):
             self._maybe_start(now)
 
     def describe(self) -> dict[str, Any]:
-        return {"policy": "auto", **asdict(self.cfg), "start": self._start}
+        return {"policy": "auto", **asdict(self.cfg), "start": self._start,
+                "ceiling": self.ceiling}
 
     def state(self) -> dict[str, Any]:
         """Current limit, phase and the last measurement (for metrics and charts)."""
@@ -241,7 +248,7 @@ class AutoConcurrency(Controller):
 
     def _set(self, now: float, new: int, reason: str, throughput: float | None = None) -> None:
         """Move to limit ``new`` (or re-measure the same one) in a fresh epoch."""
-        new = max(self.cfg.min, min(self.cfg.max, int(new)))
+        new = max(self.cfg.min, min(self.ceiling, int(new)))
         changed = new != self.limit
         if changed:
             self.decisions.append(Decision(now, self.limit, new, reason, throughput))
@@ -300,7 +307,7 @@ class AutoConcurrency(Controller):
                     1 + 0.9 * (w.limit / prev.limit - 1)):
                 factor *= factor  # throughput rose in proportion: the knee is far, leap
             self._prev = w
-            if self.limit >= self.cfg.max:
+            if self.limit >= self.ceiling:
                 self._enter_hold(now, w, self.limit, "reached max concurrency")
             else:
                 self._set(now, math.ceil(self.limit * factor), "grow", w.throughput)
@@ -348,7 +355,7 @@ class AutoConcurrency(Controller):
         step = max(1, round(self.limit * self.cfg.probe_step))
         # latency well above the best seen means requests queue: try fewer, every other probe
         queueing = hold.mean_latency > self.cfg.queue_latency * self._best_latency
-        can_up = self.limit < self.cfg.max and not self._cooldown
+        can_up = self.limit < self.ceiling and not self._cooldown
         can_down = (queueing or self.limit <= self._lowest) and self.limit > self.cfg.min
         if can_down and (self._probe_dir > 0 or not can_up):
             direction = -1

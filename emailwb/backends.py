@@ -274,7 +274,8 @@ class Router(Backend):
         return BackendInfo(
             model=infos[0].model,
             digest=digests.pop() if len(digests) == 1 else None,
-            slots=sum(slots) if slots else None,
+            # a total only when every endpoint told its slots (the processor caps at it)
+            slots=sum(slots) if slots and len(slots) == len(self.backends) else None,
             options=dict(infos[0].options),
             server_kind="router",
             version=None,
