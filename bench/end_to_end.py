@@ -15,8 +15,10 @@ One run against the embedded llama-server (SmolLM2-135M), in two parts:
     ``RunConfig.default()`` (both ``--backend local``, a fresh server per run, so no prompt
     cache carries over). The emails are split into two halves of similar size and the runs
     alternate (reference A, default A, reference B, default B) so a change of machine load
-    hits both alike. A third, short run (the default configuration at concurrency 1, on
-    ``--seq-emails`` of the same emails) separates the per-request gain from batching.
+    hits both alike. A short run (the default configuration at concurrency 1, on
+    ``--seq-emails`` of the same emails) separates the per-request gain from batching; a
+    second one with compact JSON (opt-in, ``json_format="compact"``) prints what that
+    option would add, outside the product.
 
 The product printed, mailbox messages covered per minute by emailwb over the reference, is
 (messages per LLM call over the whole mailbox) x (LLM calls per minute of the defaults over
@@ -264,11 +266,14 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
     refs: list[Run] = []
     defs: list[Run] = []
     seq: Run | None = None
+    seq_compact: Run | None = None
     for i, store in enumerate(stores):
         refs.append(run(store, ref_cfg, f"reference-{'AB'[i]}"))
         defs.append(run(store, def_cfg, f"default-{'AB'[i]}"))
         if i == 0 and args.seq_emails > 0:
             seq = run(seq_store, def_cfg.model_copy(update={"concurrency": 1}), "default-c1")
+            seq_compact = run(seq_store, def_cfg.model_copy(
+                update={"concurrency": 1, "json_format": "compact"}), "compact-c1")
     for s in [*stores, seq_store]:
         s.close()
 
@@ -279,10 +284,13 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
              n_ref, t_ref, rate_ref, "1.00x"],
             ["emailwb default (auto concurrency, batched writes, clean, shared prefix)",
              n_def, t_def, rate_def, f"{rate_def / rate_ref:.2f}x"]]
-    if seq is not None:
+    if seq is not None and seq_compact is not None:
         n, secs, rate = totals([seq])
         rows.append([f"emailwb default at concurrency 1 ({n} of the emails)", n, secs, rate,
                      "(for the factors)"])
+        n, secs, rate = totals([seq_compact])
+        rows.append([f"the same with compact JSON, opt-in ({n})", n, secs, rate,
+                     "(not in the defaults)"])
     print(table(["configuration", "emails", "seconds", "emails/min", "vs reference"], rows))
 
     # --- the factors ---
@@ -298,16 +306,19 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
          f"measured: the reference took {t_ref:.0f} s, {t_ref - sleeps:.0f} s without its "
          "sleeps"]]
     rest = speed / f_sleep
-    if seq is not None:
+    if seq is not None and seq_compact is not None:
         ref_rows = {k: v for r in refs for k, v in r.rows.items()}
         t_ref_each = {k: v for r in refs for k, v in sequential_times(
             r, ref_cfg.sleep_between).items()}
         t_seq_each = sequential_times(seq, 0.0)
-        matched = [k for k in seq.rows if k in ref_rows and seq.rows[k]["status"] == "done"
-                   and ref_rows[k]["status"] == "done"]
+        t_cmp_each = sequential_times(seq_compact, 0.0)
+        matched = [k for k in seq.rows if k in ref_rows and k in seq_compact.rows
+                   and seq.rows[k]["status"] == "done" and ref_rows[k]["status"] == "done"
+                   and seq_compact.rows[k]["status"] == "done"]
         m = max(len(matched), 1)
         sum_ref = sum(t_ref_each[k] for k in matched)
         sum_seq = sum(t_seq_each[k] for k in matched)
+        sum_cmp = sum(t_cmp_each[k] for k in matched)
         f_prompt = sum_ref / max(sum_seq, 1e-9)
         # prefill seconds per uncached prompt token, from the sequential reference's TTFT
         ttft = sum(v["ttft_s"] or 0.0 for v in ref_rows.values())
@@ -335,6 +346,12 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
             ["batching (auto concurrency vs one at a time)", f"{rest / f_prompt:.2f}x",
              "the rest of the measured speed-up per call (also: batched writes, run start/"
              "end)"]]
+        compact_line = (
+            f"  not in the defaults: compact JSON (json_format='compact') would add "
+            f"{sum_seq / max(sum_cmp, 1e-9):.2f}x per email (one at a time, same emails: "
+            f"{sum_seq:.0f} s vs {sum_cmp:.0f} s; {per(seq.rows, 'completion_tokens'):.0f} vs "
+            f"{per(seq_compact.rows, 'completion_tokens'):.0f} completion tokens), at a quality "
+            "cost (README, 'Compact JSON')")
     else:
         factors.append(["cleaning, shared prefix and batching together", f"{rest:.2f}x",
                         "the rest of the measured speed-up per call (--seq-emails 0)"])
@@ -343,6 +360,8 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
                     f"= {dedup:.2f} x {speed:.2f} (measured speed-up per LLM call)"])
     print()
     print(table(["factor", "value", "how"], factors, left=(0, 2)))
+    if seq is not None and seq_compact is not None:
+        print(compact_line)
     if mailbox:
         print(f"  (part a, tokens only: cleaning {mailbox['cleaning_tokens']:.2f}x fewer prompt "
               f"tokens per call, shared prefix {mailbox['prefix_tokens']:.2f}x fewer uncached)")

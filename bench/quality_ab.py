@@ -11,11 +11,17 @@ embedded model:
 * ``ab-default``: emailwb's defaults (deduplicated content groups, cleaned bodies, shared
   prompt prefix, auto concurrency).
 
+``--a default --b compact`` compares the defaults (``ab-default``) with the defaults under
+the whitespace-free grammar (``ab-compact``, ``json_format="compact"``): what compact JSON
+does to quality and speed, alone.
+
 Then ``compare`` (B = defaults against A = reference, non-inferiority margin ``--margin``)
 and ``report`` (an HTML page), and prints the verdict and the key numbers; everything is
 also written to ``WORKDIR/quality_ab.json``.
 
-    python bench/quality_ab.py [--n 200] [--no-sleep] [--margin 0.05] [--workdir out/quality_ab]
+    python bench/quality_ab.py [--n 200] [--a reference|default] [--b default|compact]
+                               [--no-sleep] [--margin 0.05]
+                               [--workdir out/quality_ab]
     python bench/quality_ab.py --sim --n 20 --no-sleep   # a quick check, no model needed
 
 ``--sim`` replaces the model with an in-process simulated Ollama server whose answers are
@@ -85,14 +91,19 @@ def stage(src: Path, paths: list[str], dest: Path) -> Path:
 
 async def run_both(store: Store, args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     quality = QualityConfig(sample_every=args.sample_every, judge=not args.no_judge)
-    ref = RunConfig.from_settings(settings, "reference",
-                                  **({"sleep_between": 0.0} if args.no_sleep else {}))
-    default = RunConfig.from_settings(settings, "default")
+    if args.a == "default":
+        ref = RunConfig.from_settings(settings, "default")
+    else:
+        ref = RunConfig.from_settings(settings, "reference",
+                                      **({"sleep_between": 0.0} if args.no_sleep else {}))
+    extra = {"json_format": "compact"} if args.b == "compact" else {}
+    default = RunConfig.from_settings(settings, "default", **extra)
     timings = {}
-    for name, cfg in (("ab-reference", ref), ("ab-default", default)):
+    for name, cfg in ((f"ab-{args.a}", ref), (f"ab-{args.b}", default)):
         t0 = time.monotonic()
         print(f"[{name}] {cfg.preset}: mode={cfg.mode} layout={cfg.layout} unit={cfg.unit} "
-              f"concurrency={cfg.concurrency} sleep={cfg.sleep_between}s", flush=True)
+              f"concurrency={cfg.concurrency} sleep={cfg.sleep_between}s "
+              f"json={'compact' if cfg.compact_json else 'schema'}", flush=True)
         summary = await run_batch(store, cfg, run_name=name, quality=quality,
                                   api_key=settings.api_key)
         timings[name] = time.monotonic() - t0
@@ -110,8 +121,9 @@ async def backend_settings(args: argparse.Namespace, db: Path):  # type: ignore[
         return
     from emailwb.simulate import SimServer
 
-    async with SimServer(kind="ollama", slots=4, service_time=0.005) as srv:
-        yield load_settings(db=str(db), backend="ollama", urls=[srv.url], model=srv.model)
+    kind = "openai" if args.b == "compact" else "ollama"  # Ollama's API takes no grammar
+    async with SimServer(kind=kind, slots=4, service_time=0.005) as srv:
+        yield load_settings(db=str(db), backend=kind, urls=[srv.url], model=srv.model)
 
 
 def key_numbers(comp: Any) -> dict[str, Any]:
@@ -153,11 +165,12 @@ async def process(args: argparse.Namespace, db: Path, mail: Path) -> dict[str, f
 def finish(args: argparse.Namespace, work: Path, db: Path, timings: dict[str, float]) -> int:
     """Compare, write the reports and the numbers, print the verdict."""
     with Store(db) as store:
-        comp = compare_runs(store, "ab-reference", "ab-default", margin=args.margin)
-        report = write_report(store, "ab-default", work / "quality_ab.html")
-        ref_report = write_report(store, "ab-reference", work / "quality_ab_reference.html")
+        comp = compare_runs(store, f"ab-{args.a}", f"ab-{args.b}", margin=args.margin)
+        report = write_report(store, f"ab-{args.b}", work / "quality_ab.html")
+        ref_report = write_report(store, f"ab-{args.a}", work / f"quality_ab_{args.a}.html")
     numbers = key_numbers(comp)
-    numbers.update({"n": args.n, "sim": args.sim, "no_sleep": args.no_sleep,
+    numbers.update({"a": args.a, "b": args.b, "n": args.n, "sim": args.sim,
+                    "no_sleep": args.no_sleep,
                     "wall_s": timings, "report": str(report),
                     "reference_report": str(ref_report)})
     (work / "quality_ab.json").write_text(json.dumps(numbers, indent=2, default=str))
@@ -165,7 +178,7 @@ def finish(args: argparse.Namespace, work: Path, db: Path, timings: dict[str, fl
     print(comp.text())
     print()
     if numbers["speedup"]:
-        print(f"speed-up of the defaults over the reference: {numbers['speedup']:.1f}x "
+        print(f"speed-up of the {args.b} run over the {args.a} run: {numbers['speedup']:.2f}x "
               f"(emails/min{'; sleeps dropped' if args.no_sleep else ''})")
     if numbers["not_shown_non_inferior"]:
         print("not shown to be within the margin: " + ", ".join(numbers["not_shown_non_inferior"]))
@@ -189,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="a deterministic spread over all mailboxes, or the first N")
     ap.add_argument("--no-sleep", action="store_true",
                     help="drop the reference's 2 s sleeps (speed only, not quality)")
+    ap.add_argument("--a", choices=["reference", "default"], default="reference",
+                    help="the A side: the reference design (default) or emailwb's defaults")
+    ap.add_argument("--b", choices=["default", "compact"], default="default",
+                    help="the B side: emailwb's defaults (default) or the defaults with "
+                         "compact JSON (json_format='compact')")
     ap.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin")
     ap.add_argument("--sample-every", type=int, default=100, help="deep-check every Nth email")
     ap.add_argument("--no-judge", action="store_true", help="no judge second opinions")
@@ -196,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the store, the report and the numbers go")
     ap.add_argument("--sim", action="store_true", help="a simulated server instead of the model")
     args = ap.parse_args(argv)
+    if args.a == args.b:
+        ap.error("--a and --b name the same configuration")
     try:
         work, db, mail = prepare(args)
         timings = asyncio.run(process(args, db, mail))

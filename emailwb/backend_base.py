@@ -52,7 +52,11 @@ EWMA_ALPHA = 0.2  # weight of the newest latency in the moving average
 
 @dataclass(slots=True)
 class LLMRequest:
-    """One prompt to send. ``schema`` is the JSON schema the server is asked to follow."""
+    """One prompt to send. ``schema`` is the JSON schema the server is asked to follow.
+
+    ``grammar``, when set, is a GBNF grammar (``emailwb.grammar.compact_gbnf``) sent instead
+    of the schema, for llama.cpp servers; the reply is still validated against the schema.
+    """
 
     messages: list[dict[str, str]]
     schema: dict[str, Any] = field(default_factory=output_json_schema)
@@ -60,6 +64,7 @@ class LLMRequest:
     key: str = ""  # the caller's id for this request (e.g. message id); echoed on Completion
     stream: bool = True
     timeout: float = 120.0  # seconds for the whole request, first byte to last
+    grammar: str | None = None  # a GBNF grammar sent instead of the schema (llama-server)
 
 
 @dataclass(slots=True)

@@ -23,7 +23,13 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from emailwb.backend_base import Backend, BackendInfo, CallState, LLMRequest, Reply, log
-from emailwb.errors import BackendError, BackendProtocolError, BackendServerError, ModelNotFound
+from emailwb.errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendServerError,
+    ConfigError,
+    ModelNotFound,
+)
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 
@@ -112,6 +118,9 @@ class OllamaBackend(Backend):
             log.warning("%s: %s", self.url, warning)
 
     def _body(self, req: LLMRequest, *, stream: bool) -> dict[str, Any]:
+        if req.grammar is not None:
+            raise ConfigError("Ollama's API takes a JSON schema, not a GBNF grammar",
+                              hint="use json_format 'schema' with the ollama backend")
         return {
             "model": self.model,
             "messages": req.messages,

@@ -1,7 +1,8 @@
 """OpenAI-compatible ``POST {base}/chat/completions`` (vLLM, llama-server, LM Studio, hosted).
 
 Import from ``emailwb.backends``. The JSON schema goes in ``response_format``
-(``{"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}``); streaming
+(``{"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}``), or, when
+the request carries a GBNF grammar, in llama-server's own ``grammar`` field; streaming
 uses server-sent events (``data: {...}`` lines, ending with ``data: [DONE]``) with
 ``stream_options.include_usage`` so the last chunk carries the token counts. Prompt-cache
 hits are read from ``usage.prompt_tokens_details.cached_tokens`` (vLLM, OpenAI) or from
@@ -88,16 +89,15 @@ class OpenAIBackend(Backend):
         opts = {**self.options, **req.options}
         if "num_predict" in opts:  # the Ollama spelling, for convenience
             opts.setdefault("max_tokens", opts.pop("num_predict"))
-        body: dict[str, Any] = {
-            "model": self.model or "default",
-            "messages": req.messages,
-            "response_format": {
+        body: dict[str, Any] = {"model": self.model or "default", "messages": req.messages}
+        if req.grammar is not None:  # llama-server's own field: a GBNF grammar
+            body["grammar"] = req.grammar
+        else:
+            body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": SCHEMA_NAME, "schema": req.schema, "strict": True},
-            },
-            "stream": req.stream,
-            **opts,
-        }
+            }
+        body.update({"stream": req.stream, **opts})
         if req.stream:
             body["stream_options"] = {"include_usage": True}
         return body

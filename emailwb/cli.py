@@ -104,7 +104,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         db=args.db, backend=args.backend, urls=args.url or None, model=args.model,
         concurrency=args.concurrency, timeout=args.timeout, llama_server=args.llama_server,
         slots=args.slots, chain=True if args.chain else None, max_tokens=args.max_tokens,
-        sample_every=args.sample_every,
+        sample_every=args.sample_every, json_format=args.json_format,
     )
     paths = args.paths
     with Store(settings.db) as store:
@@ -346,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, help="completion tokens per request")
     p.add_argument("--llama-server", help="path to a llama-server binary (local backend)")
     p.add_argument("--slots", type=int, help="parallel slots of the embedded llama-server")
+    p.add_argument("--json-format", choices=["schema", "compact"],
+                   help="constrain replies with the JSON schema (default), or with the same "
+                        "schema as a whitespace-free grammar (llama-server only; faster, see "
+                        "README 'Compact JSON' for what it did to quality)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--sample-every", type=int, help="deep-check every Nth email (default 100)")
     p.add_argument("--no-judge", action="store_true", help="sample for audits, ask no judge")

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     llama_server: str | None = None  # path to a llama-server binary
     slots: int = 4  # parallel slots of the embedded llama-server
     ctx_per_slot: int = 4096  # >= prompt token budget + max_tokens
+    json_format: Literal["schema", "compact"] = "schema"  # see RunConfig.json_format
     sample_every: int = 100  # deep-check every Nth email
 
     @classmethod

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from emailwb import runs, scoring
 from emailwb.backends import Backend, make_backend
 from emailwb.errors import BackendError, ConfigError, EmailwbError, SchemaViolation
+from emailwb.grammar import compact_gbnf
 from emailwb.judge import JUDGEMENT_SQL, Judge
 from emailwb.quality import DriftAlert, DriftDetector
 
@@ -98,6 +99,11 @@ class Phase:
     options: dict[str, Any] = field(default_factory=dict)  # merged over the backend's own
     rebuild: bool = False  # prompts differ from the run's: rebuild each unit's messages
     since: int = 0  # results observed when it began
+
+    @property
+    def grammar(self) -> str | None:
+        """The GBNF grammar its requests carry (compact JSON), or None for the JSON schema."""
+        return compact_gbnf() if self.config.compact_json else None
 
 
 def baseline_config(store: Any, current: runs.RunConfig, run_id: int | None,

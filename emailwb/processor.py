@@ -45,6 +45,7 @@ from emailwb.errors import (
     ProcessingError,
     SchemaViolation,
 )
+from emailwb.grammar import compact_gbnf, grammar_hash
 from emailwb.metrics import Metrics, MetricsSnapshot
 from emailwb.results import ResultWriter
 from emailwb.retry import backoff_delay, cut_by_token_limit, outcome, roomier
@@ -118,6 +119,7 @@ class Processor:
         self._extra = extra_provenance or {}
         self._rng = random.Random(seed)
         self._schema = output_json_schema()
+        self._grammar = compact_gbnf() if config.compact_json else None
         self._resume_evt = asyncio.Event()
         self._resume_evt.set()
         self._stop_evt = asyncio.Event()
@@ -250,6 +252,7 @@ class Processor:
         return {**self.config.model_dump(), "unit": self.config.unit,
                 "backend_info": info, "model_digest": info.get("digest"),
                 "server_slots": info.get("slots"), "schema_hash": schema_hash(),
+                "grammar_hash": grammar_hash() if self._grammar else None,
                 "templates": describe_templates(), "concurrency_policy": self.controller.describe(),
                 "quality": self.quality.describe(), **self._extra}
 
@@ -336,8 +339,8 @@ class Processor:
         try:
             unit = await self.quality.prepared_for(unit, phase)
             req = LLMRequest(messages=unit.messages, schema=self._schema,
-                             options=dict(phase.options), key=str(unit.id), stream=cfg.stream,
-                             timeout=cfg.timeout)
+                             grammar=phase.grammar, options=dict(phase.options),
+                             key=str(unit.id), stream=cfg.stream, timeout=cfg.timeout)
             while True:
                 attempts += 1
                 self.attempts += 1

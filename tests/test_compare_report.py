@@ -175,7 +175,9 @@ def test_notebook_05_runs_headless(db: Path, tmp_path: Path):
 
 
 @pytest.mark.timeout(180)
-def test_the_quality_ab_bench_runs_with_a_simulated_server(enron_dir: Path, tmp_path: Path):
+@pytest.mark.parametrize(("a", "b"), [("reference", "default"), ("default", "compact")])
+def test_the_quality_ab_bench_runs_with_a_simulated_server(enron_dir: Path, tmp_path: Path,
+                                                           a: str, b: str):
     import os
     import subprocess
     import sys
@@ -183,11 +185,13 @@ def test_the_quality_ab_bench_runs_with_a_simulated_server(enron_dir: Path, tmp_
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
         [sys.executable, str(repo / "bench" / "quality_ab.py"), "--sim", "--n", "12",
-         "--no-sleep", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=170,
-        env={**os.environ, "EMAILWB_ENRON_DIR": str(enron_dir)})
+         "--no-sleep", "--a", a, "--b", b, "--workdir", str(tmp_path)], capture_output=True,
+        text=True,
+        timeout=170, env={**os.environ, "EMAILWB_ENRON_DIR": str(enron_dir)})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "[ab-reference] completed: 12 done" in proc.stdout
-    assert "verdict: " in proc.stdout and "speed-up of the defaults" in proc.stdout
+    assert f"[ab-{a}] completed: 12 done" in proc.stdout
+    assert f"[ab-{b}] completed: " in proc.stdout
+    assert "verdict: " in proc.stdout and f"speed-up of the {b} run" in proc.stdout
     numbers = json.loads((tmp_path / "quality_ab.json").read_text())
     assert numbers["verdict"] in ("non-inferior", "inferior", "inconclusive")
     assert numbers["pairs"] >= 12 and (tmp_path / "quality_ab.html").stat().st_size > 1_000_000

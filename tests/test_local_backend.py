@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from emailwb.backends import LLMRequest, make_backend
 from emailwb.batch import LOCAL_SAMPLING
 from emailwb.emails import parse_email
+from emailwb.grammar import compact_gbnf
 from emailwb.localserver import LocalServer
 from emailwb.schema import EmailAnalysis, output_json_schema
 from emailwb.templates import build_messages
@@ -58,6 +60,27 @@ async def test_real_replies_are_schema_valid_with_tokens_and_ttft(local_server, 
     # the static instructions come first and are byte-identical, so later requests reuse them
     assert all((c.cached_tokens or 0) >= 100 for c in rest), [c.cached_tokens for c in rest]
     assert info.slots == 2
+
+
+def outside_strings(text: str) -> str:
+    """``text`` with every JSON string's contents removed (quotes kept)."""
+    return re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+
+
+async def test_compact_grammar_gives_compact_schema_valid_replies(local_server, enron_dir: Path):
+    options = {**LOCAL_SAMPLING, "temperature": 0.0, "num_predict": 768}
+    async with aiohttp.ClientSession() as session:
+        backend = make_backend("local", local_server.url, "local", None, options, session)
+        prompts = [build_messages(parse_email((enron_dir / p).read_bytes())) for p in EMAILS]
+        comps = await asyncio.gather(*(
+            backend.complete(LLMRequest(p.messages, grammar=compact_gbnf(), options=options))
+            for p in prompts))
+    for comp in comps:
+        EmailAnalysis.model_validate(comp.data)
+        skeleton = outside_strings(comp.raw)
+        assert not re.search(r"\s", skeleton), comp.raw  # no whitespace outside strings
+        assert list(json.loads(comp.raw)) == list(EmailAnalysis.model_fields)
+        assert comp.completion_tokens and comp.completion_tokens > 10
 
 
 def test_emailwb_run_processes_the_bundled_sample_and_shows_progress(tmp_path: Path):
