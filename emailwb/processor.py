@@ -45,7 +45,7 @@ from emailwb.errors import (
     ProcessingError,
     SchemaViolation,
 )
-from emailwb.grammar import compact_gbnf, grammar_hash
+from emailwb.grammar import grammar_hash
 from emailwb.metrics import Metrics, MetricsSnapshot
 from emailwb.results import ResultWriter
 from emailwb.retry import backoff_delay, cut_by_token_limit, outcome, roomier
@@ -119,7 +119,6 @@ class Processor:
         self._extra = extra_provenance or {}
         self._rng = random.Random(seed)
         self._schema = output_json_schema()
-        self._grammar = compact_gbnf() if config.compact_json else None
         self._resume_evt = asyncio.Event()
         self._resume_evt.set()
         self._stop_evt = asyncio.Event()
@@ -252,7 +251,7 @@ class Processor:
         return {**self.config.model_dump(), "unit": self.config.unit,
                 "backend_info": info, "model_digest": info.get("digest"),
                 "server_slots": info.get("slots"), "schema_hash": schema_hash(),
-                "grammar_hash": grammar_hash() if self._grammar else None,
+                "grammar_hash": grammar_hash() if self.config.compact_json else None,
                 "templates": describe_templates(), "concurrency_policy": self.controller.describe(),
                 "quality": self.quality.describe(), **self._extra}
 
