@@ -36,6 +36,13 @@ by one, each marked measured or derived, so the weak one shows:
   concurrency over one request at a time; batched writes and the run's start and end are
   in it too).
 
+Then what bounds the product on this machine: the share of the defaults' time per email
+spent generating (measured: latency less time to first token, one at a time), the most the
+prompt-side factors could give if prompts cost nothing, the batching the goal would need,
+and the model's own decode speed-up at the server's slots from llama.cpp's
+``llama-batched-bench`` (decode only: what batching can win on the generated tokens;
+``--no-ceiling`` skips it).
+
 Each run also prints how many cores the rest of the machine took meanwhile (from
 /proc/stat): on a shared 2-core machine that moves the numbers more than most factors do.
 
@@ -56,6 +63,7 @@ import asyncio
 import inspect
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -189,6 +197,42 @@ def part_a(folder: Path) -> dict[str, Any]:
           f"cacheable; prompt tokens per mailbox message, reference over emailwb: "
           f"{out['tokens_per_message']:.2f}x ({out['uncached_per_message']:.2f}x uncached)")
     return out
+
+
+def decode_scaling(slots: int, npp: int, ntg: int = 128) -> tuple[float, float] | None:
+    """The model's own decode rate (tokens/s) at one and at ``slots`` sequences on this machine.
+
+    From llama.cpp's ``llama-batched-bench`` built next to the embedded ``llama-server``:
+    ``npp`` prompt tokens per sequence, then ``ntg`` generated, decode only (no HTTP, no
+    sampling, no grammar, no prompt processing between tokens): a measure of what running
+    ``slots`` requests at once can win on the generated tokens (the measured batching factor
+    also holds prompt work and the run's start and end). None when the tool is missing or
+    fails (the bench goes on without it).
+    """
+    from emailwb.llamabin import default_model_path, find_binary
+
+    exe = find_binary(None)[0].with_name("llama-batched-bench")
+    if not exe.is_file():
+        return None
+    cmd = [str(exe), "-m", str(default_model_path()), "-c", str(slots * (npp + ntg) + 512),
+           "-npp", str(npp), "-ntg", str(ntg), "-npl", f"1,{slots}"]
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    rates: dict[int, float] = {}
+    for line in (out.stdout + out.stderr).splitlines():
+        # | PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | T s | S t/s |
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 8 and cells[2].isdigit():
+            try:
+                rates[int(cells[2])] = float(cells[7])
+            except ValueError:
+                continue
+    if 1 not in rates or slots not in rates:
+        return None
+    return rates[1], rates[slots]
 
 
 # --- (b) the same distinct emails through both configurations --------------------------------------
@@ -328,6 +372,11 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
         cached = sum(seq.rows[k]["cached_tokens"] or 0 for k in matched)
         f_prefix = (sum_seq + cached * spt) / max(sum_seq, 1e-9)
         f_clean = f_prompt / f_prefix
+        # what bounds the product: the defaults' generation time per email (their reply
+        # after the first token) is left even if their prompts cost nothing
+        gen_seq = sum(max((seq.rows[k]["latency_s"] or 0.0) - (seq.rows[k]["ttft_s"] or 0.0),
+                          0.0) for k in matched)
+        prompt_bound = sum_ref / max(gen_seq, 1e-9)
 
         def per(rows: dict[str, dict[str, Any]], col: str) -> float:
             return sum((rows[k][col] or 0) for k in matched) / m
@@ -362,6 +411,31 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
     print(table(["factor", "value", "how"], factors, left=(0, 2)))
     if seq is not None and seq_compact is not None:
         print(compact_line)
+        need_free = GOAL / max(dedup * f_sleep * prompt_bound, 1e-9)
+        need = GOAL / max(dedup * f_sleep * f_prompt, 1e-9)
+        completion = per(seq.rows, "completion_tokens")
+        print(f"  what bounds it: one at a time the defaults spent {gen_seq / max(sum_seq, 1e-9):.0%}"
+              f" of each email generating its reply ({completion:.0f} completion tokens, "
+              f"{gen_seq / m / max(completion, 1) * 1000:.0f} ms each); with prompts free, "
+              f"cleaning and the shared prefix could give at most {prompt_bound:.2f}x together "
+              f"(measured {f_prompt:.2f}x). The goal needs batching >= {need:.2f}x at the "
+              f"measured prompt factors, >= {need_free:.2f}x with free prompts (measured "
+              f"{rest / f_prompt:.2f}x)")
+        if args.ceiling:
+            slots = RunConfig.default().slots
+            prompt_mean = round(sum(r.summary.prompt_tokens for r in defs)
+                                / max(sum(r.summary.emails_done for r in defs), 1))
+            scaled = decode_scaling(slots, max(prompt_mean, 64))
+            if scaled is None:
+                print("  (llama-batched-bench not found or failed: no decode bound)")
+            else:
+                one, many = scaled
+                short = "" if many / one >= need else (
+                    f", below the {need:.2f}x the goal needs at the measured prompt factors")
+                print(f"  the model itself decodes {slots} sequences {many / one:.2f}x as fast as "
+                      f"one here ({one:.0f} vs {many:.0f} tokens/s, llama-batched-bench, "
+                      f"{prompt_mean}-token prompts, decode only: what batching can win on the "
+                      f"generated tokens){short}")
     if mailbox:
         print(f"  (part a, tokens only: cleaning {mailbox['cleaning_tokens']:.2f}x fewer prompt "
               f"tokens per call, shared prefix {mailbox['prefix_tokens']:.2f}x fewer uncached)")
@@ -384,6 +458,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=48, help="which Enron emails")
     ap.add_argument("--min-bytes", type=int, default=300)
     ap.add_argument("--max-bytes", type=int, default=20000)
+    ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                    help="skip llama-batched-bench's decode bound (about a minute)")
     ap.add_argument("--skip-llm", action="store_true", help="part (a) only")
     ap.add_argument("--skip-mailbox", action="store_true", help="part (b) only (needs --dedup)")
     ap.add_argument("--dedup", type=float, default=6446 / 3205,
