@@ -11,8 +11,8 @@ while waiters wait) and feeds every outcome to a controller:
   when a server finishes requests in bursts. It starts at the server's parallel slots when
   the backend reports them (else at 2), never goes above one and a half times them (a server
   runs at most its slots at once; a few queued requests hide the gaps between them, more
-  only wait and time out there), and doubles while a step still gains
-  ``grow_gain`` (5%); past the knee (latency grows, throughput does not) it settles on the
+  only wait and time out there) and goes above the slots only by probing, and doubles while
+  a step still gains ``grow_gain`` (3%); past the knee (latency grows, throughput does not) it settles on the
   better of the last two levels and holds there, with a small probe every few windows: up
   (kept when it gains ``keep_gain``) or, when latency shows queueing, down (kept when it
   costs less than ``keep_gain``). 429/503 replies and error-heavy windows cut the limit
@@ -163,6 +163,12 @@ class AutoConcurrency(Controller):
         # with 4 slots met 13 timeouts of 120 s in a row at 8-16 in flight)
         self.ceiling = max(cfg.min, min(cfg.max, slots_hint + math.ceil(slots_hint / 2))) \
             if slots_hint and slots_hint > 0 else cfg.max
+        # growing stops at the declared slots; above them only probes go, each kept only when
+        # it pays (on a 2-core llama-server with 4 slots, 6 in flight lost 5-10% against 4 in
+        # both rounds of bench/saturation.py, while a simulated server with 0.2 s requests
+        # gained 5% from a few queued ones)
+        self._grow_cap = max(cfg.min, min(self.ceiling, slots_hint)) \
+            if slots_hint and slots_hint > 0 else self.ceiling
         self.limit = max(cfg.min, min(self.ceiling, int(start)))
         self.phase: Literal["grow", "hold", "probe"] = "grow"
         self.decisions: list[Decision] = []
@@ -312,8 +318,11 @@ class AutoConcurrency(Controller):
             self._prev = w
             if self.limit >= self.ceiling:
                 self._enter_hold(now, w, self.limit, "reached max concurrency")
+            elif self.limit >= self._grow_cap:
+                self._enter_hold(now, w, self.limit, "reached the server's slots")
             else:
-                self._set(now, math.ceil(self.limit * factor), "grow", w.throughput)
+                self._set(now, min(math.ceil(self.limit * factor), self._grow_cap), "grow",
+                          w.throughput)
             return None
         assert prev is not None
         # past the knee: keep the better of the last two levels

@@ -100,6 +100,21 @@ def test_queues_at_most_half_the_slots_a_server_declares():
     assert AutoConcurrency().ceiling == 64
 
 
+def test_goes_above_the_declared_slots_only_by_probes_that_pay():
+    # a server that runs exactly its declared slots: growing stops there, probes above revert
+    ctrl = AutoConcurrency(slots_hint=4)
+    rate, trace = fifo_server(ctrl, lambda t: 4, 1.0, 400)
+    assert statistics.median(late(trace, 100)) == 4
+    assert all(d.reason == "probe up" for d in ctrl.decisions if d.new > max(4, d.old))
+    assert rate >= 0.97 * 4
+    # one that can run more than it declares: the probes find it (up to the ceiling)
+    ctrl = AutoConcurrency(slots_hint=4)
+    _, trace = fifo_server(ctrl, lambda t: 8, 1.0, 400)
+    assert statistics.median(late(trace, 200)) == 6
+    ups = [d for d in ctrl.decisions if d.new > max(4, d.old)]
+    assert ups and all(d.reason == "probe up" for d in ups)
+
+
 def test_noisy_service_times_still_converge():
     ctrl = AutoConcurrency()
     rate, trace = fifo_server(ctrl, lambda t: 8, 1.0, 600, jitter=0.5, seed=3)
