@@ -9,12 +9,12 @@ while waiters wait) and feeds every outcome to a controller:
   measures throughput over *windows of completed requests* (never wall-clock guesses) with
   Little's law, ``throughput = mean requests in flight / mean latency``, which stays exact
   when a server finishes requests in bursts. It starts at the server's parallel slots when
-  the backend reports them (else at 2), never goes above one and a half times them (a server
-  runs at most its slots at once; a few queued requests hide the gaps between them, more
-  only wait and time out there) and goes above the slots only by probing, and doubles while
-  a step still gains ``grow_gain`` (3%); past the knee (latency grows, throughput does not) it settles on the
-  better of the last two levels and holds there, with a small probe every few windows: up
-  (kept when it gains ``keep_gain``) or, when latency shows queueing, down (kept when it
+  the backend reports them (else at 2) and doubles while a step still gains ``grow_gain``
+  (3%). Growing stops at the declared slots: above them only probes go, never past one and
+  a half times them (a server runs at most its slots at once; a few queued requests hide
+  the gaps between short ones, more only wait and time out there). Past the knee (latency
+  grows, throughput does not) it settles on the better of the last two levels and holds
+  there, with a small probe every few windows: up (kept when it gains ``keep_gain``) or, when latency shows queueing, down (kept when it
   costs less than ``keep_gain``). 429/503 replies and error-heavy windows cut the limit
   at once (multiplicative decrease) and suppress probing up for a while.
 
@@ -164,9 +164,9 @@ class AutoConcurrency(Controller):
         self.ceiling = max(cfg.min, min(cfg.max, slots_hint + math.ceil(slots_hint / 2))) \
             if slots_hint and slots_hint > 0 else cfg.max
         # growing stops at the declared slots; above them only probes go, each kept only when
-        # it pays (on a 2-core llama-server with 4 slots, 6 in flight lost 5-10% against 4 in
-        # both rounds of bench/saturation.py, while a simulated server with 0.2 s requests
-        # gained 5% from a few queued ones)
+        # it pays: on a 2-core llama-server with 4 slots, 6 in flight never measured better than
+        # 4 (and read 5-10% lower in bench/saturation.py), while a simulated server with 0.2 s
+        # requests gained 5% from a few queued ones
         self._grow_cap = max(cfg.min, min(self.ceiling, slots_hint)) \
             if slots_hint and slots_hint > 0 else self.ceiling
         self.limit = max(cfg.min, min(self.ceiling, int(start)))
