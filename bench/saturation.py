@@ -10,7 +10,11 @@
     sweep runs ``--sim-passes`` times, forward then backward, so a change of machine load
     hits every level alike. A fresh server per run.
 (b) The embedded llama-server with SmolLM2-135M (``--backend local``) on real Enron mail:
-    fixed 1, 2, 4 and ``auto`` in ``--local-rounds`` rounds, forward then backward. Within a
+    fixed 1, 2, 4 and ``auto`` in ``--local-rounds`` rounds, forward then backward, ``auto``
+    last in the forward order so that it always runs next to the largest fixed levels (the
+    ones it competes with): with ``auto`` first, it was the first and the very last run of
+    part (b) while fixed 4 ran in the middle, and a drift that is not linear in time (slow
+    ends) then favours 4 over auto. Within a
     round every level gets the SAME ``--local-emails`` distinct emails (levels below half the
     server's slots, whose rate is never the best, the first half of them), each run a FRESH
     server (``run_batch`` starts one per run), so llama-server's prompt cache never carries
@@ -250,7 +254,7 @@ def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
           "of them, between the rounds")
     runs: dict[str, Level] = {c: Level(c) for c in [*levels, "auto"]}
     ref = Level("reference")
-    order = ["auto", *levels]
+    order = [*levels, "auto"]  # auto next to the largest fixed levels in every round
     for r in range(rounds):  # forward, backward, ...: each level's mean time is the same
         for c in order if r % 2 == 0 else order[::-1]:
             cfg = RunConfig.default(backend="local", concurrency=c)
