@@ -14,8 +14,7 @@
     last in the forward order so that it always runs next to the largest fixed levels (the
     ones it competes with): with ``auto`` first, it was the first and the very last run of
     part (b) while fixed 4 ran in the middle, and a drift that is not linear in time (slow
-    ends) then favours 4 over auto. Within a
-    round every level gets the SAME ``--local-emails`` distinct emails (levels below half the
+    ends) then favours 4 over auto. Within a round every level gets the SAME ``--local-emails`` distinct emails (levels below half the
     server's slots, whose rate is never the best, the first half of them), each run a FRESH
     server (``run_batch`` starts one per run), so llama-server's prompt cache never carries
     over between levels; each round uses other emails. Runs are long next to one reply

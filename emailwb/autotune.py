@@ -14,9 +14,10 @@ while waiters wait) and feeds every outcome to a controller:
   a half times them (a server runs at most its slots at once; a few queued requests hide
   the gaps between short ones, more only wait and time out there). Past the knee (latency
   grows, throughput does not) it settles on the better of the last two levels and holds
-  there, with a small probe every few windows: up (kept when it gains ``keep_gain``) or, when latency shows queueing, down (kept when it
-  costs less than ``keep_gain``). 429/503 replies and error-heavy windows cut the limit
-  at once (multiplicative decrease) and suppress probing up for a while.
+  there, with a small probe every few windows: up (kept when it gains ``keep_gain``) or,
+  when latency shows queueing, down (kept when it costs less than ``keep_gain``). 429/503
+  replies and error-heavy windows cut the limit at once (multiplicative decrease) and
+  suppress probing up for a while.
 
 Controllers take explicit timestamps, so they can be tested against a discrete-event model
 without a server or a clock. Policy lives here; backends never throttle.
@@ -155,20 +156,22 @@ class AutoConcurrency(Controller):
         if overrides:
             cfg = AutoTuneConfig(**{**asdict(cfg), **overrides})
         self.cfg = cfg
-        start = cfg.start or (slots_hint if slots_hint and slots_hint > 0 else 2)
+        declared = slots_hint if slots_hint and slots_hint > 0 else None
+        start = cfg.start or declared or 2
         # a server that declares N parallel slots runs at most N requests at once; a few
         # queued ones hide the gap between a slot finishing and the next request arriving
         # (simulated 8 slots, 0.2 s requests: 16 in flight beat 8 by 5%), more only wait in its
         # queue, where the wait counts against the per-request timeout (a 2-core llama-server
-        # with 4 slots met 13 timeouts of 120 s in a row at 8-16 in flight)
-        self.ceiling = max(cfg.min, min(cfg.max, slots_hint + math.ceil(slots_hint / 2))) \
-            if slots_hint and slots_hint > 0 else cfg.max
-        # growing stops at the declared slots; above them only probes go, each kept only when
+        # with 4 slots met 13 timeouts of 120 s in a row at 8-16 in flight).
+        # Growing stops at the declared slots; above them only probes go, each kept only when
         # it pays: on a 2-core llama-server with 4 slots, 6 in flight never measured better than
         # 4 (and read 5-10% lower in bench/saturation.py), while a simulated server with 0.2 s
-        # requests gained 5% from a few queued ones
-        self._grow_cap = max(cfg.min, min(self.ceiling, slots_hint)) \
-            if slots_hint and slots_hint > 0 else self.ceiling
+        # requests gained 5% from a few queued ones.
+        if declared:
+            self.ceiling = max(cfg.min, min(cfg.max, declared + math.ceil(declared / 2)))
+            self._grow_cap = max(cfg.min, min(self.ceiling, declared))
+        else:
+            self.ceiling = self._grow_cap = cfg.max
         self.limit = max(cfg.min, min(self.ceiling, int(start)))
         self.phase: Literal["grow", "hold", "probe"] = "grow"
         self.decisions: list[Decision] = []
