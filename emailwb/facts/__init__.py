@@ -1,0 +1,28 @@
+"""Facts: deterministic extraction of what an email states, each value with its evidence.
+
+The room for everything that reads business facts out of an email without an LLM:
+
+* ``counted``: which text counts (the labeling guide's rules: the sender's new text and
+  signature, a forwarded message when it is the point), as segments with their offsets in
+  the email body, header lines inside the body blanked out;
+* ``extract``: people, organizations, amounts, dates and deal references, each a ``Fact``
+  with its character span in the body and its source (spaCy's small English pipeline, the
+  money detector, rules);
+* ``judgment``: deterministic baselines for email_type, priority and has_action_item;
+* ``evidence``: placing any value (an LLM's included) in the email text: exact, fuzzy or
+  unplaced;
+* ``plans``: the extraction plan, which source each field of a result comes from.
+
+May import: ``emailwb.emails``, ``emailwb.cleaning``, ``emailwb.money``, ``emailwb.schema``,
+``emailwb.errors`` and third-party libraries (spaCy, rapidfuzz). Nothing here imports the
+processor, the store or the backends.
+"""
+
+from emailwb.facts.counted import Segment, counted_segments
+from emailwb.facts.evidence import place
+from emailwb.facts.extract import Fact, Facts, extract_facts, extract_many
+from emailwb.facts.judgment import Judgment, judge
+from emailwb.facts.plans import PLANS, Plan, get_plan
+
+__all__ = ["PLANS", "Fact", "Facts", "Judgment", "Plan", "Segment", "counted_segments",
+           "extract_facts", "extract_many", "get_plan", "judge", "place"]

@@ -1,0 +1,148 @@
+"""Deterministic baselines for the judgment fields: email_type, priority, has_action_item.
+
+Keyword rules over the counted text (``emailwb.facts.counted``) and the subject, tuned on
+the dev split of the hand-labeled set (``gold/``), never on its test split. They are the
+yardstick an LLM must beat to be given a field, and the source of the field when it does
+not (``emailwb.facts.plans``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from emailwb.emails import Email
+from emailwb.facts.counted import counted_segments, forward_is_point
+
+
+class Judgment(NamedTuple):
+    email_type: str  # one of the labeling guide's seven types
+    priority: str
+    has_action_item: bool
+
+
+def _rx(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+TYPE_RULES: tuple[tuple[str, re.Pattern[str], float, str], ...] = (
+    ("meeting", _rx(r"\b(meeting|conference call|agenda|reschedul\w*|dial[- ]in|conf(erence)? "
+                    r"room|get together|call-in|demos?|presentation will|invite you|"
+                    r"(will|to) meet|meet (with|at|on))\b"), 1.5, "both"),
+    ("request", _rx(r"\b(can|could|would|will) you\b|\bplease (send|provide|review|let|call|"
+                    r"forward|confirm|advise|give|get|fill|return|respond|reply|submit|approve|"
+                    r"sign|update|check|look|contact|make|process|agree|enroll|complete)\b|"
+                    r"\bneed (you|your|to know)\b|\blet me know\b|\bi need\b|\bcan we\b|"
+                    r"\bwhat is the status\b|\bare you\b|\bdo you\b|\bready for your "
+                    r"(approval|review)\b"), 1.4, "text"),
+    ("deal", _rx(r"\b(deal|counterpart(y|ies)|mmbtu|mwh?|megawatts?|swap|hedge|bid|"
+                 r"offer|term sheet|transaction|pricing|purchase agreement|confirm(ation)? of "
+                 r"(the|a) (trade|deal)|volumes?|tolling|ppa)\b"), 1.0, "both"),
+    ("report", _rx(r"\b(report|spreadsheet|p&l|forecast|summary|results|weekly|monthly|"
+                   r"estimates?|update|status|news(letter)?|article|press release|minutes|"
+                   r"index(es)?|recap|went well|presentation|rollout|live|prices)\b"), 0.9,
+     "both"),
+    ("announcement", _rx(r"\b(announce\w*|pleased to|effective (immediately|today|\w+ \d)|all "
+                         r"(employees|users)|reorgani[sz]ation|please welcome|new role|"
+                         r"reminder|outage|will be (unavailable|down|closed|disconnected)|"
+                         r"training|holiday|notice|renamed|available|version|procedures?|"
+                         r"policy|virus|do not destroy)\b"), 1.3, "both"),
+    ("personal", _rx(r"\b(family|kids|wife|husband|birthday|weekend|vacation|golf|party|"
+                     r"baby|wedding|mom|dad|love|football|tickets?|dinner|beer|fun|"
+                     r"church|hey|buddy|dude|class|homework|assignment|housewarming|"
+                     r"recruit\w*|quarterback|longhorns?)\b"), 1.0, "both"),
+    ("other", _rx(r"\b(unsubscribe|click here|password|your (account|order)|"
+                  r"congratulations|thank you for|order (number|confirmation)|survey|"
+                  r"attached (is|are) the|acknowledge)\b"), 1.0, "both"),
+)
+_PERSONAL_DOMAINS_RE = _rx(r"@(aol|hotmail|yahoo|msn|juno|earthlink|excite|swbell|pdq|"
+                           r"prodigy|flash|home|mindspring|netzero|compuserve)\.")
+
+
+def _features(email: Email, text: str) -> dict[str, float]:
+    """Extra evidence beyond keywords: who sent it to how many, and what it passes on."""
+    extra: dict[str, float] = {}
+    recipients = len(email.to) + len(email.cc)
+    own = len(email.new_text.split())
+    if _PERSONAL_DOMAINS_RE.search(email.sender or ""):
+        extra["personal"] = extra.get("personal", 0.0) + 1.5
+    if recipients == 0 or recipients >= 15:
+        extra["announcement"] = extra.get("announcement", 0.0) + 1.2
+    if forward_is_point(email) and own <= 15:
+        extra["report"] = extra.get("report", 0.0) + 1.0
+    if own and own <= 8 and not email.forwarded.strip():
+        extra["other"] = extra.get("other", 0.0) + 1.0
+    if "?" in email.new_text and recipients <= 4:
+        extra["request"] = extra.get("request", 0.0) + 1.0
+    return extra
+
+
+_URGENT_RE = _rx(r"\b(urgent|asap|immediately|right away|by (noon|end of (the )?day|close of "
+                 r"business|cob|eod)|this (morning|afternoon)|tonight)\b")
+_HIGH_RE = _rx(r"\b(as soon as (possible|you can)|by tomorrow|deadline|no later than|"
+               r"end of today|by today)\b")
+_ASK = (r"(send|provide|review|approve|confirm|call|contact|forward|return|respond|reply|"
+        r"submit|sign|update|fill|complete|enroll|process|agree|log ?off|let|advise|give|"
+        r"get|check|make|read|prepare|attend|come|register|rsvp|remove|add|verify|match|"
+        r"schedule|print|bring|look)")
+_ACTION_RE = _rx(
+    rf"\bplease\s+(?:\w+\s+)?{_ASK}\b|\b(can|could|would|will) you\b|\blet me know\b|"
+    rf"\bneed (you|your)\b|\bi need\b|\b{_ASK} me\b|\bmake sure\b|\bshould\s+{_ASK}\b|"
+    r"\bcontact\b.{0,40}\bif you\b|\bif you\b.{0,60}\b(contact|call|let me)\b|"
+    r"\bare you\b[^.?!]{0,80}\?|\bdo you\b[^.?!]{0,80}\?|\bwhat is\b[^.?!]{0,80}\?|"
+    r"\bplease\s+(do not|don't)\b|\bi would (like|appreciate)\b|"
+    r"\b(would be|is) (greatly )?appreciated\b|\blook forward to hear|\bwhere are you\b")
+_MASS_ACTION_RE = _rx(rf"\b(all|every) \w+ (must|should|are required|need)|"
+                      rf"\bplease\s+{_ASK}\b|\bmust\s+{_ASK}\b")
+_NO_ACTION_RE = _rx(r"\bfyi\b|\bfor your (information|records)\b")
+#: marketing and subscriptions: their "please click" asks nothing of a colleague
+_BULK_RE = _rx(r"\bunsubscribe\b|\bto be removed\b|\bclick here\b|\bsubscri(be|ption)\b|"
+               r"\bnewsletter\b|\bthank you for (your order|shopping|purchasing)\b|"
+               r"\border (number|confirmation|status)\b")
+_LOW_TYPES = ("announcement", "personal", "other")
+
+
+def counted_text(email: Email) -> str:
+    return "\n".join(s.text for s in counted_segments(email)) or email.body
+
+
+def classify(subject: str, text: str, extra: dict[str, float] | None = None) -> str:
+    """The email type from the subject, the counted text and ``extra`` evidence per type."""
+    scores: dict[str, float] = dict(extra or {})
+    body = text[:4000]
+    for name, rx, weight, where in TYPE_RULES:
+        hits = min(len(rx.findall(body)), 3)
+        if where == "both":
+            hits += 2 * min(len(rx.findall(subject)), 1)
+        if hits:
+            scores[name] = scores.get(name, 0.0) + hits * weight
+    if not scores:
+        return "other"
+    return max(scores, key=lambda t: scores[t])
+
+
+def judge(email: Email) -> Judgment:
+    """Type, priority and whether the email asks its recipients to do something."""
+    text = counted_text(email)
+    subject = email.subject or ""
+    email_type = classify(subject, text, _features(email, text))
+    recipients = len(email.to) + len(email.cc)
+    mass = recipients == 0 or recipients >= 15
+    own = email.new_text if email.new_text.strip() else text
+    if mass:
+        action = bool(_MASS_ACTION_RE.search(text[:4000]))
+    else:
+        where = own if forward_is_point(email) else text
+        asked = recipients <= 4 and re.search(r"\?(\s|$)", own) is not None
+        action = bool(_ACTION_RE.search(where[:4000])) or asked
+    action = action and not _NO_ACTION_RE.search(subject + " " + own[:200]) and not \
+        _BULK_RE.search(text[:8000])
+    if _URGENT_RE.search(subject) or _URGENT_RE.search(text[:4000]):
+        priority = "urgent"
+    elif _HIGH_RE.search(subject + " " + text[:4000]):
+        priority = "high"
+    elif email_type in _LOW_TYPES or (email_type == "report" and forward_is_point(email)):
+        priority = "low"
+    else:
+        priority = "medium"
+    return Judgment(email_type, priority, action)

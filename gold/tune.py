@@ -1,0 +1,69 @@
+"""Score the deterministic sources on the labeled emails, straight from the files (no store).
+
+    python gold/tune.py [--split dev|test] [--show FIELD]
+
+Parses each labeled email with emailwb's parser, runs the fact extractors and the judgment
+rules, and prints the scorer's table next to the majority baseline. ``--show people``
+lists, per email, what was predicted and what the labels hold (for tuning on ``dev`` only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from emailwb.emails import parse_email
+from emailwb.facts import extract_many, judge
+from emailwb.labels import (
+    load_labels,
+    majority_baseline,
+    match_counts,
+    score,
+    score_table,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("--show")
+    ap.add_argument("--enron", default=os.environ.get(
+        "EMAILWB_ENRON_DIR", str(HERE.parents[1] / "shared/data/enron")))
+    args = ap.parse_args()
+    labels = load_labels(HERE / "enron-labels.jsonl", split=args.split)
+    emails = [parse_email(Path(args.enron, lab["path"]).read_bytes()) for lab in labels]
+    t0 = time.perf_counter()
+    facts = extract_many(emails)
+    preds = {}
+    for lab, email, f in zip(labels, emails, facts, strict=True):
+        j = judge(email)
+        preds[lab["message_id"]] = {**f.result_fields(), "email_type": j.email_type,
+                                    "priority": j.priority, "has_action_item": j.has_action_item}
+    took = time.perf_counter() - t0
+    texts = {lab["message_id"]: e.body for lab, e in zip(labels, emails, strict=True)}
+    print(score_table({"facts+rules": score(labels, preds, texts),
+                       "majority": majority_baseline(labels)}))
+    print(f"({len(labels)} emails, {took:.1f} s)")
+    if args.show:
+        for lab in labels:
+            p = preds[lab["message_id"]]
+            if args.show in ("email_type", "priority", "has_action_item"):
+                if p[args.show] != lab[args.show]:
+                    print(f"{lab['path']}: predicted {p[args.show]!r}, label {lab[args.show]!r}"
+                          f"  ({lab['notes'][:90]})")
+                continue
+            tp, fp, fn = match_counts(args.show, p, lab)
+            if fp or fn:
+                vals = p[args.show]
+                vals = [v.get("name") or v.get("date") or v.get("context") if isinstance(v, dict)
+                        else v for v in vals]
+                print(f"{lab['path']}: tp {tp} fp {fp} fn {fn}\n   predicted {vals}\n"
+                      f"   labels    {lab[args.show]}")
+
+
+if __name__ == "__main__":
+    main()
