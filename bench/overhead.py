@@ -138,8 +138,10 @@ async def measure(store: Store, units: int, concurrency: int | str,
                   run_name: str = "overhead") -> tuple[float, dict]:
     async with server(where) as (url, model):
         backend = make_backend("openai", url, model)
+        # plan "llm": this measures the dispatch path around a model call (the facts stage
+        # before the LLM is measured on its own by bench/facts.py)
         cfg = RunConfig.default(backend="openai", urls=[url], model=model,
-                                concurrency=concurrency)
+                                concurrency=concurrency, plan="llm")
         # The timed path is prompt, HTTP, parse, validate, store. Quality scoring (grounding,
         # money detection, deep checks) is a separate stage, measured on its own below.
         watch = QualityConfig(judge=False) if quality else QualityConfig(enabled=False, judge=False)

@@ -91,12 +91,15 @@ def stage(src: Path, paths: list[str], dest: Path) -> Path:
 
 async def run_both(store: Store, args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     quality = QualityConfig(sample_every=args.sample_every, judge=not args.no_judge)
+    # a model A/B (prompt and JSON formats): every field by the model in both arms
     if args.a == "default":
-        ref = RunConfig.from_settings(settings, "default")
+        ref = RunConfig.from_settings(settings, "default", plan="llm")
     else:
         ref = RunConfig.from_settings(settings, "reference",
                                       **({"sleep_between": 0.0} if args.no_sleep else {}))
-    extra = {"json_format": "compact"} if args.b == "compact" else {}
+    extra: dict[str, Any] = {"plan": "llm"}
+    if args.b == "compact":
+        extra["json_format"] = "compact"
     default = RunConfig.from_settings(settings, "default", **extra)
     timings = {}
     for name, cfg in ((f"ab-{args.a}", ref), (f"ab-{args.b}", default)):

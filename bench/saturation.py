@@ -151,7 +151,7 @@ async def sim_run(store: Store, kind: str, slots: int, service: float,
         backend = make_backend("openai", srv.url, srv.model)
         try:
             cfg = RunConfig.default(backend="openai", urls=[srv.url], model=srv.model,
-                                    concurrency=concurrency)
+                                    concurrency=concurrency, plan="llm")
             return await run_batch(store, cfg, backend=backend, run_name=name, limit=units,
                                    **throughput_only())
         finally:
@@ -256,7 +256,7 @@ def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
     order = [*levels, "auto"]  # auto next to the largest fixed levels in every round
     for r in range(rounds):  # forward, backward, ...: each level's mean time is the same
         for c in order if r % 2 == 0 else order[::-1]:
-            cfg = RunConfig.default(backend="local", concurrency=c)
+            cfg = RunConfig.default(backend="local", concurrency=c, plan="llm")
             local_run(stores[r], cfg, f"round{r + 1}-{c}", runs[c], limit=size(c))
         if r == (rounds - 1) // 2:
             local_run(ref_store, RunConfig.reference(backend="local"), "reference", ref)

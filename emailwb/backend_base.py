@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from emailwb.errors import (
     BackendError,
@@ -43,7 +43,7 @@ from emailwb.errors import (
     ModelNotFound,
     SchemaViolation,
 )
-from emailwb.schema import output_json_schema, parse_reply
+from emailwb.schema import EmailAnalysis, output_json_schema, parse_reply
 
 log = logging.getLogger("emailwb.backends")
 
@@ -65,6 +65,8 @@ class LLMRequest:
     stream: bool = True
     timeout: float = 120.0  # seconds for the whole request, first byte to last
     grammar: str | None = None  # a GBNF grammar sent instead of the schema (llama-server)
+    # the model replies are validated against (``schema.plan_model`` for a plan's fields)
+    reply_model: type[BaseModel] = EmailAnalysis
 
 
 @dataclass(slots=True)
@@ -245,7 +247,7 @@ class Backend(ABC):
                     raise
                 async with self._mapped("chat", req.timeout) as state:
                     reply = await self._send(req, t0, state)
-            data = self._guard(reply)
+            data = self._guard(reply, req.reply_model)
         except BackendError as exc:
             st.errors[type(exc).__name__] += 1
             raise
@@ -385,10 +387,10 @@ class Backend(ABC):
                             f"{op}: the reply is not valid {self.name} protocol ({exc!r})") \
                 from exc
 
-    def _guard(self, reply: Reply) -> dict[str, Any]:
+    def _guard(self, reply: Reply, model: type[BaseModel] = EmailAnalysis) -> dict[str, Any]:
         """The fail-closed schema guard: validated data, or SchemaViolation (and a count)."""
         try:
-            return parse_reply(reply.text).model_dump()
+            return parse_reply(reply.text, model).model_dump()
         except ValueError as exc:  # json.JSONDecodeError and pydantic.ValidationError
             self._stats.schema_violations += 1
             reason = _reason(exc)

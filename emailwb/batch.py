@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from emailwb import runs
 from emailwb.errors import ProcessingError
+from emailwb.facts.plans import get_plan
 
 if TYPE_CHECKING:
     from emailwb.backends import Backend
@@ -66,6 +67,10 @@ async def run_batch(store: Any, settings_or_config: Any = None, *,
                               hint="pass emailwb.config.load_settings() or RunConfig.default()")
     if cfg.backend == "local":  # recorded in the run's provenance like any other option
         cfg = cfg.model_copy(update={"options": {**LOCAL_SAMPLING, **cfg.options}})
+    if not get_plan(cfg.plan).uses_llm and backend is None:
+        return await _run_without_model(store, cfg, run_name=run_name, limit=limit,
+                                        on_progress=on_progress, on_start=on_start,
+                                        quality=quality)
     async with contextlib.AsyncExitStack() as stack:
         server_pid: int | None = None
         extra: dict[str, Any] = {}
@@ -96,3 +101,22 @@ async def run_batch(store: Any, settings_or_config: Any = None, *,
         if on_start is not None:
             on_start(proc)
         return await proc.run_to_end()
+
+
+async def _run_without_model(store: Any, cfg: runs.RunConfig, *, run_name: str | None,
+                             limit: int | None, on_progress: Any, on_start: Any,
+                             quality: Any) -> RunSummary:
+    """A plan that asks no model: facts for every content group first (spaCy on every core),
+    then the processor writes each unit's result from them; no server is started."""
+    import os
+
+    from emailwb.factstore import ensure_facts
+    from emailwb.processor import Processor
+
+    if cfg.unit == "group":
+        await asyncio.to_thread(ensure_facts, store, processes=min(os.cpu_count() or 1, 4))
+    proc = Processor(store, cfg, None, run_name=run_name, limit=limit, on_progress=on_progress,
+                     quality=quality, extra_provenance={"backend_info": {"server_kind": "none"}})
+    if on_start is not None:
+        on_start(proc)
+    return await proc.run_to_end()

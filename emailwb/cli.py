@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import load_settings
 from .errors import ConfigError, EmailwbError
+from .facts.plans import PLANS
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "enron-sample"
 
@@ -104,7 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         db=args.db, backend=args.backend, urls=args.url or None, model=args.model,
         concurrency=args.concurrency, timeout=args.timeout, llama_server=args.llama_server,
         slots=args.slots, chain=True if args.chain else None, max_tokens=args.max_tokens,
-        sample_every=args.sample_every, json_format=args.json_format,
+        sample_every=args.sample_every, json_format=args.json_format, plan=args.plan,
     )
     paths = args.paths
     with Store(settings.db) as store:
@@ -397,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="resume or start the run with this name")
     p.add_argument("--preset", choices=["default", "reference"], default="default",
                    help="'reference' reproduces the original design (the A/B baseline)")
+    p.add_argument("--plan", choices=sorted(PLANS),
+                   help="where each field comes from: 'default' (each field from its best "
+                        "source on the hand labels), 'facts' (no model at all: a mailbox's "
+                        "entities in minutes), 'llm' (every field by the model), 'choice' "
+                        "(the model picks among extracted candidates); see README")
     p.add_argument("--chain", action="store_true", help="send whole threads as one unit")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="server/model option (repeatable)")
     p.add_argument("--timeout", type=float, help="seconds per request")

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     ctx_per_slot: int = 4096  # >= prompt token budget + max_tokens
     json_format: Literal["schema", "compact"] = "schema"  # see RunConfig.json_format
     sample_every: int = 100  # deep-check every Nth email
+    plan: str = "default"  # extraction plan: default | facts | llm | choice | reference
 
     @classmethod
     def settings_customise_sources(

@@ -49,11 +49,11 @@ from emailwb.backends import Backend, make_backend
 from emailwb.errors import BackendError, ConfigError, EmailwbError, SchemaViolation
 from emailwb.grammar import compact_gbnf
 from emailwb.judge import JUDGEMENT_SQL, Judge
-from emailwb.quality import DriftAlert, DriftDetector
+from emailwb.quality import FLOORS, DriftAlert, DriftDetector
 
 log = logging.getLogger("emailwb.drift")
 
-PROMPT_KEYS = ("mode", "layout", "template", "token_budget")
+PROMPT_KEYS = ("mode", "layout", "template", "token_budget", "plan")
 BACKEND_KEYS = ("backend", "urls", "model")
 SCORE_GROUP = 64  # results scored per worker-thread call
 
@@ -80,6 +80,8 @@ class QualityConfig(BaseModel):
     threshold: float = Field(0.15, ge=0)
     relative: bool = False
     on_drift: Literal["off", "alert", "pause", "rollback"] = "alert"
+    # absolute floors per metric (window means below them alert, whatever the baseline was)
+    floors: dict[str, float] = Field(default_factory=lambda: dict(FLOORS))
     rollback_to: str | None = None  # run name whose configuration is the baseline
 
     @classmethod
@@ -174,7 +176,8 @@ class QualityWatch:
     def _detector(self) -> DriftDetector:
         c = self.config
         return DriftDetector(c.drift_metrics, c.baseline_size, c.window, c.threshold,
-                             relative=c.relative, lower_is_better=c.lower_is_better)
+                             relative=c.relative, lower_is_better=c.lower_is_better,
+                             floors=c.floors)
 
     def describe(self) -> dict[str, Any]:
         """For the run's provenance."""
@@ -203,7 +206,8 @@ class QualityWatch:
         elif self.baseline is not None and self.baseline.unit != proc.config.unit:
             raise ConfigError("the baseline configuration has another unit kind than the run",
                               hint="roll back to a configuration with the same chain/dedup")
-        if self.config.judge and self._judge is None:
+        no_model = proc.backend is None and self.config.judge_backend == "same"
+        if self.config.judge and self._judge is None and not no_model:  # a facts plan: no judge
             self._judge = Judge(self._make_judge_backend(), timeout=self.config.judge_timeout)
         return self.restrict(pending)
 

@@ -271,8 +271,23 @@ def m0003_quality(conn: sqlite3.Connection) -> None:
     )
 
 
+def m0004_facts(conn: sqlite3.Connection) -> None:
+    """The facts of each email (``emailwb.facts``), computed once and reused by every run."""
+    conn.executescript(
+        """
+        CREATE TABLE facts (
+            email_id INTEGER PRIMARY KEY REFERENCES emails(id),
+            version TEXT NOT NULL,                  -- extractors' version: stale rows are redone
+            data TEXT NOT NULL,                     -- JSON: facts with spans, and the judgment
+            created_at TEXT NOT NULL
+        );
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_core", m0001_core),
     ("0002_runs_results", m0002_runs_results),
     ("0003_quality", m0003_quality),
+    ("0004_facts", m0004_facts),
 ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -33,7 +34,7 @@ from typing import Any
 
 from emailwb import runs
 from emailwb.autotune import Controller, Gate, Ticket, make_controller
-from emailwb.backends import Backend, BackendInfo, LLMRequest
+from emailwb.backends import Backend, BackendInfo, Completion, LLMRequest
 from emailwb.breaker import EndpointBreaker, guard_backend
 from emailwb.drift import QualityConfig, QualityWatch
 from emailwb.errors import (
@@ -45,11 +46,12 @@ from emailwb.errors import (
     ProcessingError,
     SchemaViolation,
 )
-from emailwb.grammar import grammar_hash
+from emailwb.facts.plans import Plan, compose, get_plan
+from emailwb.grammar import gbnf_for, grammar_hash
 from emailwb.metrics import Metrics, MetricsSnapshot
 from emailwb.results import ResultWriter
 from emailwb.retry import backoff_delay, cut_by_token_limit, outcome, roomier
-from emailwb.schema import output_json_schema, schema_hash
+from emailwb.schema import choice_schema, output_json_schema, plan_model, schema_hash
 from emailwb.templates import describe_templates
 from emailwb.workqueue import Prepared, WorkQueue
 
@@ -91,7 +93,7 @@ class RunSummary:
 class Processor:
     """One run over the store's pending units; see the module docstring."""
 
-    def __init__(self, store: Any, config: runs.RunConfig, backend: Backend, *,
+    def __init__(self, store: Any, config: runs.RunConfig, backend: Backend | None, *,
                  run_name: str | None = None, limit: int | None = None,
                  info: BackendInfo | None = None, controller: Controller | None = None,
                  on_progress: Callable[[MetricsSnapshot], Any] | None = None,
@@ -102,7 +104,8 @@ class Processor:
         self.store = store
         self.config = config
         self.breaker = EndpointBreaker(config.breaker_threshold, config.breaker_cooldown)
-        self.backend = guard_backend(backend, self.breaker)
+        # None for a plan that asks no model (``facts``): units never reach a backend
+        self.backend = guard_backend(backend, self.breaker) if backend is not None else None
         self.info = info
         slots = info.slots if info is not None else None
         self.controller = controller or make_controller(
@@ -118,7 +121,7 @@ class Processor:
         self.attempts = 0
         self._extra = extra_provenance or {}
         self._rng = random.Random(seed)
-        self._schema = output_json_schema()
+        self.plan = get_plan(config.plan)
         self._resume_evt = asyncio.Event()
         self._resume_evt.set()
         self._stop_evt = asyncio.Event()
@@ -250,7 +253,8 @@ class Processor:
         info = self.info.as_dict() if self.info is not None else {}
         return {**self.config.model_dump(), "unit": self.config.unit,
                 "backend_info": info, "model_digest": info.get("digest"),
-                "server_slots": info.get("slots"), "schema_hash": schema_hash(),
+                "server_slots": info.get("slots"), "plan_sources": self.plan.describe(),
+                "schema_hash": _plan_schema_hash(self.plan),
                 "grammar_hash": grammar_hash() if self.config.compact_json else None,
                 "templates": describe_templates(), "concurrency_policy": self.controller.describe(),
                 "quality": self.quality.describe(), **self._extra}
@@ -337,9 +341,14 @@ class Processor:
         finished = False
         try:
             unit = await self.quality.prepared_for(unit, phase)
-            req = LLMRequest(messages=unit.messages, schema=self._schema,
-                             grammar=phase.grammar, options=dict(phase.options),
-                             key=str(unit.id), stream=cfg.stream, timeout=cfg.timeout)
+            plan = get_plan(phase.config.plan)
+            if not plan.uses_llm:  # every field from the deterministic sources: nothing to ask
+                self.gate.release(held, "ok")
+                held = None
+                finished = True
+                await self._done(unit, _facts_completion(plan, unit), 0, phase.label)
+                return
+            req = _request(plan, unit, phase, cfg)
             while True:
                 attempts += 1
                 self.attempts += 1
@@ -357,6 +366,9 @@ class Processor:
                     held = None
                     self.metrics.attempt(True, retry=attempts > 1)
                     finished = True
+                    comp = dataclasses.replace(comp, data=compose(
+                        plan, unit.text, comp.data, facts=unit.analysed and unit.analysed.facts,
+                        judgment=unit.analysed and unit.analysed.judgment))
                     await self._done(unit, comp, attempts, phase.label)
                     return
                 self.gate.release(held, outcome(err))
@@ -476,13 +488,53 @@ class Processor:
             config=self.provenance())
 
 
+def _plan_schema_hash(plan: Plan) -> str:
+    if plan.all_llm:
+        return schema_hash()
+    return schema_hash(plan.llm_fields, plan.choice_fields)
+
+
+def _request(plan: Plan, unit: Prepared, phase: Any, cfg: runs.RunConfig) -> LLMRequest:
+    """The request for a unit: the plan's schema (choice fields narrowed to the unit's
+    candidates) and reply model; the compact grammar when the configuration asks for it."""
+    if plan.all_llm:
+        return LLMRequest(messages=unit.messages, schema=output_json_schema(),
+                          grammar=phase.grammar, options=dict(phase.options), key=str(unit.id),
+                          stream=cfg.stream, timeout=cfg.timeout)
+    schema = output_json_schema(fields=plan.llm_fields, choices=plan.choice_fields)
+    if plan.choice_fields:
+        if unit.analysed is None:
+            raise ProcessingError(f"unit {unit.id} has no facts for plan {plan.name!r}",
+                                  hint="report this: the work queue prepares facts for plans "
+                                       "that use them")
+        schema = choice_schema(schema, {f: unit.analysed.facts.candidates(f)
+                                        for f in plan.choice_fields})
+    return LLMRequest(messages=unit.messages, schema=schema,
+                      grammar=gbnf_for(schema) if phase.config.compact_json else None,
+                      options=dict(phase.options), key=str(unit.id), stream=cfg.stream,
+                      timeout=cfg.timeout,
+                      reply_model=plan_model(plan.llm_fields, plan.choice_fields))
+
+
+def _facts_completion(plan: Plan, unit: Prepared) -> Completion:
+    """A result no model was asked for: every field from the facts and the rules."""
+    if unit.analysed is None:
+        raise ProcessingError(f"unit {unit.id} has no facts for plan {plan.name!r}",
+                              hint="report this: the work queue prepares facts for plans "
+                                   "that use them")
+    data = compose(plan, unit.text, facts=unit.analysed.facts,
+                   judgment=unit.analysed.judgment)
+    return Completion(data=data, raw="", prompt_tokens=0, completion_tokens=0, cached_tokens=0,
+                      latency_s=0.0, ttft_s=None, endpoint="facts", model=f"plan:{plan.name}")
+
+
 def default_run_name(config: runs.RunConfig) -> str:
     """A stable name per configuration, so running the same command again resumes."""
     import hashlib
 
     key = json.dumps({k: v for k, v in config.model_dump().items()
                       if k in ("preset", "backend", "urls", "model", "mode", "chain", "dedup",
-                               "layout", "template", "options", "token_budget")},
+                               "layout", "template", "options", "token_budget", "plan")},
                      sort_keys=True)
     return f"{config.preset}-{config.unit}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 

@@ -107,6 +107,7 @@ def metrics_for(result: Mapping[str, Any] | None, email_text: str, *, raw: str |
             return None
         return str(res.get(key) or "").strip().lower() == rule.strip().lower()
 
+    spans = _span_grounding(res.get("evidence"), res.get("sources"), g)
     if raw is not None:
         chars = len(raw)
     else:
@@ -114,17 +115,45 @@ def metrics_for(result: Mapping[str, Any] | None, email_text: str, *, raw: str |
     return QualityMetrics(
         schema_valid=schema_valid, truncated=truncated,
         completeness=sum(_filled(res.get(f)) for f in COMPLETENESS_FIELDS) / len(COMPLETENESS_FIELDS),
-        response_chars=chars, grounding=g.score,
-        grounding_people=g.share("people"), grounding_organizations=g.share("organizations"),
-        grounding_amounts=g.share("amounts"), grounding_dates=g.share("dates"),
-        ungrounded_people=len(g.fields["people"].ungrounded),
-        ungrounded_organizations=len(g.fields["organizations"].ungrounded),
-        ungrounded_amounts=len(g.fields["amounts"].ungrounded),
-        ungrounded_dates=len(g.fields["dates"].ungrounded), ungrounded_total=g.ungrounded_count,
+        response_chars=chars, **(spans if spans is not None else dict(
+            grounding=g.score,
+            grounding_people=g.share("people"), grounding_organizations=g.share("organizations"),
+            grounding_amounts=g.share("amounts"), grounding_dates=g.share("dates"),
+            ungrounded_people=len(g.fields["people"].ungrounded),
+            ungrounded_organizations=len(g.fields["organizations"].ungrounded),
+            ungrounded_amounts=len(g.fields["amounts"].ungrounded),
+            ungrounded_dates=len(g.fields["dates"].ungrounded),
+            ungrounded_total=g.ungrounded_count)),
         evidence_grounded=bool(ev.grounded) if ev.checked else None,
         amounts_in_text=in_text, amounts_missed=len(missed),
         amount_recall=min(1.0, (in_text - len(missed)) / min(in_text, AMOUNT_SLOTS)) if in_text else None,
         type_agrees=agrees("email_type", rule_type), priority_agrees=agrees("priority", rule_priority))
+
+
+def _span_grounding(evidence: Any, sources: Any, g: Grounding) -> dict[str, Any] | None:
+    """Grounding of a plan's result: fields from the extractors by their spans (a value is
+    grounded when it has one), fields the model wrote by the value-aware text check of
+    ``grounding`` (names in the headers, amounts by value, resolved dates). None for results
+    without evidence (runs from before plans)."""
+    if not isinstance(evidence, Mapping) or not isinstance(sources, Mapping):
+        return None
+    out: dict[str, Any] = {}
+    placed_all = checked_all = 0
+    for name in ("people", "organizations", "amounts", "dates"):
+        if sources.get(name) in ("facts", "choice"):
+            items = [i for i in evidence.get(name) or [] if isinstance(i, Mapping)]
+            placed = sum(i.get("match") in ("exact", "fuzzy") for i in items)
+            checked = len(items)
+        else:
+            field_g = g.fields[name]
+            placed, checked = len(field_g.grounded), field_g.checked
+        out[f"grounding_{name}"] = placed / checked if checked else None
+        out[f"ungrounded_{name}"] = checked - placed
+        placed_all += placed
+        checked_all += checked
+    out["grounding"] = placed_all / checked_all if checked_all else None
+    out["ungrounded_total"] = checked_all - placed_all
+    return out
 
 
 # --- deep-check sampling ----------------------------------------------------------------
@@ -225,6 +254,23 @@ def judge_messages(email_text: str, result: Mapping[str, Any], *, max_chars: int
 
 
 # --- drift ------------------------------------------------------------------------------
+#: absolute floors: below these a run is not worth reading, whatever it started at
+FLOORS: dict[str, float] = {"grounding": 0.5}
+FLOOR_ADVICE = {
+    "grounding": "most extracted strings are not in the email; switch to a plan that takes "
+                 "entities from the extractors (--plan default or --plan facts) or use a larger "
+                 "model, and check with `emailwb score --labels gold/enron-labels.jsonl`",
+}
+
+
+def grounding_warning(share: float | None, floor: float = FLOORS["grounding"]) -> str | None:
+    """The warning for a run whose extracted strings are mostly not in the emails, or None."""
+    if share is None or share >= floor:
+        return None
+    return (f"only {share:.0%} of the extracted strings are in the emails (floor {floor:.0%}): "
+            + FLOOR_ADVICE["grounding"])
+
+
 @dataclass(frozen=True, slots=True)
 class DriftAlert:
     """A metric's rolling mean fell (or, lower-is-better, rose) beyond the threshold."""
@@ -238,9 +284,14 @@ class DriftAlert:
     baseline_n: int  # results in the baseline window
     window_n: int  # results in the rolling window
     seen: int  # results fed so far (the alert fired on this one)
+    floor: bool = False  # an absolute floor was crossed (``baseline`` is the floor)
 
     @property
     def message(self) -> str:
+        if self.floor:
+            return (f"quality below the floor on {self.metric}: {self.current:.3f} over the last "
+                    f"{self.window_n} results, floor {self.baseline:.2f}, at result {self.seen}: "
+                    + FLOOR_ADVICE.get(self.metric, "check the results before using them"))
         kind = "relative" if self.relative else "absolute"
         return (f"quality drift on {self.metric}: {self.current:.3f} over the last {self.window_n} "
                 f"results vs baseline {self.baseline:.3f} over the first {self.baseline_n} "
@@ -260,7 +311,8 @@ class DriftDetector:
 
     def __init__(self, metric_names: Iterable[str], baseline_size: int = 50, window: int = 50,
                  threshold: float = 0.15, *, relative: bool = False,
-                 lower_is_better: Collection[str] = ()) -> None:
+                 lower_is_better: Collection[str] = (),
+                 floors: Mapping[str, float] | None = None) -> None:
         if baseline_size < 1 or window < 1 or threshold < 0:
             raise ConfigError("drift detector: baseline_size and window must be >= 1, threshold >= 0")
         self.metrics = list(metric_names)
@@ -270,6 +322,9 @@ class DriftDetector:
         self._base: dict[str, list[float]] = {m: [] for m in self.metrics}
         self._win: dict[str, deque[float]] = {m: deque(maxlen=window) for m in self.metrics}
         self._alerted: set[str] = set()
+        # absolute floors, watched from the first result: a run that starts bad has no drop
+        self.floors = dict(floors or {})
+        self._recent: dict[str, deque[float]] = {m: deque(maxlen=window) for m in self.floors}
 
     def reset(self, *, keep_baseline: bool = True) -> None:
         """Empty the rolling windows and re-arm alerts (e.g. after a rollback)."""
@@ -288,6 +343,19 @@ class DriftDetector:
         """Feed one result's metrics (e.g. ``QualityMetrics.as_dict()``); unknown keys ignored."""
         self.seen += 1
         worst: DriftAlert | None = None
+        for name, floor in self.floors.items():
+            value = metrics.get(name)
+            if value is None or isinstance(value, str) or math.isnan(float(value)):
+                continue
+            recent = self._recent[name]
+            recent.append(float(value))
+            key = f"floor:{name}"
+            if len(recent) == self.window and key not in self._alerted:
+                cur = sum(recent) / len(recent)
+                if cur < floor:
+                    self._alerted.add(key)
+                    return DriftAlert(name, floor, cur, floor - cur, 0.0, False, 0, len(recent),
+                                      self.seen, floor=True)
         for name in self.metrics:
             value = metrics.get(name)
             if value is None or isinstance(value, str):

@@ -49,6 +49,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     preset: str = "default"  # the named configuration this started from
+    # which source each field comes from (``emailwb.facts.plans``): "default" takes every
+    # field from its measurably best source; "llm" asks the model for all of them
+    plan: str = "default"
     backend: Literal["local", "ollama", "openai"] = "local"
     urls: list[str] = Field(default_factory=list)
     model: str | None = None  # model name, or a GGUF path for the local backend
@@ -95,6 +98,13 @@ class RunConfig(BaseModel):
             raise ValueError("concurrency must be 'auto' or a positive integer")
         return v
 
+    @field_validator("plan")
+    @classmethod
+    def _known_plan(cls, v: str) -> str:
+        from emailwb.facts.plans import get_plan
+
+        return get_plan(v).name
+
     @model_validator(mode="after")
     def _format_fits_backend(self) -> RunConfig:
         if self.json_format == "compact" and self.backend == "ollama":
@@ -127,7 +137,7 @@ class RunConfig(BaseModel):
         email before the instructions (no prompt prefix shared between requests), and the
         server's own JSON-schema constraint (whitespace allowed, as it pretty-prints).
         """
-        base = {"preset": "reference", "mode": "raw", "dedup": False, "chain": False,
+        base = {"preset": "reference", "plan": "reference", "mode": "raw", "dedup": False, "chain": False,
                 "concurrency": 1, "layout": "email_first", "sleep_between": 2.0,
                 "write_mode": "connection_per_write", "json_format": "schema"}
         return cls(**{**base, **overrides})
@@ -153,10 +163,10 @@ class RunConfig(BaseModel):
             "retries": settings.retries, "token_budget": settings.token_budget,
             "chain": settings.chain, "slots": settings.slots,
             "ctx_per_slot": settings.ctx_per_slot, "llama_server": settings.llama_server,
-            "json_format": settings.json_format,
+            "json_format": settings.json_format, "plan": settings.plan,
         }
         if preset == "reference":  # the reference design keeps its own defining choices
-            for key in ("concurrency", "chain", "json_format"):
+            for key in ("concurrency", "chain", "json_format", "plan"):
                 base.pop(key)
         return cls.named(preset, **{**base, **overrides})
 

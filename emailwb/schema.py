@@ -23,7 +23,7 @@ import re
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 SCHEMA_VERSION = "1"
 
@@ -148,7 +148,8 @@ class Person(_Strict):
 
 
 class Amount(_Strict):
-    value: Annotated[float, BeforeValidator(_number)] = 0.0
+    # strict JSON: a reply with Infinity or NaN is refused (readers of the stored JSON reject them)
+    value: Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)] = 0.0
     currency: Text(8) = "USD"
     context: Text(SHORT) = ""
 
@@ -217,9 +218,30 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-@lru_cache(maxsize=4)
-def _schema_text(limits: bool) -> str:
-    full = EmailAnalysis.model_json_schema()
+@lru_cache(maxsize=64)
+def plan_model(fields: tuple[str, ...], choices: tuple[str, ...] = ()) -> type[BaseModel]:
+    """The reply model for a plan that asks the model for ``fields`` only (in schema order).
+
+    Fields in ``choices`` are lists of strings (the model picks among extracted candidates;
+    the request's schema narrows them to an enum per email, ``choice_schema``).
+    """
+    unknown = set(fields) - EmailAnalysis.model_fields.keys()
+    if unknown:
+        raise ValueError(f"not fields of the output schema: {sorted(unknown)}")
+    defs: dict[str, Any] = {}
+    for name in EmailAnalysis.model_fields:
+        if name not in fields:
+            continue
+        if name in choices:
+            defs[name] = (Items(Text(SHORT), 6), Field(default_factory=list))
+        else:
+            info = EmailAnalysis.model_fields[name]
+            defs[name] = (info.rebuild_annotation(), info)
+    return create_model("PlanAnalysis", __base__=_Strict, **defs)
+
+
+def _model_schema(model: type[BaseModel], limits: bool) -> dict[str, Any]:
+    full = model.model_json_schema()
     schema = _inline(full, full.get("$defs", {}))
     if not limits:
 
@@ -235,40 +257,73 @@ def _schema_text(limits: bool) -> str:
             return node
 
         schema = strip(schema)
-    return json.dumps(schema, separators=(",", ":"))
+    return schema
 
 
-def output_json_schema(*, limits: bool = True) -> dict[str, Any]:
+@lru_cache(maxsize=64)
+def _schema_text(limits: bool, fields: tuple[str, ...] | None = None,
+                 choices: tuple[str, ...] = ()) -> str:
+    model = EmailAnalysis if fields is None else plan_model(fields, choices)
+    return json.dumps(_model_schema(model, limits), separators=(",", ":"))
+
+
+def output_json_schema(*, limits: bool = True, fields: tuple[str, ...] | None = None,
+                       choices: tuple[str, ...] = ()) -> dict[str, Any]:
     """The JSON schema sent to servers (a fresh copy; no ``$ref``, every key required).
 
     ``limits=False`` drops maxLength/maxItems/minimum/maximum for servers whose strict mode
-    rejects those keywords.
+    rejects those keywords. ``fields`` narrows it to a plan's fields (``plan_model``).
     """
-    return json.loads(_schema_text(limits))
+    return json.loads(_schema_text(limits, fields, choices))
 
 
-def schema_hash() -> str:
+def choice_schema(schema: dict[str, Any], candidates: dict[str, list[str]]) -> dict[str, Any]:
+    """``schema`` with each choice field's items narrowed to an enum of that email's candidates.
+
+    A field without candidates gets ``maxItems: 0``: the model can only leave it empty.
+    """
+    out = copy.deepcopy(schema)
+    for name, values in candidates.items():
+        node = out["properties"].get(name)
+        if node is None:
+            continue
+        values = list(dict.fromkeys(v for v in values if v))
+        if values:
+            node["items"] = {"type": "string", "enum": values}
+        else:
+            node["items"] = {"type": "string"}
+            node["maxItems"] = 0
+    return out
+
+
+def schema_hash(fields: tuple[str, ...] | None = None, choices: tuple[str, ...] = ()) -> str:
     """A short, stable hash of the schema version and the JSON schema sent to servers."""
-    text = SCHEMA_VERSION + "\n" + _schema_text(True)
+    text = SCHEMA_VERSION + "\n" + _schema_text(True, fields, choices)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def parse_reply(text: str) -> EmailAnalysis:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"the reply holds {name}, which is not JSON (strict JSON has no "
+                     "Infinity or NaN)")
+
+
+def parse_reply(text: str, model: type[BaseModel] = EmailAnalysis) -> BaseModel:
     """Parse and validate a reply's text; raises ``ValueError`` (pydantic's or json's).
 
     A reply wrapped in a Markdown code fence is unwrapped first; nothing else is repaired.
-    An object with none of the schema's keys is refused even though every field has a
-    default: it means the server ignored the schema.
+    Strict JSON: ``Infinity``/``NaN`` are refused. An object with none of the schema's keys
+    is refused even though every field has a default: it means the server ignored the
+    schema. ``model`` is the reply model (``plan_model`` for a plan's fields).
     """
     body = text.strip()
     fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, flags=re.S)
     if fence:
         body = fence.group(1)
-    data = json.loads(body)
+    data = json.loads(body, parse_constant=_no_constant)
     if not isinstance(data, dict):
         raise ValueError(f"the reply is a JSON {type(data).__name__}, not an object")
-    if not data.keys() & EmailAnalysis.model_fields.keys():
+    if not data.keys() & model.model_fields.keys():
         # an object without any of our keys means the server ignored the schema
         raise ValueError("the reply has none of the schema's fields (the server probably "
                          "ignored the JSON schema)")
-    return EmailAnalysis.model_validate(data)
+    return model.model_validate(data)

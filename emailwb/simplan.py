@@ -107,7 +107,36 @@ def default_answer(body: dict[str, Any]) -> str:
         business_value={"level": "medium", "evidence": " ".join(words[:8])},
         confidence=0.7,
     )
-    return analysis.model_dump_json()
+    data = analysis.model_dump()
+    schema = _requested_schema(body)
+    if schema is not None and isinstance(schema.get("properties"), dict):
+        # a server follows the schema it is sent: only its keys, enums picked from
+        props = schema["properties"]
+        data = {k: v for k, v in data.items() if k in props}
+        for key, node in props.items():
+            enum = (node.get("items") or {}).get("enum") if isinstance(node, dict) else None
+            if node.get("maxItems") == 0:
+                data[key] = []
+            elif enum is not None:
+                data[key] = list(enum[:2])
+    return json.dumps(data)
+
+
+def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a request carries (Ollama ``format``, OpenAI ``response_format``)."""
+    fmt = body.get("format")
+    if isinstance(fmt, dict):
+        return fmt
+    rf = body.get("response_format")
+    if isinstance(rf, dict):
+        inner = rf.get("json_schema")
+        if isinstance(inner, dict) and isinstance(inner.get("schema"), dict):
+            return inner["schema"]
+        if isinstance(rf.get("schema"), dict):
+            return rf["schema"]
+    if isinstance(body.get("json_schema"), dict):
+        return body["json_schema"]
+    return None
 
 
 _VIOLATION = json.dumps({"email_type": "invoice-ish", "priority": 7, "made_up_key": True})

@@ -33,23 +33,41 @@ MIN_EMAIL_CHARS = 400  # the email always gets at least this much room
 NEARLY_EMPTY = 40  # new text shorter than this falls back to the forwarded text
 MAX_RECIPIENTS = 4
 
-_SCHEMA_DESCRIPTION = f"""\
-Reply with one JSON object with exactly these keys:
-email_type: one of {", ".join(EMAIL_TYPES)}
-workflow: the business process in a few words, e.g. "gas trading", "contract review"
-priority: one of {", ".join(PRIORITIES)}
-priority_reason: one short line saying why
-summary: one or two sentences
-people: list of {{"name", "role"}} for people named in the email (at most 3)
-organizations: list of company, agency or team names
-amounts: list of {{"value": number, "currency": e.g. "USD", "context": what it is for}}
-dates: list of {{"date": as written, "what": the event or deadline}}
-deal_refs: list of deal, contract, ticket or docket numbers
-action_items: list of {{"task", "owner", "due"}}
-business_value: {{"level": one of {", ".join(LEVELS)}, "evidence": a short quote from the email}}
-sentiment: one of {", ".join(SENTIMENTS)}
-confidence: a number from 0 to 1, how sure you are
-Use only facts stated in the email. Use "" or [] when something is not there."""
+#: each output field's line in the instructions, in schema order
+FIELD_LINES: dict[str, str] = {
+    "email_type": f"email_type: one of {', '.join(EMAIL_TYPES)}",
+    "workflow": 'workflow: the business process in a few words, e.g. "gas trading", '
+                '"contract review"',
+    "priority": f"priority: one of {', '.join(PRIORITIES)}",
+    "priority_reason": "priority_reason: one short line saying why",
+    "summary": "summary: one or two sentences",
+    "people": 'people: list of {"name", "role"} for people named in the email (at most 3)',
+    "organizations": "organizations: list of company, agency or team names",
+    "amounts": 'amounts: list of {"value": number, "currency": e.g. "USD", "context": what it '
+               'is for}',
+    "dates": 'dates: list of {"date": as written, "what": the event or deadline}',
+    "deal_refs": "deal_refs: list of deal, contract, ticket or docket numbers",
+    "action_items": 'action_items: list of {"task", "owner", "due"}',
+    "business_value": f'business_value: {{"level": one of {", ".join(LEVELS)}, "evidence": a '
+                      f'short quote from the email}}',
+    "sentiment": f"sentiment: one of {', '.join(SENTIMENTS)}",
+    "confidence": "confidence: a number from 0 to 1, how sure you are",
+}
+#: a choice field's line: the model picks among candidates extracted from the email
+CHOICE_LINES: dict[str, str] = {
+    "people": "people: the names, among the candidates listed after the email, of people "
+              "the sender's own text names",
+    "organizations": "organizations: the names, among the candidates listed after the email, "
+                     "of companies, agencies or teams the email names",
+    "dates": "dates: the dates, among the candidates listed after the email, that pin a day "
+             "the email is about",
+    "amounts": "amounts: the money amounts, among the candidates listed after the email",
+    "deal_refs": "deal_refs: the deal or contract numbers, among the candidates listed after "
+                 "the email",
+}
+_REPLY_HEAD = "Reply with one JSON object with exactly these keys:"
+_REPLY_TAIL = 'Use only facts stated in the email. Use "" or [] when something is not there.'
+_SCHEMA_DESCRIPTION = "\n".join((_REPLY_HEAD, *FIELD_LINES.values(), _REPLY_TAIL))
 
 COMMON_INSTRUCTIONS = f"""\
 You read one business email and extract structured facts for an analyst.
@@ -93,9 +111,12 @@ class Template:
     name: str
     focus: str
     version: str = "1"
+    instructions: str | None = None  # a plan's own instructions instead of the shared ones
 
     @property
     def system(self) -> str:
+        if self.instructions is not None:
+            return f"{self.instructions}\n{self.focus}" if self.focus else self.instructions
         if self.name in ("default", "other"):
             return f"{COMMON_INSTRUCTIONS}\n{self.focus}"
         return f"{COMMON_INSTRUCTIONS}\nThis email looks like: {self.name}. {self.focus}"
@@ -127,6 +148,21 @@ class Prompt:
     @property
     def est_tokens(self) -> int:
         return self.prompt_chars // CHARS_PER_TOKEN
+
+
+PLAN_INTRO = "You read one business email and write what an analyst needs from it."
+
+
+def plan_template(fields: Sequence[str], choices: Sequence[str] = ()) -> Template:
+    """The template of a plan that asks the model for ``fields`` only (``emailwb.facts.plans``).
+
+    Its instructions list just those fields (a choice field as a pick among the candidates
+    given after the email), so the model writes no tokens for fields other sources fill.
+    """
+    lines = [CHOICE_LINES[f] if f in choices else FIELD_LINES[f] for f in fields]
+    text = "\n".join((PLAN_INTRO, _REPLY_HEAD, *lines, _REPLY_TAIL))
+    version = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return Template("plan", "", version=version, instructions=text)
 
 
 def get_template(name: str | Template | None) -> Template:
@@ -196,12 +232,14 @@ def build_messages(
     template: str | Template | None = None,
     token_budget: int = 1500,
     mode: Literal["clean", "raw"] = "clean",
+    context: str = "",
 ) -> Prompt:
     """Build the [system, user] messages for one email (or a chain, oldest first).
 
     ``template=None`` picks the template from the detected email type. ``token_budget``
     bounds the whole prompt (instructions included) at about ``token_budget * 4``
     characters; the email always keeps at least ``MIN_EMAIL_CHARS`` characters.
+    ``context`` (e.g. a plan's extracted candidates) follows the email in the user message.
     """
     if mode not in ("clean", "raw"):
         raise ConfigError(f"unknown prompt mode {mode!r}", hint='use mode="clean" or mode="raw"')
@@ -216,7 +254,8 @@ def build_messages(
     assert isinstance(newest, Email)
     tpl = _choose(newest, template)
     system = tpl.system
-    fixed = len(system) + len(USER_LEAD)
+    context = f"\n\n{context.strip()}" if context.strip() else ""
+    fixed = len(system) + len(USER_LEAD) + len(context)
     room = max(token_budget * CHARS_PER_TOKEN - fixed, MIN_EMAIL_CHARS)
     notes: list[str] = []
     if chain is None or len(chain) == 1:
@@ -225,14 +264,14 @@ def build_messages(
         if note:
             notes.append(note)
         shown, dropped = _cut(text, max(room - len(head) - 1, MIN_EMAIL_CHARS // 2))
-        body = f"{head}\n{shown}"
+        body = f"{head}\n{shown}{context}"
         prompt = _finish(tpl, system, body, dropped, notes)
         return prompt
-    return _chain(tpl, system, chain, mode, room, notes)
+    return _chain(tpl, system, chain, mode, room, notes, context)
 
 
 def _chain(tpl: Template, system: str, chain: list[Email], mode: str, room: int,
-           notes: list[str]) -> Prompt:
+           notes: list[str], context: str = "") -> Prompt:
     blocks: list[str] = []
     for i, msg in enumerate(chain, 1):
         date = msg.date.strftime("%Y-%m-%d %H:%M") if msg.date else "undated"
@@ -252,7 +291,7 @@ def _chain(tpl: Template, system: str, chain: list[Email], mode: str, room: int,
     last, cut = _cut(kept[-1], max(room - others, MIN_EMAIL_CHARS // 2))
     kept[-1] = last
     dropped_chars += cut
-    prompt = _finish(tpl, system, intro + "\n".join(kept), dropped_chars, notes)
+    prompt = _finish(tpl, system, intro + "\n".join(kept) + context, dropped_chars, notes)
     prompt.chain_len = len(kept)
     prompt.chain_dropped = chain_dropped
     return prompt

@@ -32,6 +32,7 @@ import ipywidgets as w
 import polars as pl
 
 from emailwb import charts, explore, runs
+from emailwb.facts.plans import PLANS, get_plan
 from emailwb.metrics import MetricsSnapshot
 from emailwb.notebook import ErrorLog, escape, spawn
 from emailwb.store import Store
@@ -66,7 +67,7 @@ class LaunchPanel(_Panel):
                  refresh_s: float = 0.5, results_every_s: float = 2.0, results_rows: int = 20,
                  show_charts: bool = True,
                  config_overrides: dict[str, Any] | None = None,
-                 quality: QualityConfig | None = None) -> None:
+                 quality: QualityConfig | None = None, plan: str = "default") -> None:
         self.store, self._own_store = _open_store(db)
         self.refresh_s, self.results_every_s = refresh_s, results_every_s
         self.config_overrides = dict(config_overrides or {})
@@ -105,6 +106,9 @@ class LaunchPanel(_Panel):
                                               layout=w.Layout(width="220px"))
         self.mode = w.Dropdown(options=["clean", "raw"], value="clean", description="text",
                                style=_STYLE, layout=w.Layout(width="220px"))
+        self.plan = w.Dropdown(options=list(PLANS), value=get_plan(plan).name,
+                               description="plan", style=_STYLE, layout=w.Layout(width="220px"),
+                               tooltip="where each field comes from (README, 'Plans')")
         self.chain = w.Checkbox(value=False, description="whole threads (chain)", indent=False)
         self.limit = w.BoundedIntText(value=int(limit or 0), min=0, max=10_000_000,
                                       description="limit (0 = all)", style=_STYLE,
@@ -142,8 +146,8 @@ class LaunchPanel(_Panel):
             self.charts.figure.add_class("emailwb-live-charts")
         form = w.HBox([
             w.VBox([self.backend, self.urls, self.model, self.concurrency_mode, self.concurrency]),
-            w.VBox([self.run_name, self.profile, self.limit, self.max_tokens, self.temperature,
-                    self.mode, self.chain])])
+            w.VBox([self.run_name, self.profile, self.limit, self.plan, self.max_tokens,
+                    self.temperature, self.mode, self.chain])])
         self.widget = w.VBox([
             w.HTML("<h3 style='margin:4px 0'>emailwb · batch launch</h3>"), form,
             w.HBox([self.start_button, self.pause_button, self.resume_button, self.stop_button]),
@@ -176,7 +180,7 @@ class LaunchPanel(_Panel):
             else int(self.concurrency.value),
             "options": {"temperature": float(self.temperature.value),
                         "num_predict": int(self.max_tokens.value)},
-            "mode": self.mode.value, "chain": bool(self.chain.value),
+            "mode": self.mode.value, "chain": bool(self.chain.value), "plan": self.plan.value,
             "priority_profile": self.profile.value.strip() or runs.DEFAULT_PROFILE,
         }
         return runs.RunConfig.default(**{**fields, **self.config_overrides})

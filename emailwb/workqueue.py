@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from emailwb import runs
-from emailwb.templates import TEMPLATES, USER_LEAD, build_messages
+from emailwb.facts.plans import get_plan
+from emailwb.factstore import Analysed, bodies, candidates_note, facts_for
+from emailwb.templates import TEMPLATES, USER_LEAD, build_messages, plan_template
 
 BATCH = 64  # units prepared per batch
 
@@ -35,6 +37,9 @@ class Prepared:
     truncated: bool
     score: float = 0.0
     info: runs.UnitInfo | None = None  # what orders it (kept for give_back)
+    text: str = ""  # the body of the email the result is about (evidence spans point into it)
+    analysed: Analysed | None = None  # its facts and judgment (plans that use them)
+    plan: str = "llm"  # the plan it was prepared for
 
 
 def email_first(messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -187,25 +192,45 @@ class WorkQueue:
             heapq.heappush(self._heap, (-info.score(self.weights), uid, info))
 
     def _build(self, take: list[tuple[float, int, runs.UnitInfo]]) -> list[Prepared]:
-        """(worker thread) Load the emails of a batch with one query and build the prompts."""
+        """(worker thread) Load the emails of a batch with one query, their facts when the
+        plan uses them, and build the prompts (none for a plan that asks no model)."""
         cfg = self.config
+        plan = get_plan(cfg.plan)
         ids = [uid for _, uid, _ in take]
         members = runs.unit_email_ids(self.store, cfg.unit, ids)
         emails = runs.load_emails(self.store, sorted({e for m in members.values() for e in m}),
                                   raw=cfg.mode == "raw")
+        # the email a result is about: the unit's own, or a thread's newest
+        about = {uid: m[-1] for uid, m in members.items() if m}
+        if plan.all_llm:
+            analysed: dict[int, Analysed] = {}
+            texts = bodies(self.store, sorted(set(about.values())))
+        else:
+            analysed = facts_for(self.store, sorted(set(about.values())))
+            texts = {i: a.text for i, a in analysed.items()}
+        template = None if plan.all_llm else plan_template(plan.llm_fields, plan.choice_fields)
         out: list[Prepared] = []
         for neg, uid, info in take:
             chain = [emails[e] for e in members.get(uid, []) if e in emails]
             if not chain:
                 continue  # the unit has no email any more (deleted): nothing to ask
-            template = cfg.template
-            if template is None and not cfg.chain:  # the type is known: no second detection
-                template = TEMPLATES.get(info.types[0][0], TEMPLATES["default"])
-            prompt = build_messages(chain if cfg.chain else chain[0], template=template,
-                                    token_budget=cfg.token_budget, mode=cfg.mode)
+            found = analysed.get(about[uid])
+            if not plan.uses_llm:
+                out.append(Prepared(uid, info.emails, [], f"plan:{plan.name}", plan.hash(),
+                                    False, -neg, info, texts.get(about[uid], ""), found,
+                                    plan.name))
+                continue
+            tpl = template if template is not None else cfg.template
+            if tpl is None and not cfg.chain:  # the type is known: no second detection
+                tpl = TEMPLATES.get(info.types[0][0], TEMPLATES["default"])
+            context = candidates_note(found, plan.choice_fields) if found is not None else ""
+            prompt = build_messages(chain if cfg.chain else chain[0], template=tpl,
+                                    token_budget=cfg.token_budget, mode=cfg.mode,
+                                    context=context)
             messages = prompt.messages
             if cfg.layout == "email_first":
                 messages = email_first(messages)
             out.append(Prepared(uid, info.emails, messages, prompt.template_name,
-                                prompt.template_version, prompt.truncated, -neg, info))
+                                prompt.template_version, prompt.truncated, -neg, info,
+                                texts.get(about[uid], ""), found, plan.name))
         return out

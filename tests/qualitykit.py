@@ -134,7 +134,7 @@ def config_for(srv: SimServer, **kw: Any) -> RunConfig:
     base: dict[str, Any] = dict(backend="ollama" if srv.kind == "ollama" else "openai",
                                 urls=[srv.url], model=srv.model, backoff_base=0.01,
                                 backoff_max=0.2, breaker_cooldown=0.1, timeout=5.0,
-                                concurrency=2)
+                                concurrency=2, plan="llm")  # the quality watch judges model output
     return RunConfig.default(**{**base, **kw})
 
 

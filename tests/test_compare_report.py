@@ -152,7 +152,7 @@ def test_canary_from_the_command_line(db: Path, capsys):
     with ThreadedSim(answer=answers(bad_every=2)) as srv:
         rc = cli.main(["run", "--db", str(db), "--backend", "ollama", "--url", srv.url,
                        "--model", srv.model, "--canary-of", "A", "--sample", "10", "--quiet",
-                       "--run-name", "cli-canary", "--no-judge"])
+                       "--run-name", "cli-canary", "--no-judge", "--plan", "llm"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "run 'cli-canary' completed: 10 done" in out

@@ -79,7 +79,7 @@ def results(store: Any, run: str) -> dict[int, dict[str, Any]]:
 def cfg(srv: SimServer, **kw: Any) -> RunConfig:
     base = dict(backend="ollama" if srv.kind == "ollama" else "openai", urls=[srv.url],
                 model=srv.model, backoff_base=0.01, backoff_max=0.2, breaker_cooldown=0.1,
-                timeout=5.0)
+                timeout=5.0, plan="llm")  # the model pipeline: every field by the model
     return RunConfig.default(**{**base, **kw})
 
 

@@ -303,7 +303,8 @@ async def test_a_drift_alarm_shows_in_the_panel_and_pauses_the_run(store: Any) -
     quality = QualityConfig(sample_every=1000, judge=False, baseline_size=10, window=10,
                             threshold=0.3, drift_metrics=["grounding"], on_drift="pause")
     async with SimServer(kind="ollama", answer=answers(bad_after=15), service_time=0.01) as srv:
-        panel = panel_for(store, srv, run_name="drifting", concurrency=2, quality=quality)
+        panel = panel_for(store, srv, run_name="drifting", concurrency=2, quality=quality,
+                          plan="llm")  # drift in what the model writes
         panel.start_button.click()
         await until(lambda: "emailwb-quality" in panel.alerts.value)
         assert "data-alerts='0'" in panel.alerts.value  # scored, no alert yet

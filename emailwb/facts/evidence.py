@@ -14,6 +14,8 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
+from emailwb.money import find_money
+
 FUZZY_MIN = 90.0  # partial ratio, 0..100
 _MAX_TEXT = 60_000
 
@@ -34,3 +36,18 @@ def place(value: str, text: str) -> dict[str, Any]:
             return {"text": value, "start": al.dest_start, "end": al.dest_end, "match": "fuzzy",
                     "score": round(al.score, 1)}
     return {"text": value, "start": -1, "end": -1, "match": "unplaced", "score": 0.0}
+
+
+def place_amount(item: dict[str, Any], text: str) -> dict[str, Any]:
+    """Place a model's amount (``{"value": ...}``) at a money mention of the same value (1%)."""
+    try:
+        value = float(item.get("value") or 0.0)
+    except (TypeError, ValueError):
+        value = 0.0
+    for money in find_money(text[:_MAX_TEXT]):
+        if any(abs(c - value) <= 0.01 * abs(c) if c else value == 0 for c in money.candidates()):
+            start, end = money.span
+            return {"text": money.text, "start": start, "end": end, "match": "exact",
+                    "score": 100.0, "value": value}
+    return {"text": str(item.get("context") or value), "start": -1, "end": -1,
+            "match": "unplaced", "score": 0.0, "value": value}

@@ -80,6 +80,14 @@ class Facts:
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
         return {name: [asdict(f) for f in getattr(self, name)] for name in FIELDS}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, list[dict[str, Any]]]) -> Facts:
+        return cls(**{name: [Fact(**f) for f in data.get(name, [])] for name in FIELDS})
+
+    def candidates(self, name: str) -> list[str]:
+        """The distinct texts of one field (a choice field's enum)."""
+        return list(dict.fromkeys(f.text for f in getattr(self, name)))
+
 
 # --- normalisation ---------------------------------------------------------------------------
 def norm(text: str) -> str:

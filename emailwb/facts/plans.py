@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emailwb.errors import ConfigError
+from emailwb.facts.evidence import place, place_amount
+from emailwb.facts.extract import Facts
+from emailwb.facts.judgment import Judgment
+from emailwb.schema import EmailAnalysis
 
 SOURCES = ("facts", "rules", "llm", "choice", "none")
 #: the fields a plan routes; has_action_item is derived from action_items when the LLM writes them
@@ -82,8 +86,13 @@ class Plan:
         """Every schema field from the model: the result is the model's reply as it was."""
         return all(self.source(f) == "llm" for f in FIELDS)
 
+    @property
+    def choice_fields(self) -> tuple[str, ...]:
+        return self.fields_from("choice")
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "sources": dict(self.sources), "hash": self.hash()}
+        return {"name": self.name, "sources": {f: self.source(f) for f in FIELDS},
+                "llm_fields": list(self.llm_fields), "hash": self.hash()}
 
     def hash(self) -> str:
         text = json.dumps(self.sources, sort_keys=True)
@@ -102,10 +111,9 @@ PLANS: dict[str, Plan] = {p.name: p for p in (
           "has_action_item": "rules"}),
     Plan("default", "each field from the source that scored best on the hand labels: "
          "entities from the extractors, type, priority and action from the rules; the model "
-         "writes the summary, workflow and action items",
+         "writes only the summary (no deterministic source does)",
          {**{f: "facts" for f in _ENTITIES}, "email_type": "rules", "priority": "rules",
-          "has_action_item": "rules", "summary": "llm", "workflow": "llm",
-          "action_items": "llm"}),
+          "has_action_item": "rules", "summary": "llm"}),
     Plan("choice", "the model picks people, organizations and dates among the extracted "
          "candidates (it cannot invent one); type, priority and action from the model",
          {"people": "choice", "organizations": "choice", "dates": "choice",
@@ -123,3 +131,89 @@ def get_plan(name: str | Plan | None) -> Plan:
         raise ConfigError(f"unknown extraction plan {key!r}",
                           hint="choose one of: " + ", ".join(PLANS))
     return PLANS[key]
+
+
+# --- putting a result together ----------------------------------------------------------------
+_RULE_FIELDS = ("email_type", "priority", "has_action_item")
+
+
+def _llm_strings(name: str, value: Any) -> list[str]:
+    """The strings of an LLM-written entity field, as the model wrote them."""
+    out = []
+    for item in value or []:
+        if isinstance(item, dict):
+            text = item.get("name") or item.get("date") or item.get("context") or ""
+            if name == "amounts":
+                text = item.get("context") or ""
+        else:
+            text = str(item)
+        out.append(str(text))
+    return out
+
+
+def compose(plan: Plan, text: str, llm: dict[str, Any] | None = None, *,
+            facts: Facts | None = None, judgment: Judgment | None = None) -> dict[str, Any]:
+    """One result: each field from its plan source, with ``evidence`` and ``sources``.
+
+    ``llm`` is the model's validated reply (only the plan's fields), None when the plan asks
+    no model. ``facts`` and ``judgment`` are needed unless every field is the model's.
+    Choice fields keep only candidates the model picked (a value outside them,
+    from a server that ignored the enum, is dropped and listed as refused). Every entity
+    value carries evidence: its span in ``text`` (exact or fuzzy), or ``unplaced``.
+    """
+    llm = llm or {}
+    if (facts is None or judgment is None) and not plan.all_llm:
+        raise ValueError(f"plan {plan.name!r} needs the email's facts and judgment")
+    facts = facts or Facts()
+    data: dict[str, Any] = EmailAnalysis().model_dump()
+    if plan.all_llm:
+        data.update(llm)
+    else:
+        for name in FIELDS:
+            src = plan.source(name)
+            if src == "llm" and name in llm:
+                data[name] = llm[name]
+    fact_fields = facts.result_fields()
+    evidence: dict[str, list[dict[str, Any]]] = {}
+    refused: dict[str, list[str]] = {}
+    for name in ("people", "organizations", "amounts", "dates", "deal_refs"):
+        src = plan.source(name)
+        if src == "facts":
+            data[name] = fact_fields[name]
+            evidence[name] = [f.as_evidence() for f in facts.of(name)]
+        elif src == "choice":
+            by_text = {f.text: f for f in facts.of(name)}
+            picked = [v for v in dict.fromkeys(llm.get(name) or []) if v in by_text]
+            refused[name] = [v for v in llm.get(name) or [] if v not in by_text]
+            chosen = [by_text[v] for v in picked]
+            data[name] = Facts(**{name: chosen}).result_fields()[name]
+            evidence[name] = [f.as_evidence() for f in chosen]
+        elif src == "llm" and name == "amounts":
+            evidence[name] = [{**place_amount(item, text), "source": "llm"}
+                              for item in data.get(name) or [] if isinstance(item, dict)]
+        elif src == "llm":
+            evidence[name] = [{**place(value, text), "source": "llm"}
+                              for value in _llm_strings(name, data.get(name))]
+    if judgment is not None:
+        rules = judgment._asdict()
+        for name in _RULE_FIELDS:
+            if plan.source(name) == "rules":
+                data[name] = rules[name]
+    if plan.source("has_action_item") != "rules":
+        data["has_action_item"] = bool(data.get("action_items"))
+    data["evidence"] = evidence
+    data["sources"] = {name: plan.source(name) for name in FIELDS}
+    data["plan"] = plan.name
+    if any(refused.values()):
+        data["refused"] = {k: v for k, v in refused.items() if v}
+    return data
+
+
+def grounded_share(data: dict[str, Any]) -> tuple[int, int]:
+    """(placed, checked) over a result's entity evidence: values with a span count as grounded."""
+    placed = checked = 0
+    for items in (data.get("evidence") or {}).values():
+        for item in items:
+            checked += 1
+            placed += item.get("match") in ("exact", "fuzzy")
+    return placed, checked
