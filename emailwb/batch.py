@@ -109,14 +109,20 @@ async def _run_without_model(store: Any, cfg: runs.RunConfig, *, run_name: str |
     """A plan that asks no model: facts for every content group first (spaCy on every core),
     then the processor writes each unit's result from them; no server is started."""
     import os
+    import time
 
     from emailwb.factstore import ensure_facts
     from emailwb.processor import Processor
 
+    t0 = time.monotonic()
+    made = 0
     if cfg.unit == "group":
-        await asyncio.to_thread(ensure_facts, store, processes=min(os.cpu_count() or 1, 4))
+        made = await asyncio.to_thread(ensure_facts, store,
+                                       processes=min(os.cpu_count() or 1, 4))
+    stage = {"emails": made, "seconds": round(time.monotonic() - t0, 2)}
     proc = Processor(store, cfg, None, run_name=run_name, limit=limit, on_progress=on_progress,
-                     quality=quality, extra_provenance={"backend_info": {"server_kind": "none"}})
+                     quality=quality, extra_provenance={"backend_info": {"server_kind": "none"},
+                                                        "facts_stage": stage})
     if on_start is not None:
         on_start(proc)
     return await proc.run_to_end()

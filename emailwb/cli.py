@@ -164,6 +164,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if s.failed:
         print("failures keep their reason: `emailwb status --json`; re-queue with `emailwb retry-failed`")
+    plan = s.config.get("plan", "default")
+    stage = s.config.get("facts_stage")
+    if stage and stage.get("emails"):
+        print(f"facts stage (before the run): {stage['emails']} emails in {stage['seconds']:.1f} s")
+    if s.grounding is not None:
+        print(f"grounding: {s.grounding:.0%} of the extracted strings are in the emails "
+              f"(plan {plan!r}); accuracy on hand labels: "
+              "`emailwb score --labels gold/enron-labels.jsonl --run NAME`")
+    for warning in s.warnings:
+        print(f"WARNING: {warning}")
     proc = holder.get("proc")
     if proc is not None and getattr(proc, "quality", None) is not None and proc.quality.alerts:
         for alert in proc.quality.alerts:

@@ -285,9 +285,16 @@ def m0004_facts(conn: sqlite3.Connection) -> None:
     )
 
 
+def m0005_quality_checked(conn: sqlite3.Connection) -> None:
+    """How many extracted values each result's grounding checked (a run's share = 1 -
+    ungrounded / checked, summed over its results)."""
+    conn.execute("ALTER TABLE quality ADD COLUMN checked_total INTEGER")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_core", m0001_core),
     ("0002_runs_results", m0002_runs_results),
     ("0003_quality", m0003_quality),
     ("0004_facts", m0004_facts),
+    ("0005_quality_checked", m0005_quality_checked),
 ]

@@ -49,9 +49,11 @@ from emailwb.errors import (
 from emailwb.facts.plans import Plan, compose, get_plan
 from emailwb.grammar import gbnf_for, grammar_hash
 from emailwb.metrics import Metrics, MetricsSnapshot
+from emailwb.quality import grounding_warning
 from emailwb.results import ResultWriter
 from emailwb.retry import backoff_delay, cut_by_token_limit, outcome, roomier
 from emailwb.schema import choice_schema, output_json_schema, plan_model, schema_hash
+from emailwb.scoring import run_grounding
 from emailwb.templates import describe_templates
 from emailwb.workqueue import Prepared, WorkQueue
 
@@ -85,6 +87,8 @@ class RunSummary:
     cached_tokens: int
     final_limit: int
     config: dict[str, Any]
+    grounding: float | None = None  # share of the run's extracted values found in its emails
+    warnings: list[str] = dataclasses.field(default_factory=list)  # each names the next step
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -471,6 +475,9 @@ class Processor:
         assert writer is not None
         writer.flush()
         await self.quality.close()
+        await self.store.aflush()
+        grounding = await asyncio.to_thread(run_grounding, self.store, self.run.id)
+        warning = grounding_warning(grounding)
         runs.set_run_status(self.store, self.run.id, status, ended=True, progress=json.dumps(
             {**snap.as_dict(), "quality": self.quality.status()}))
         await self.store.aflush()
@@ -485,7 +492,8 @@ class Processor:
             attempts=self.attempts, retries=self.metrics.retries,
             prompt_tokens=writer.tokens["prompt"], completion_tokens=writer.tokens["completion"],
             cached_tokens=writer.tokens["cached"], final_limit=self.controller.limit,
-            config=self.provenance())
+            config=self.provenance(), grounding=grounding,
+            warnings=[warning] if warning else [])
 
 
 def _plan_schema_hash(plan: Plan) -> str:

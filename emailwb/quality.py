@@ -74,6 +74,7 @@ class QualityMetrics:
     ungrounded_amounts: int
     ungrounded_dates: int
     ungrounded_total: int
+    checked_total: int  # extracted values checked (grounded = checked - ungrounded)
     evidence_grounded: bool | None
     amounts_in_text: int  # distinct money mentions found by find_money
     amounts_missed: int
@@ -123,7 +124,8 @@ def metrics_for(result: Mapping[str, Any] | None, email_text: str, *, raw: str |
             ungrounded_organizations=len(g.fields["organizations"].ungrounded),
             ungrounded_amounts=len(g.fields["amounts"].ungrounded),
             ungrounded_dates=len(g.fields["dates"].ungrounded),
-            ungrounded_total=g.ungrounded_count)),
+            ungrounded_total=g.ungrounded_count,
+            checked_total=sum(g.fields[f].checked for f in SCORED_FIELDS))),
         evidence_grounded=bool(ev.grounded) if ev.checked else None,
         amounts_in_text=in_text, amounts_missed=len(missed),
         amount_recall=min(1.0, (in_text - len(missed)) / min(in_text, AMOUNT_SLOTS)) if in_text else None,
@@ -153,6 +155,7 @@ def _span_grounding(evidence: Any, sources: Any, g: Grounding) -> dict[str, Any]
         checked_all += checked
     out["grounding"] = placed_all / checked_all if checked_all else None
     out["ungrounded_total"] = checked_all - placed_all
+    out["checked_total"] = checked_all
     return out
 
 

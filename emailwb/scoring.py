@@ -270,3 +270,12 @@ def quality_df(store: Any, run: str | int | None = None) -> pl.DataFrame:
         f"{metric_cols}, q.rule_type, q.rule_priority FROM quality q "
         f"LEFT JOIN results r ON r.run_id = q.run_id AND r.{col} = q.unit_id "
         f"WHERE q.run_id = ? ORDER BY r.id", (record.id,))
+
+
+def run_grounding(store: Any, run_id: int) -> float | None:
+    """The share of a run's extracted values found in their emails (None before any is scored)."""
+    row = store.query_one("SELECT SUM(checked_total - ungrounded_total), SUM(checked_total) "
+                          "FROM quality WHERE run_id = ? AND checked_total IS NOT NULL", (run_id,))
+    if row is None or not row[1]:
+        return None
+    return float(row[0]) / float(row[1])

@@ -128,7 +128,8 @@ _ROLE_WORDS = frozenset((
     "all", "everyone", "folks", "thanks", "regards", "fyi", "re", "fw", "cc", "pm", "am",
 ))
 _NOT_PERSON_RE = re.compile(r"[\d@/\\_#=<>|:;*]|^[^A-Za-z]|\bEnron\b|\bInc\b|\bCorp\b", re.I)
-_NAME_LINE_RE = re.compile(r"[A-Z][a-z]+(?:[ \t]+[A-Z]\.?)?(?:[ \t]+[A-Z][A-Za-z'\-]+){0,2}")
+_NAME_LINE_RE = re.compile(
+    r"[A-Z][a-z]+(?:[ \t]+[A-Z]\.?)?(?:[ \t]+(?:St\.[ \t]+)?[A-Z][A-Za-z'\-]+){0,2}")
 _NOT_SIGNATURE_NAMES = frozenset((
     "thanks", "thank", "regards", "best", "cheers", "sincerely", "yes", "no", "ok", "please",
     "hi", "hello", "dear", "fyi", "note", "attached", "call", "see", "let", "the", "this",
@@ -161,6 +162,10 @@ def _trim_entity(text: str, start: int, end: int, label: str) -> tuple[int, int]
     """Cut what spaCy ran on into: a next line that is not part of the name, a position
     prefix ("DT Earl Anderson"), trailing lower-case words ("Byrdsong of")."""
     ent = text[start:end]
+    dash = re.search(r"\s+-{1,2}\s+", ent)
+    if dash is not None and dash.start() > 0:  # "Don Miller - ENA": a name, then a unit
+        end = start + dash.start()
+        ent = text[start:end]
     if "\n" in ent:
         head, _, tail = ent.partition("\n")
         tail = tail.strip()
@@ -190,6 +195,27 @@ def _person_ok(text: str) -> bool:
     if all(w.isupper() for w in words if len(w) > 1) and len(text.replace(" ", "")) > 3:
         return False  # "ENRON NORTH", a shouted heading
     return text[0].isupper()
+
+
+_SIGN_OFF_RE = re.compile(
+    r"^[ \t]*(?:thanks?(?: you)?(?: (?:again|so much|very much))?(?: for [^\n]{0,60})?|"
+    r"regards|best regards|kind regards|best|cheers|sincerely|take care|love)[ \t]*[,.!-]*[ \t]*\n"
+    r"(?:[ \t]*\n)?[ \t]*(?P<name>[^\n]+)$", re.IGNORECASE | re.MULTILINE)
+
+
+def _sign_off_names(seg: Segment) -> list[Fact]:
+    """The name under a sign-off line ("Thank you very much for your help,\nMeg St. John")."""
+    out = []
+    for m in _SIGN_OFF_RE.finditer(seg.text):
+        name = m.group("name").strip()
+        if _NAME_LINE_RE.fullmatch(name) is None or name.split()[0].lower() in \
+                _NOT_SIGNATURE_NAMES:
+            continue
+        local = m.start("name") + m.group("name").index(name)
+        start = seg.offset + local if seg.offset >= 0 else -1
+        out.append(Fact("people", name, start, start + len(name) if start >= 0 else -1,
+                        "signature"))
+    return out
 
 
 def _signature_name(seg: Segment) -> Fact | None:
@@ -350,6 +376,8 @@ def _collect(segments: list[Segment], ents: list[list[tuple[str, int, int]]]) ->
             sig = _signature_name(seg)
             if sig is not None:
                 found["people"].append(sig)
+        elif seg.part == "new_text":
+            found["people"].extend(_sign_off_names(seg))
     org_keys = {norm(f.text) for f in found["organizations"]}
     people = [f for f in found["people"] if norm(f.text) not in org_keys]
     person_words = {w for f in people for w in norm(f.text).split()}

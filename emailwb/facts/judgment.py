@@ -72,8 +72,9 @@ def _features(email: Email, text: str) -> dict[str, float]:
         extra["report"] = extra.get("report", 0.0) + 1.0
     if own and own <= 8 and not email.forwarded.strip():
         extra["other"] = extra.get("other", 0.0) + 1.0
-    if "?" in email.new_text and recipients <= 4:
-        extra["request"] = extra.get("request", 0.0) + 1.0
+    if re.search(r"\?(\s|$)", email.new_text) and recipients <= 4:
+        extra["request"] = extra.get("request", 0.0) + 1.0  # a question to a few people
+
     return extra
 
 
