@@ -15,10 +15,9 @@ One run against the embedded llama-server (SmolLM2-135M), in two parts:
     ``RunConfig.default()`` (both ``--backend local``, a fresh server per run, so no prompt
     cache carries over). The emails are split into two halves of similar size and the runs
     alternate (reference A, default A, reference B, default B) so a change of machine load
-    hits both alike. A short run (the default configuration at concurrency 1, on
-    ``--seq-emails`` of the same emails) separates the per-request gain from batching; a
-    second one with compact JSON (opt-in, ``json_format="compact"``) prints what that
-    option would add, outside the product.
+    hits both alike. Two short runs on ``--seq-emails`` of the same emails, one request at a
+    time, separate the factors: every field by the model (plan ``llm``, the former defaults)
+    and the default plan (facts and rules; the model writes only the summary).
 
 The product printed, mailbox messages covered per minute by emailwb over the reference, is
 (messages per LLM call over the whole mailbox) x (LLM calls per minute of the defaults over
@@ -27,11 +26,13 @@ by one, each marked measured or derived, so the weak one shows:
 
 * deduplication: messages per LLM call over the mailbox (measured, part a);
 * no fixed sleeps: the reference's time over its time without the 2 s sleeps (measured);
-* cleaning and shared prefix: the time per email of the reference over the defaults' at
+* cleaning and shared prefix: the time per email of the reference over the all-LLM plan's at
   concurrency 1, on the same emails, one at a time, retries included (measured: the gaps
   between consecutive results), split between the two by the prompt tokens the server
   reported cached times the prefill time per token that the reference's time to first
   token shows (derived);
+* the extraction plan: the all-LLM plan's time per email over the default plan's, one at a
+  time, on the same emails (measured; the default plan's facts stage is in its time);
 * batching: whatever of the measured speed-up per call is left (the defaults' auto
   concurrency over one request at a time; batched writes and the run's start and end are
   in it too).
@@ -161,8 +162,10 @@ def part_a(folder: Path) -> dict[str, Any]:
     messages, groups, threads = stats["messages"], stats["content_groups"], stats["threads"]
     print(f"\n(a) the whole mailbox: {ENRON} - {messages:,} messages, {groups:,} content groups, "
           f"{threads:,} threads (ingested in {clock.s:.1f} s)")
-    default = RunConfig.default(backend="local")
-    configs = [("emailwb default: clean, shared prefix, per group", default),
+    # the all-LLM plan's prompts: part (a) counts what cleaning and the shared prefix save on
+    # the same full prompt (the default plan's prompt is smaller still: part b measures it)
+    default = RunConfig.default(backend="local", plan="llm")
+    configs = [("emailwb all-LLM plan: clean, shared prefix, per group", default),
                ("same groups, raw bodies (cleaning off)", default.model_copy(
                    update={"mode": "raw"})),
                ("reference: raw, email first, every message", RunConfig.reference(
@@ -309,33 +312,40 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
     def_cfg = RunConfig.default(backend="local")
     refs: list[Run] = []
     defs: list[Run] = []
-    seq: Run | None = None
-    seq_compact: Run | None = None
+    seq: Run | None = None  # every field by the model (the former defaults), one at a time
+    seq_plan: Run | None = None  # the default plan, one at a time
     for i, store in enumerate(stores):
         refs.append(run(store, ref_cfg, f"reference-{'AB'[i]}"))
         defs.append(run(store, def_cfg, f"default-{'AB'[i]}"))
         if i == 0 and args.seq_emails > 0:
-            seq = run(seq_store, def_cfg.model_copy(update={"concurrency": 1}), "default-c1")
-            seq_compact = run(seq_store, def_cfg.model_copy(
-                update={"concurrency": 1, "json_format": "compact"}), "compact-c1")
+            seq = run(seq_store, def_cfg.model_copy(update={"concurrency": 1, "plan": "llm"}),
+                      "llm-c1")
+            seq_plan = run(seq_store, def_cfg.model_copy(update={"concurrency": 1}),
+                           "default-c1")
     for s in [*stores, seq_store]:
         s.close()
 
     n_ref, t_ref, rate_ref = totals(refs)
     n_def, t_def, rate_def = totals(defs)
     print()
-    rows = [["reference (1 at a time, 2 s sleep, connection per write, raw, email first)",
-             n_ref, t_ref, rate_ref, "1.00x"],
-            ["emailwb default (auto concurrency, batched writes, clean, shared prefix)",
-             n_def, t_def, rate_def, f"{rate_def / rate_ref:.2f}x"]]
-    if seq is not None and seq_compact is not None:
+    def tokens_per_email(rs: list[Run]) -> float:
+        return sum(r.summary.completion_tokens for r in rs) / max(
+            sum(r.summary.emails_done for r in rs), 1)
+
+    rows = [["reference (every field by the model; 1 at a time, 2 s sleep, raw, email first)",
+             n_ref, t_ref, rate_ref, tokens_per_email(refs), "1.00x"],
+            ["emailwb default (plan 'default': facts and rules, the model writes the summary;"
+             " auto concurrency, clean, shared prefix)",
+             n_def, t_def, rate_def, tokens_per_email(defs), f"{rate_def / rate_ref:.2f}x"]]
+    if seq is not None and seq_plan is not None:
         n, secs, rate = totals([seq])
-        rows.append([f"emailwb default at concurrency 1 ({n} of the emails)", n, secs, rate,
-                     "(for the factors)"])
-        n, secs, rate = totals([seq_compact])
-        rows.append([f"the same with compact JSON, opt-in ({n})", n, secs, rate,
-                     "(not in the defaults)"])
-    print(table(["configuration", "emails", "seconds", "emails/min", "vs reference"], rows))
+        rows.append([f"every field by the model (plan 'llm') at concurrency 1 ({n} emails)", n,
+                     secs, rate, tokens_per_email([seq]), "(for the factors)"])
+        n, secs, rate = totals([seq_plan])
+        rows.append([f"the default plan at concurrency 1 ({n})", n, secs, rate,
+                     tokens_per_email([seq_plan]), "(for the factors)"])
+    print(table(["configuration", "emails", "seconds", "emails/min",
+                 "completion tokens/email", "vs reference"], rows))
 
     # --- the factors ---
     dedup = mailbox["dedup"] if mailbox else args.dedup
@@ -350,19 +360,20 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
          f"measured: the reference took {t_ref:.0f} s, {t_ref - sleeps:.0f} s without its "
          "sleeps"]]
     rest = speed / f_sleep
-    if seq is not None and seq_compact is not None:
+    if seq is not None and seq_plan is not None:
         ref_rows = {k: v for r in refs for k, v in r.rows.items()}
         t_ref_each = {k: v for r in refs for k, v in sequential_times(
             r, ref_cfg.sleep_between).items()}
         t_seq_each = sequential_times(seq, 0.0)
-        t_cmp_each = sequential_times(seq_compact, 0.0)
-        matched = [k for k in seq.rows if k in ref_rows and k in seq_compact.rows
+        t_plan_each = sequential_times(seq_plan, 0.0)
+        matched = [k for k in seq.rows if k in ref_rows and k in seq_plan.rows
                    and seq.rows[k]["status"] == "done" and ref_rows[k]["status"] == "done"
-                   and seq_compact.rows[k]["status"] == "done"]
+                   and seq_plan.rows[k]["status"] == "done"]
         m = max(len(matched), 1)
         sum_ref = sum(t_ref_each[k] for k in matched)
         sum_seq = sum(t_seq_each[k] for k in matched)
-        sum_cmp = sum(t_cmp_each[k] for k in matched)
+        sum_plan = sum(t_plan_each[k] for k in matched)
+        f_plan = sum_seq / max(sum_plan, 1e-9)
         f_prompt = sum_ref / max(sum_seq, 1e-9)
         # prefill seconds per uncached prompt token, from the sequential reference's TTFT
         ttft = sum(v["ttft_s"] or 0.0 for v in ref_rows.values())
@@ -392,15 +403,16 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
             ["shared prompt prefix (cached by the server)", f"{f_prefix:.2f}x",
              f"derived: {cached / m:.0f} cached tokens per request x {spt * 1000:.1f} ms "
              "prefill per token (the reference's time to first token per uncached token)"],
-            ["batching (auto concurrency vs one at a time)", f"{rest / f_prompt:.2f}x",
+            ["extraction plan (facts and rules; the model writes the summary only)",
+             f"{f_plan:.2f}x",
+             f"measured on the same {len(matched)} emails, one at a time: {sum_seq:.0f} s "
+             f"(every field by the model) vs {sum_plan:.0f} s (default plan, its facts "
+             f"stage included); {per(seq.rows, 'completion_tokens'):.0f} vs "
+             f"{per(seq_plan.rows, 'completion_tokens'):.0f} completion tokens per email"],
+            ["batching (auto concurrency vs one at a time)",
+             f"{rest / (f_prompt * f_plan):.2f}x",
              "the rest of the measured speed-up per call (also: batched writes, run start/"
              "end)"]]
-        compact_line = (
-            f"  not in the defaults: compact JSON (json_format='compact') would add "
-            f"{sum_seq / max(sum_cmp, 1e-9):.2f}x per email (one at a time, same emails: "
-            f"{sum_seq:.0f} s vs {sum_cmp:.0f} s; {per(seq.rows, 'completion_tokens'):.0f} vs "
-            f"{per(seq_compact.rows, 'completion_tokens'):.0f} completion tokens), at a quality "
-            "cost (README, 'Compact JSON')")
     else:
         factors.append(["cleaning, shared prefix and batching together", f"{rest:.2f}x",
                         "the rest of the measured speed-up per call (--seq-emails 0)"])
@@ -409,18 +421,17 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
                     f"= {dedup:.2f} x {speed:.2f} (measured speed-up per LLM call)"])
     print()
     print(table(["factor", "value", "how"], factors, left=(0, 2)))
-    if seq is not None and seq_compact is not None:
-        print(compact_line)
+    if seq is not None and seq_plan is not None:
         need_free = GOAL / max(dedup * f_sleep * prompt_bound, 1e-9)
-        need = GOAL / max(dedup * f_sleep * f_prompt, 1e-9)
+        need = GOAL / max(dedup * f_sleep * f_prompt * f_plan, 1e-9)
         completion = per(seq.rows, "completion_tokens")
-        print(f"  what bounds it: one at a time the defaults spent {gen_seq / max(sum_seq, 1e-9):.0%}"
+        print(f"  what bounded the all-LLM plan: one at a time it spent {gen_seq / max(sum_seq, 1e-9):.0%}"
               f" of each email generating its reply ({completion:.0f} completion tokens, "
               f"{gen_seq / m / max(completion, 1) * 1000:.0f} ms each); with prompts free, "
               f"cleaning and the shared prefix could give at most {prompt_bound:.2f}x together "
-              f"(measured {f_prompt:.2f}x). The goal needs batching >= {need:.2f}x at the "
-              f"measured prompt factors, >= {need_free:.2f}x with free prompts (measured "
-              f"{rest / f_prompt:.2f}x)")
+              f"(measured {f_prompt:.2f}x). With the default plan the goal needs batching >= "
+              f"{need:.2f}x at the measured factors (measured {rest / (f_prompt * f_plan):.2f}x)"
+              f"; the all-LLM plan needed >= {need_free:.2f}x with free prompts")
         if args.ceiling:
             slots = RunConfig.default().slots
             prompt_mean = round(sum(r.summary.prompt_tokens for r in defs)
