@@ -323,59 +323,22 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from .labels import (
-        email_texts,
-        load_labels,
-        majority_baseline,
-        predictions_from_run,
-        present_message_ids,
-        score,
-        score_table,
-        scores_as_dict,
-    )
-    from .runs import get_run, list_runs
+    from .labels import load_labels, score_runs
     from .store import Store
 
     settings = load_settings(db=args.db)
     labels = load_labels(args.labels, args.split)
     with Store(settings.db) as store:
-        names = args.run or [None]
-        records = []
-        for name in names:
-            record = get_run(store, name)
-            if record is None and name is not None and name.isdigit():
-                record = get_run(store, int(name))
-            if record is None:
-                known = ", ".join(r.name for r in list_runs(store)) or "none"
-                what = f"no run named {name!r}" if name is not None else "there is no run yet"
-                raise ConfigError(f"{what} in {settings.db} (runs: {known})",
-                                  hint="see `emailwb status --json` for the runs in this database")
-            records.append((name if name is not None else record.name, record))
-        present = present_message_ids(store, (lab["message_id"] for lab in labels))
-        kept = [lab for lab in labels if lab["message_id"] in present]
-        missing = len(labels) - len(kept)
-        ingest_hint = ("ingest the labeled emails first, e.g. "
-                       "`emailwb ingest ../shared/data/enron/maildir`")
-        if not kept:
-            raise ConfigError(f"none of the {len(labels)} labeled emails is in {settings.db}",
-                              hint=ingest_hint)
-        ids = [lab["message_id"] for lab in kept]
-        texts = email_texts(store, ids)
-        columns = {label: score(kept, predictions_from_run(store, record, ids), texts)
-                   for label, record in records}
-    columns["majority"] = majority_baseline(kept)
-    if missing:
-        print(f"emailwb: {missing} of {len(labels)} labeled emails are not in {settings.db}; "
-              f"scored the {len(kept)} present ({ingest_hint})", file=sys.stderr)
+        report = score_runs(store, labels, args.run or [], split=args.split)
+    if report.missing:
+        print(f"emailwb: {report.missing} of {len(labels)} labeled emails are not in "
+              f"{settings.db}; scored the {report.scored} present (ingest the labeled emails "
+              "first, e.g. `emailwb ingest ../shared/data/enron/maildir`)", file=sys.stderr)
     if args.json:
-        print(json.dumps({"labels": str(args.labels), "split": args.split, "scored": len(kept),
-                          "missing": missing,
-                          "columns": {k: scores_as_dict(v) for k, v in columns.items()}},
-                         indent=2, sort_keys=True))
+        print(json.dumps({"labels": str(args.labels), **report.as_dict()}, indent=2,
+                         sort_keys=True, default=str))
         return 0
-    print(f"{len(kept)} labeled emails scored" + (f" (split {args.split})" if args.split else "")
-          + "; 95% bootstrap intervals")
-    print(score_table(columns))
+    print(report.text())
     return 0
 
 

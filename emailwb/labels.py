@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from html import escape
 from operator import itemgetter
 from pathlib import Path
 from types import SimpleNamespace
@@ -666,3 +667,86 @@ def email_texts(store: Any, message_ids: Iterable[str]) -> dict[str, str]:
                                    subject=r["subject"] or "", date=_date(r["date"]))
             out[r["message_id"]] = grounding_text(mail, body=r["body"] or "")
     return out
+
+
+# --- a report over several runs (the CLI's `emailwb score` and the notebooks' view) ------------
+@dataclass(slots=True)
+class ScoreReport:
+    """Several runs scored against the same labels, with the majority baseline and audits."""
+
+    columns: dict[str, Scores]  # run label -> scores; "majority" last
+    scored: int  # labeled emails present in the store
+    missing: int  # labeled emails not in the store
+    split: str | None
+    audited: dict[str, list[dict[str, Any]]]  # run label -> audited accuracy rows (if any)
+
+    def text(self) -> str:
+        head = (f"{self.scored} labeled emails scored"
+                + (f" (split {self.split})" if self.split else "") + "; 95% bootstrap intervals")
+        out = [head, score_table(self.columns)]
+        for label, rows in self.audited.items():
+            lines = [f"  {r['field']:<16} {r['correct']:>4}/{r['n']:<4} = {r['accuracy']:.2f} "
+                     f"[{r['low']:.2f}, {r['high']:.2f}]" for r in rows if r["n"]]
+            if lines:
+                out.append(f"\naudit labels of {label} (the audit panel; Wilson intervals):")
+                out.extend(lines)
+        return "\n".join(out)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "scored": self.scored, "missing": self.missing,
+                "columns": {k: scores_as_dict(v) for k, v in self.columns.items()},
+                "audited": self.audited}
+
+    def html(self) -> str:
+        """The table as HTML (every cell escaped), for the notebooks."""
+        head = "".join(f"<th>{escape(str(h))}</th>" for h in ("field", *self.columns))
+        body = "".join(
+            "<tr><td>" + escape(label) + "</td>"
+            + "".join(f"<td>{escape(_cell(s, name))}</td>" for s in self.columns.values())
+            + "</tr>" for label, name in TABLE_ROWS)
+        note = (f"<p>{self.scored} labeled emails scored"
+                + (f" (split {escape(self.split)})" if self.split else "")
+                + (f"; {self.missing} not in this store" if self.missing else "")
+                + "; 95% bootstrap intervals over emails</p>")
+        return (f"{note}<table class='emailwb-score'><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+
+
+def score_runs(store: Any, labels: Sequence[Mapping[str, Any]], runs: Sequence[Any], *,
+               split: str | None = None) -> ScoreReport:
+    """Score ``runs`` (names, ids or records; labelled by name) on the labeled emails present
+    in the store, next to the majority baseline; audit-panel labels of each run come along.
+
+    Raises ``ConfigError`` for an unknown run, or when no labeled email is in the store.
+    """
+    from emailwb.audit import accuracy
+    from emailwb.errors import ConfigError
+    from emailwb.runs import get_run, list_runs
+
+    records = []
+    for name in runs or [None]:
+        record = name if hasattr(name, "id") and hasattr(name, "name") else get_run(store, name)
+        if record is None and isinstance(name, str) and name.isdigit():
+            record = get_run(store, int(name))
+        if record is None:
+            known = ", ".join(r.name for r in list_runs(store)) or "none"
+            what = f"no run named {name!r}" if name is not None else "there is no run yet"
+            raise ConfigError(f"{what} in this store (runs: {known})",
+                              hint="see `emailwb status --json` for the runs in this database")
+        records.append(record)
+    present = present_message_ids(store, (lab["message_id"] for lab in labels))
+    kept = [lab for lab in labels if lab["message_id"] in present]
+    if not kept:
+        raise ConfigError(f"none of the {len(labels)} labeled emails is in this store",
+                          hint="ingest the labeled emails first, e.g. "
+                               "`emailwb ingest ../shared/data/enron/maildir`")
+    ids = [lab["message_id"] for lab in kept]
+    texts = email_texts(store, ids)
+    columns = {r.name: score(kept, predictions_from_run(store, r, ids), texts) for r in records}
+    columns["majority"] = majority_baseline(kept)
+    audited = {}
+    for r in records:
+        rows = [row for row in accuracy(store, r.id).to_dicts() if row["n"]]
+        if rows:
+            audited[r.name] = rows
+    return ScoreReport(columns, len(kept), len(labels) - len(kept), split, audited)

@@ -165,10 +165,13 @@ def test_notebook_05_runs_headless(db: Path, tmp_path: Path):
 
     repo = Path(__file__).resolve().parents[1]
     nb = execute(repo / "notebooks" / "05_compare.ipynb",
-                 {"db": str(db), "run_a": "A", "run_b": "C", "margin": 0.05},
+                 {"db": str(db), "run_a": "A", "run_b": "C", "margin": 0.05,
+                  "labels_file": str(repo / "gold" / "enron-labels.jsonl")},
                  out=tmp_path / "05.ipynb", cwd=repo / "notebooks", timeout=120)
     text = outputs_text(nb)
     assert "verdict: INFERIOR" in text and "grounding *" in text
+    # the runs cover the simulated mailbox, not the labeled Enron emails: said, not crashed
+    assert "cannot score: none of the 136 labeled emails is in this store" in text
     figures = [o for c in nb.cells for o in c.get("outputs", [])
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) == 1
