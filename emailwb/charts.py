@@ -266,12 +266,20 @@ def quality_html(status: dict[str, Any] | None) -> str:
     if not status:
         return ""
     phase = status.get("phase") or "main"
-    line = (f"quality: {_fmt(status.get('scored', 0))} results scored · deep checks "
+    share = status.get("grounding")
+    grounded = f" · grounding {share:.0%} of extracted strings in the emails" \
+        if share is not None else ""
+    line = (f"quality: {_fmt(status.get('scored', 0))} results scored{grounded} · deep checks "
             f"{_fmt(status.get('sampled', 0))} sampled, {_fmt(status.get('judged', 0))} judged"
             f" · on drift: {status.get('on_drift', 'alert')} · phase: {phase}")
     alerts = list(status.get("alerts") or [])
+    warning = status.get("grounding_warning")
+    banner = ("<div class='emailwb-grounding-warning' style='border:1px solid #b9770e;"
+              "background:#fef5e7;color:#7e5109;padding:6px 10px;margin:4px 0;font-size:13px'>"
+              f"<b>Most of what this run extracts is not in the emails.</b> {escape(warning)}"
+              "</div>") if warning else ""
     if not alerts:
-        return (f"<div class='emailwb-quality' data-alerts='0' style='color:#555;"
+        return (f"{banner}<div class='emailwb-quality' data-alerts='0' style='color:#555;"
                 f"font-size:12px'>{escape(line)}</div>")
     if status.get("paused_by_drift"):
         action = ("the run is paused by the drift alarm: look at the latest results (and the "
@@ -283,7 +291,7 @@ def quality_html(status: dict[str, Any] | None) -> str:
         action = "alert only (on_drift='alert'): the run goes on unchanged"
     items = "".join(f"<li>{escape(str(a))}</li>" for a in alerts[-5:])
     more = f"<div>({len(alerts) - 5} earlier alerts)</div>" if len(alerts) > 5 else ""
-    return (f"<div class='emailwb-quality emailwb-drift-alert' data-alerts='{len(alerts)}' "
+    return (f"{banner}<div class='emailwb-quality emailwb-drift-alert' data-alerts='{len(alerts)}' "
             "style='border:1px solid #c0392b;background:#fdecea;color:#7b241c;padding:6px 10px;"
             "margin:4px 0;font-size:13px'><b>Quality drift alert</b>"
             f"<ul style='margin:4px 0 4px 18px;padding:0'>{items}</ul>{more}"

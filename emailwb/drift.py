@@ -49,13 +49,14 @@ from emailwb.backends import Backend, make_backend
 from emailwb.errors import BackendError, ConfigError, EmailwbError, SchemaViolation
 from emailwb.grammar import compact_gbnf
 from emailwb.judge import JUDGEMENT_SQL, Judge
-from emailwb.quality import FLOORS, DriftAlert, DriftDetector
+from emailwb.quality import FLOORS, DriftAlert, DriftDetector, grounding_warning
 
 log = logging.getLogger("emailwb.drift")
 
 PROMPT_KEYS = ("mode", "layout", "template", "token_budget", "plan")
 BACKEND_KEYS = ("backend", "urls", "model")
 SCORE_GROUP = 64  # results scored per worker-thread call
+MIN_VALUES_FOR_WARNING = 20  # extracted values seen before the grounding warning shows
 
 
 class QualityConfig(BaseModel):
@@ -157,6 +158,7 @@ class QualityWatch:
         self.phase: Phase | None = None
         self.alerts: list[dict[str, Any]] = []
         self.scored = self.sampled = self.judged = self.judge_failed = 0
+        self.checked_values = self.grounded_values = 0  # extracted values, and those in the text
         self.paused_by_drift = False
         self._pending: deque[scoring.Outcome] = deque()
         self._drainer: asyncio.Task[None] | None = None
@@ -291,7 +293,11 @@ class QualityWatch:
             recent = self._recent.get(name)
             means[name] = {"baseline": self.detector.baseline(name),
                            "current": sum(recent) / len(recent) if recent else None}
+        share = (self.grounded_values / self.checked_values if self.checked_values else None)
+        warning = grounding_warning(share) if self.checked_values >= MIN_VALUES_FOR_WARNING \
+            else None
         return {"phase": self.phase.label if self.phase else None, "scored": self.scored,
+                "grounding": share, "grounding_warning": warning,
                 "sampled": self.sampled, "judged": self.judged,
                 "judge_failed": self.judge_failed, "on_drift": self.config.on_drift,
                 "paused_by_drift": self.paused_by_drift,
@@ -315,6 +321,9 @@ class QualityWatch:
             sent = {o.unit_id: o for o in group}
             for s in scored:
                 self.scored += 1
+                checked = s.metrics.get("checked_total") or 0
+                self.checked_values += checked
+                self.grounded_values += checked - (s.metrics.get("ungrounded_total") or 0)
                 outcome = sent[s.unit_id]
                 if self.phase is None or outcome.phase == self.phase.label:
                     await self._feed(s)  # results sent before a rollback do not count after it

@@ -355,8 +355,8 @@ class DriftDetector:
             key = f"floor:{name}"
             if len(recent) == self.window and key not in self._alerted:
                 cur = sum(recent) / len(recent)
-                if cur < floor:
-                    self._alerted.add(key)
+                if cur < floor and name not in self._alerted:
+                    self._alerted.update((key, name))  # one alarm per metric, whichever first
                     return DriftAlert(name, floor, cur, floor - cur, 0.0, False, 0, len(recent),
                                       self.seen, floor=True)
         for name in self.metrics:
@@ -381,5 +381,5 @@ class DriftDetector:
                 worst = DriftAlert(name, base, cur, change, self.threshold, self.relative,
                                    self.baseline_size, len(win), self.seen)
         if worst is not None:
-            self._alerted.add(worst.metric)
+            self._alerted.update((worst.metric, f"floor:{worst.metric}"))
         return worst

@@ -26,6 +26,8 @@ import polars as pl
 
 from emailwb import runs
 from emailwb.errors import ConfigError, ProcessingError
+from emailwb.quality import grounding_warning
+from emailwb.scoring import run_grounding
 from emailwb.stats import bootstrap_ci
 
 REPORT_METRICS = ("schema_valid", "completeness", "grounding", "grounding_people",
@@ -103,11 +105,21 @@ def _speed_section(store: Any, record: runs.RunRecord, figs: _Figures) -> str:
     sp = speed(store, record.id)
     cfg = record.config
     config_rows = [{"setting": k, "value": json.dumps(cfg.get(k), default=str)}
-                   for k in ("preset", "backend", "model", "urls", "mode", "layout", "dedup",
+                   for k in ("preset", "plan", "backend", "model", "urls", "mode", "layout", "dedup",
                              "chain", "concurrency", "sleep_between", "write_mode", "options")
                    if k in cfg]
-    html = ["<h2>Run</h2>", _kpis([
-        ("status", record.status), ("units done", st["done"]), ("failed", st["failed"]),
+    share = run_grounding(store, record.id)
+    warning = grounding_warning(share)
+    html = ["<h2>Run</h2>"]
+    if warning:
+        html.append("<div class='emailwb-grounding-warning' style='border:1px solid #b9770e;"
+                    "background:#fef5e7;color:#7e5109;padding:6px 10px;margin:4px 0'>"
+                    "<b>Most of what this run extracts is not in the emails.</b> "
+                    f"{escape(warning)}</div>")
+    html += [_kpis([
+        ("status", record.status), ("plan", cfg.get("plan", "llm")),
+        ("grounding", "–" if share is None else f"{share:.0%}"),
+        ("units done", st["done"]), ("failed", st["failed"]),
         ("pending", st["pending"]), ("emails covered", st["emails_done"]),
         ("emails/min", sp["emails_per_min"]), ("units/min", sp["units_per_min"]),
         ("latency p50 s", st["latency_p50"]), ("latency p95 s", st["latency_p95"]),

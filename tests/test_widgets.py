@@ -316,3 +316,20 @@ async def test_a_drift_alarm_shows_in_the_panel_and_pauses_the_run(store: Any) -
         summary = await asyncio.wait_for(panel.wait(), 20)
         assert summary.done < 60 and not panel.errors.errors, panel.errors.text
     assert "Quality drift alert" in panel.alerts.value  # still shown after the run ended
+
+
+async def test_a_run_that_mostly_invents_shows_the_grounding_warning_in_the_panel(
+        store: Any) -> None:
+    make_mail(store, 30)
+    quality = QualityConfig(sample_every=1000, judge=False, drift_metrics=["grounding"],
+                            on_drift="alert", baseline_size=10, window=10)
+    async with SimServer(kind="ollama", answer=answers(bad_after=0), service_time=0.0) as srv:
+        panel = panel_for(store, srv, run_name="inventing", concurrency=2, quality=quality,
+                          plan="llm")
+        assert panel.plan.value == "llm" and panel.config().plan == "llm"
+        panel.start_button.click()
+        summary = await asyncio.wait_for(panel.wait(), 30)
+    assert summary.done == 30 and summary.grounding is not None and summary.grounding < 0.5
+    html = panel.alerts.value
+    assert "emailwb-grounding-warning" in html and "--plan default" in html
+    assert "quality below the floor on grounding" in html
