@@ -20,7 +20,7 @@ from typing import Any
 
 from emailwb.emails import Email
 from emailwb.facts import Facts, Judgment, extract_many, judge
-from emailwb.runs import now_iso
+from emailwb.runs import now_iso, stored_list
 
 #: bump when an extractor or rule changes what it finds: stored facts of another version are redone
 FACTS_VERSION = "2"
@@ -46,14 +46,6 @@ class Analysed:
                           separators=(",", ":"))
 
 
-def _list(value: str | None) -> list[str]:
-    try:
-        got = json.loads(value or "[]")
-    except ValueError:
-        return []
-    return [str(x) for x in got] if isinstance(got, list) else []
-
-
 def _emails(store: Any, ids: Sequence[int]) -> dict[int, Email]:
     out: dict[int, Email] = {}
     for i in range(0, len(ids), 500):
@@ -62,7 +54,7 @@ def _emails(store: Any, ids: Sequence[int]) -> dict[int, Email]:
                            f"({','.join('?' * len(chunk))})", chunk)
         for r in rows:
             out[r[0]] = Email(message_id=r[1], date=None, date_flag=None, subject=r[2],
-                              sender=r[3], sender_name=r[4], to=_list(r[5]), cc=_list(r[6]),
+                              sender=r[3], sender_name=r[4], to=stored_list(r[5]), cc=stored_list(r[6]),
                               body=r[7], new_text=r[8], forwarded=r[9], signature=r[10])
     return out
 

@@ -40,7 +40,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from html import escape
 from operator import itemgetter
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any
 from emailwb.errors import ConfigError
 from emailwb.grounding import grounding_text
 from emailwb.money import as_number, find_money
+from emailwb.runs import stored_date, stored_list
 
 LABEL_TYPES: tuple[str, ...] = ("deal", "meeting", "report", "request", "announcement",
                                 "personal", "other")
@@ -632,24 +632,6 @@ def present_message_ids(store: Any, message_ids: Iterable[str]) -> set[str]:
     return found
 
 
-def _date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        d = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
-
-
-def _json_list(value: str | None) -> list[str]:
-    try:
-        got = json.loads(value or "[]")
-    except ValueError:
-        return []
-    return [str(x) for x in got] if isinstance(got, list) else []
-
-
 def email_texts(store: Any, message_ids: Iterable[str]) -> dict[str, str]:
     """The text grounding searches for each email in the store: its header lines and whole
     body (``grounding.grounding_text``, as the quality checks use it)."""
@@ -663,8 +645,8 @@ def email_texts(store: Any, message_ids: Iterable[str]) -> dict[str, str]:
             if r["message_id"] in out:
                 continue
             mail = SimpleNamespace(sender=r["sender"] or "", sender_name=r["sender_name"] or "",
-                                   to=_json_list(r["to_addrs"]), cc=_json_list(r["cc_addrs"]),
-                                   subject=r["subject"] or "", date=_date(r["date"]))
+                                   to=stored_list(r["to_addrs"]), cc=stored_list(r["cc_addrs"]),
+                                   subject=r["subject"] or "", date=stored_date(r["date"]))
             out[r["message_id"]] = grounding_text(mail, body=r["body"] or "")
     return out
 

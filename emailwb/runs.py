@@ -401,7 +401,8 @@ _PROMPT_COLUMNS = ("id, message_id, date, sender, sender_name, to_addrs, subject
                    "AS body")
 
 
-def _date(value: str | None) -> datetime | None:
+def stored_date(value: str | None) -> datetime | None:
+    """An ISO 8601 date as the store keeps it (UTC when naive); None when empty or bad."""
     if not value:
         return None
     try:
@@ -411,7 +412,8 @@ def _date(value: str | None) -> datetime | None:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
-def _list(value: str | None) -> list[str]:
+def stored_list(value: str | None) -> list[str]:
+    """A JSON list of strings as the store keeps it (addresses); [] when empty or bad."""
     if not value or value == "[]":
         return []
     try:
@@ -435,8 +437,8 @@ def load_emails(store: Any, ids: list[int], *, raw: bool = False) -> dict[int, E
                            f"({','.join('?' * len(chunk))})", [int(raw), *chunk])
         for r in rows:
             out[r[0]] = Email(
-                message_id=r[1], date=_date(r[2]), date_flag=None, sender=r[3],
-                sender_name=r[4], to=_list(r[5]), subject=r[6], new_text=r[7],
+                message_id=r[1], date=stored_date(r[2]), date_flag=None, sender=r[3],
+                sender_name=r[4], to=stored_list(r[5]), subject=r[6], new_text=r[7],
                 forwarded=r[8], body=r[9])
     return out
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -97,24 +97,6 @@ class _Mail:
     forwarded: str
 
 
-def _json_list(value: str | None) -> list[str]:
-    try:
-        got = json.loads(value or "[]")
-    except ValueError:
-        return []
-    return [str(x) for x in got] if isinstance(got, list) else []
-
-
-def _date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        d = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
-
-
 def _chunks(ids: Sequence[int], n: int = 500) -> Iterable[list[int]]:
     for i in range(0, len(ids), n):
         yield list(ids[i:i + n])
@@ -152,8 +134,8 @@ def unit_texts(store: Any, unit: str, ids: Sequence[int]) -> dict[int, UnitText]
             f"WHERE id IN ({','.join('?' * len(chunk))})", chunk)
         for r in rows:
             mails[r["id"]] = _Mail(r["sender"] or "", r["sender_name"] or "",
-                                   _json_list(r["to_addrs"]), _json_list(r["cc_addrs"]),
-                                   r["subject"] or "", _date(r["date"]), r["body"] or "",
+                                   runs.stored_list(r["to_addrs"]), runs.stored_list(r["cc_addrs"]),
+                                   r["subject"] or "", runs.stored_date(r["date"]), r["body"] or "",
                                    r["new_text"] or "", r["forwarded"] or "")
     out: dict[int, UnitText] = {}
     for uid in ids:
