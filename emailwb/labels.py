@@ -693,6 +693,9 @@ class ScoreReport:
         return (f"{note}<table class='emailwb-score'><thead><tr>{head}</tr></thead>"
                 f"<tbody>{body}</tbody></table>")
 
+    def _repr_html_(self) -> str:  # a notebook shows the report as its HTML table
+        return self.html()
+
 
 def score_runs(store: Any, labels: Sequence[Mapping[str, Any]], runs: Sequence[Any], *,
                split: str | None = None) -> ScoreReport:
