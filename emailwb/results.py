@@ -46,7 +46,9 @@ def result_params(run_id: int, unit_id: int, *, status: str, data: dict[str, Any
                   template_version: str | None = None, truncated: bool = False,
                   emails: int = 1, phase: str | None = None) -> tuple[Any, ...]:
     """Parameters for ``result_sql`` in its column order."""
-    return (run_id, status, json.dumps(data, separators=(",", ":")) if data is not None else None,
+    # strict JSON: a NaN or Infinity raises here instead of being stored as invalid JSON
+    return (run_id, status, json.dumps(data, separators=(",", ":"), allow_nan=False)
+            if data is not None else None,
             raw, error, reason, prompt_tokens, completion_tokens, cached_tokens, latency_s, ttft_s,
             attempts, endpoint, model, template_name, template_version, int(truncated), emails,
             now_iso(), phase, unit_id)
