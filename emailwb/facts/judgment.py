@@ -70,6 +70,7 @@ def _features(email: Email, text: str) -> dict[str, float]:
         extra["announcement"] = extra.get("announcement", 0.0) + 1.2
     if forward_is_point(email) and own <= 15:
         extra["report"] = extra.get("report", 0.0) + 1.0
+
     if own and own <= 8 and not email.forwarded.strip():
         extra["other"] = extra.get("other", 0.0) + 1.0
     if re.search(r"\?(\s|$)", email.new_text) and recipients <= 4:
@@ -86,15 +87,19 @@ _ASK = (r"(send|provide|review|approve|confirm|call|contact|forward|return|respo
         r"submit|sign|update|fill|complete|enroll|process|agree|log ?off|let|advise|give|"
         r"get|check|make|read|prepare|attend|come|register|rsvp|remove|add|verify|match|"
         r"schedule|print|bring|look)")
+_DUTY = (r"\bit is (necessary|required|mandatory)\b|\b(are|is) required to\b|\bremember to\b|"
+         r"\breminder to\b|\bwhy don't you\b|\bhope you (are|can)\b")
 _ACTION_RE = _rx(
     rf"\bplease\s+(?:\w+\s+)?{_ASK}\b|\b(can|could|would|will) you\b|\blet me know\b|"
     rf"\bneed (you|your)\b|\bi need\b|\b{_ASK} me\b|\bmake sure\b|\bshould\s+{_ASK}\b|"
     r"\bcontact\b.{0,40}\bif you\b|\bif you\b.{0,60}\b(contact|call|let me)\b|"
     r"\bare you\b[^.?!]{0,80}\?|\bdo you\b[^.?!]{0,80}\?|\bwhat is\b[^.?!]{0,80}\?|"
     r"\bplease\s+(do not|don't)\b|\bi would (like|appreciate)\b|"
-    r"\b(would be|is) (greatly )?appreciated\b|\blook forward to hear|\bwhere are you\b")
+    r"\b(would be|is) (greatly )?appreciated\b|\blook forward to hear|\bwhere are you\b|"
+    r"\bready for your (approval|review)\b|\brequires? your (approval|attention|signature)\b|"
+    + _DUTY)
 _MASS_ACTION_RE = _rx(rf"\b(all|every) \w+ (must|should|are required|need)|"
-                      rf"\bplease\s+{_ASK}\b|\bmust\s+{_ASK}\b")
+                      rf"\bplease\s+(?:\w+\s+){{0,4}}{_ASK}\b|\bmust\s+{_ASK}\b|{_DUTY}")
 _NO_ACTION_RE = _rx(r"\bfyi\b|\bfor your (information|records)\b")
 #: marketing and subscriptions: their "please click" asks nothing of a colleague
 _BULK_RE = _rx(r"\bunsubscribe\b|\bto be removed\b|\bclick here\b|\bsubscri(be|ption)\b|"
