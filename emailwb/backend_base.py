@@ -377,9 +377,9 @@ class Backend(ABC):
         except (aiohttp.ClientConnectionError, ConnectionError, OSError) as exc:
             if state.got_response:
                 raise self._err(BackendProtocolError,
-                                f"{op}: connection lost in the middle of the reply ({exc!r})") \
-                    from exc
-            raise self._err(BackendUnavailable, f"{op}: cannot reach the server ({exc!r})") \
+                                f"{op}: connection lost in the middle of the reply "
+                                f"({_why(exc)})") from exc
+            raise self._err(BackendUnavailable, f"{op}: cannot reach the server ({_why(exc)})") \
                 from exc
         except (aiohttp.ClientError, ValueError, KeyError, TypeError, AttributeError,
                 UnicodeDecodeError) as exc:
@@ -404,6 +404,12 @@ class Backend(ABC):
                 endpoint=self.url,
                 raw=reply.text,
             ) from exc
+
+
+def _why(exc: BaseException) -> str:
+    """A connection error in words (the library's message, never its repr)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def _reason(exc: ValueError) -> str:

@@ -126,3 +126,42 @@ async def _run_without_model(store: Any, cfg: runs.RunConfig, *, run_name: str |
     if on_start is not None:
         on_start(proc)
     return await proc.run_to_end()
+
+
+async def check_backend(cfg: runs.RunConfig, api_key: str | None = None, *,
+                        timeout: float = 15.0) -> None:
+    """Before any work: does the configured server answer, and does it have the model?
+
+    For the ``ollama`` and ``openai`` backends (the embedded one is started by the run
+    itself, and a plan that asks no model needs none). Raises ``BackendUnavailable`` with the
+    URL, what was tried and the fix in one line.
+    """
+    import aiohttp
+
+    from emailwb.backends import make_backend
+    from emailwb.errors import BackendError, BackendUnavailable
+
+    if cfg.backend == "local" or not get_plan(cfg.plan).uses_llm:
+        return
+    urls = ", ".join(cfg.urls) or "the default URL"
+    async with aiohttp.ClientSession() as session:
+        backend = make_backend(cfg.backend, cfg.urls or None, cfg.model, api_key, cfg.options,
+                               session)
+        try:
+            async with asyncio.timeout(timeout):
+                await backend.info()
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"the {cfg.backend} server at {urls} did not answer within {timeout:g} s "
+                "(asked for its model list and model details); nothing was ingested or queued",
+                hint="check that the server is up and reachable, or point --url at one that is"
+            ) from None
+        except BackendError as exc:
+            hint = (f"start the server ({'`ollama serve`' if cfg.backend == 'ollama' else 'e.g. `vllm serve MODEL`'}) "
+                    "or point --url at a running one, then run the same command again"
+                    if isinstance(exc, BackendUnavailable) else exc.hint or None)
+            raise type(exc)(
+                f"the {cfg.backend} server at {urls} is not usable: {exc.message}; nothing was "
+                "ingested or queued", hint=hint) from exc
+        finally:
+            await backend.aclose()

@@ -97,7 +97,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from .batch import run_batch
+    from .batch import check_backend, run_batch
     from .ingest import ingest
     from .store import Store
 
@@ -107,6 +107,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         slots=args.slots, chain=True if args.chain else None, max_tokens=args.max_tokens,
         sample_every=args.sample_every, json_format=args.json_format, plan=args.plan,
     )
+    from .runs import RunConfig
+
+    overrides: dict[str, object] = {}
+    options = _parse_options(args.option)
+    if options:
+        overrides["options"] = {**RunConfig.from_settings(settings, args.preset).options, **options}
+    config = RunConfig.from_settings(settings, args.preset, **overrides)
+    # the server first: a typo in --url must not cost an ingest of the whole mailbox
+    asyncio.run(check_backend(config, settings.api_key))
     paths = args.paths
     with Store(settings.db) as store:
         if not paths and store.stats()["messages"] == 0:
@@ -114,13 +123,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"the store is empty: ingesting the bundled sample ({BUNDLED_SAMPLE})")
         if paths:
             print(ingest(store, paths, progress=not args.quiet))
-        from .runs import RunConfig
-
-        overrides: dict[str, object] = {}
-        options = _parse_options(args.option)
-        if options:
-            overrides["options"] = {**RunConfig.from_settings(settings, args.preset).options, **options}
-        config = RunConfig.from_settings(settings, args.preset, **overrides)
         quality = _quality_watch(args, settings)
         on_progress, bar = _progress_printer(args.quiet)
 

@@ -86,7 +86,8 @@ class BackendUnavailable(BackendError):
     """Connection refused or reset, DNS failure, or the server went away mid-request."""
 
     transient = True
-    hint = "start the server (or check the URL); emailwb retries on its own meanwhile"
+    hint = ("start the server (or check the URL); a run in progress retries it on its own, a "
+            "stopped one resumes when you run the same command again")
 
 
 class BackendTimeout(BackendError):
