@@ -129,7 +129,7 @@ async def _run_without_model(store: Any, cfg: runs.RunConfig, *, run_name: str |
 
 
 async def check_backend(cfg: runs.RunConfig, api_key: str | None = None, *,
-                        timeout: float = 15.0) -> None:
+                        limit_s: float = 15.0) -> None:
     """Before any work: does the configured server answer, and does it have the model?
 
     For the ``ollama`` and ``openai`` backends (the embedded one is started by the run
@@ -148,11 +148,11 @@ async def check_backend(cfg: runs.RunConfig, api_key: str | None = None, *,
         backend = make_backend(cfg.backend, cfg.urls or None, cfg.model, api_key, cfg.options,
                                session)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit_s):
                 await backend.info()
         except TimeoutError:
             raise BackendUnavailable(
-                f"the {cfg.backend} server at {urls} did not answer within {timeout:g} s "
+                f"the {cfg.backend} server at {urls} did not answer within {limit_s:g} s "
                 "(asked for its model list and model details); nothing was ingested or queued",
                 hint="check that the server is up and reachable, or point --url at one that is"
             ) from None
