@@ -34,6 +34,28 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     with Store(settings.db) as store:
         summary = ingest(store, args.paths, progress=not args.quiet)
     print(summary)
+    if summary.nothing_ingested:
+        print("emailwb: nothing could be ingested from what was given (reasons above)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_errors(args: argparse.Namespace) -> int:
+    from .ingest import ingest_errors
+    from .store import Store
+
+    settings = load_settings(db=args.db)
+    with Store(settings.db) as store:
+        rows = ingest_errors(store, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no ingest errors in {settings.db}")
+        return 0
+    for r in rows:
+        print(f"{r['source']}: {r['reason']}")
     return 0
 
 
@@ -356,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("errors", help="every input that could not be ingested, with the reason")
+    _add_db(p)
+    p.add_argument("--limit", type=int, default=None, help="at most this many (newest first)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_errors)
 
     p = sub.add_parser("stats", help="counts: messages, content groups, threads, ingest errors")
     _add_db(p)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from emailwb.cleaning import split_body
-from emailwb.errors import EmailParseError
+from emailwb.errors import EmailParseError, NotAMessage
 from emailwb.mimebody import BodyWalker, plain_ascii_body
 from emailwb.rfc822 import (
     MAX_BODY_CHARS,
@@ -112,7 +112,7 @@ def _looks_binary(raw: bytes) -> bool:
 
 
 def _binary_error(raw: bytes) -> EmailParseError:
-    return EmailParseError(
+    return NotAMessage(
         "not an RFC 822 message: binary data (NUL and control bytes) where the headers"
         f" should be (first bytes: {_first_bytes(raw)})"
     )
@@ -146,11 +146,11 @@ def _headers(raw: bytes) -> tuple[dict[str, str], bytes, list[str]]:
         if _looks_binary(raw):
             raise _binary_error(raw)
     if not count:
-        raise EmailParseError(
+        raise NotAMessage(
             f"not an RFC 822 message: no header lines found (first bytes: {_first_bytes(raw)})"
         )
     if _KNOWN_HEADERS.isdisjoint(h):
-        raise EmailParseError(
+        raise NotAMessage(
             "not an RFC 822 message: no standard header (From, To, Date, Subject, Message-ID...)"
             f" among {len(h)} header-like lines (first bytes: {_first_bytes(raw)})"
         )
@@ -184,7 +184,7 @@ def parse_email(raw: bytes, *, source: str = "", mailbox: str = "", folder: str 
             )
         raw = bytes(raw)
     if not raw or raw.isspace():
-        raise EmailParseError(f"empty message{where}: the input has no bytes besides whitespace")
+        raise NotAMessage(f"empty message{where}: the input has no bytes besides whitespace")
     data = raw
     if data.startswith(b"From "):  # mbox envelope line
         nl = data.find(b"\n")
@@ -192,7 +192,7 @@ def parse_email(raw: bytes, *, source: str = "", mailbox: str = "", folder: str 
     try:
         h, body_bytes, defects = _headers(data)
     except EmailParseError as exc:
-        raise EmailParseError(exc.message + where) from None
+        raise type(exc)(exc.message + where) from None
 
     date, date_flag = parse_date(h.get("date"))
     if date_flag == "unparseable":

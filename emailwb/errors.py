@@ -45,6 +45,12 @@ class EmailParseError(InputError):
     hint = "the message is kept in the ingest_errors table; fix or remove the file and ingest again"
 
 
+class NotAMessage(EmailParseError):
+    """The input is not mail at all: empty, binary, or no header lines (not counted as read)."""
+
+    hint = "fix or remove the file, or point emailwb at the mail only (`emailwb errors` lists them)"
+
+
 # --- store ------------------------------------------------------------------------------
 class StoreError(EmailwbError):
     """The SQLite store cannot be opened, migrated or written."""

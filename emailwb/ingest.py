@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,7 @@ _SKIPPED_DIRS = frozenset((".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpo
                            ".tox", ".mypy_cache", ".pytest_cache", ".ruff_cache"))
 #: chunks being parsed (or parsed and not yet handed to the writer) per worker, at most
 _MAX_INFLIGHT_PER_WORKER = 2
+ERROR_SAMPLES = 5  # reasons printed with the summary
 
 
 @dataclass
@@ -102,6 +103,8 @@ class IngestSummary:
     messages_new: int = 0  # stored now
     duplicates_skipped: int = 0  # byte-identical to a message already stored
     errors: int = 0  # bad inputs not stored (each one is in ingest_errors)
+    not_mail: int = 0  # of those, whole files: unreadable, empty, binary or without headers
+    error_samples: list[tuple[str, str]] = field(default_factory=list)  # first (source, reason)
     warnings: int = 0  # messages stored with defects (also listed in ingest_errors)
     content_groups: int = 0  # distinct messages in the store after the ingest
     threads: int = 0  # conversation chains in the store after the ingest
@@ -119,13 +122,24 @@ class IngestSummary:
             f"  messages read       {self.messages_seen:>10,}",
             f"  already stored      {self.duplicates_skipped:>10,}",
             f"  errors (not stored) {self.errors:>10,}"
-            + ("   (see the ingest_errors table)" if self.errors else ""),
+            + (f"   ({self.not_mail:,} of them whole files that are not mail or cannot be"
+               " read)" if self.not_mail else ""),
             f"  stored with defects {self.warnings:>10,}"
             + ("   (listed in ingest_errors too)" if self.warnings else ""),
             f"store: {self.messages_total:,} messages, {self.content_groups:,} distinct"
             f" (content groups), {self.threads:,} threads",
         ]
+        if self.error_samples:
+            lines.append("why (the first few):")
+            lines += [f"  {src}: {reason}" for src, reason in self.error_samples]
+            lines.append("every error with its reason: `emailwb errors` (the ingest_errors table)")
         return "\n".join(lines)
+
+    @property
+    def nothing_ingested(self) -> bool:
+        """Errors, and not one message stored, already stored or unchanged: nothing usable."""
+        return self.errors > 0 and not (self.messages_new or self.duplicates_skipped
+                                        or self.sources_skipped)
 
 
 # --- the writer side (runs on the store's writer thread) -------------------------------------
@@ -402,6 +416,10 @@ class _Run:
         s = self.summary
         s.messages_seen += sum(r[0] == "ok" or not r[7] for r in results)
         s.errors += sum(r[0] == "err" for r in results)
+        s.not_mail += sum(r[0] == "err" and bool(r[7]) for r in results)
+        for r in results:
+            if r[0] == "err" and len(s.error_samples) < ERROR_SAMPLES:
+                s.error_samples.append((r[1], r[2]))
         s.warnings += sum(r[0] == "ok" and r[6] is not None for r in results)
         while not self.slots.acquire(timeout=0.25):  # the writer is behind: wait for it
             while self.writes and self.writes[0].done():
@@ -483,3 +501,11 @@ def ingest(store: Any, paths: Sequence[str | Path], *, progress: bool = True,
         run.close()
     s.seconds = time.perf_counter() - t0
     return s
+
+
+def ingest_errors(store: Any, *, limit: int | None = None) -> list[dict[str, Any]]:
+    """Every recorded ingest error, newest first: source, reason, size, when."""
+    sql = ("SELECT source, reason, size, created_at FROM ingest_errors "
+           "ORDER BY created_at DESC, id DESC")
+    rows = store.query(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+    return [dict(r) for r in rows]

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from .dedupe import content_key
 from .emails import normalize_subject, parse_email
-from .errors import EmailParseError, InputError
+from .errors import EmailParseError, InputError, NotAMessage
 
 #: messages larger than this go to ingest_errors instead of the store
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
@@ -82,17 +82,23 @@ def _jl(items: list[str]) -> str:
 
 
 def parse_message(raw: bytes, source: str, mailbox: str = "", folder: str = "",
-                  max_bytes: int = MAX_MESSAGE_BYTES) -> Result:
-    """Hash and parse one raw message into an ``ok`` row or an ``err`` record (never raises)."""
+                  max_bytes: int = MAX_MESSAGE_BYTES, *, whole_file: bool = False) -> Result:
+    """Hash and parse one raw message into an ``ok`` row or an ``err`` record (never raises).
+
+    ``whole_file``: ``raw`` is a whole file (not a message taken out of a container); input
+    that is not mail at all is then a file-level error, not a message read.
+    """
     size = len(raw)
     if size > max_bytes:
         return too_big(source, size, max_bytes, raw[:HEAD_BYTES])
     if not raw or raw.isspace():
         return error_record(source, "empty file or empty message: nothing to ingest; delete it",
-                      raw, size)
+                            raw, size, file_level=whole_file)
     sha = hashlib.sha256(raw).hexdigest()
     try:
         em = parse_email(raw, source=source, mailbox=mailbox, folder=folder)
+    except NotAMessage as exc:  # not mail at all (binary, no headers)
+        return error_record(source, str(exc), raw[:HEAD_BYTES], size, file_level=whole_file)
     except EmailParseError as exc:
         return error_record(source, str(exc), raw[:HEAD_BYTES], size)
     except Exception as exc:  # a parser bug must not stop the ingest
@@ -152,7 +158,8 @@ def read_file(path: str, mailbox: str = "", folder: str = "",
                     for n, data, n_bytes in msgs], size, st.st_mtime
         if msgs:
             raw = msgs[0][1]
-    return [parse_message(raw, path, mailbox, folder, max_bytes)], size, st.st_mtime
+    return [parse_message(raw, path, mailbox, folder, max_bytes, whole_file=True)], size, \
+        st.st_mtime
 
 
 def _mbox_result(path: str, n: int, data: bytes, size: int, mailbox: str, folder: str,

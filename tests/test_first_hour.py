@@ -30,3 +30,38 @@ def test_run_against_a_closed_port_fails_before_ingesting_in_one_line(tmp_path: 
     assert "cannot reach the server" in line and "nothing was ingested or queued" in line
     assert "ClientConnectorError" not in line and "ConnectionKey" not in line  # no repr
     assert "`ollama serve`" in line and "retries on its own" not in line
+
+
+def test_a_folder_of_junk_prints_the_reasons_and_exits_non_zero(tmp_path: Path,
+                                                                 capsys: Any) -> None:
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.eml").write_bytes(bytes(range(256)) * 8)  # binary
+    (junk / "b.bin").write_bytes(b"\x00\x01\x02" * 500)
+    (junk / "c.eml").write_bytes(b"")
+    (junk / "d").write_bytes(b"   \n")
+    db = tmp_path / "j.sqlite"
+    rc = cli.main(["ingest", str(junk), "--db", str(db), "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "nothing could be ingested" in err
+    assert "messages read                0" in out  # files that are not mail are not messages
+    assert "errors (not stored)          4" in out
+    for name in ("a.eml", "b.bin", "c.eml"):
+        assert f"{junk / name}: " in out  # the reason, per file
+    assert "binary data" in out and "empty file" in out
+    assert "`emailwb errors`" in out
+    rc = cli.main(["errors", "--db", str(db)])
+    listed = capsys.readouterr().out.splitlines()
+    assert rc == 0 and len(listed) == 4 and all(": " in ln for ln in listed)
+
+
+def test_a_folder_with_mail_and_junk_exits_zero(tmp_path: Path, capsys: Any) -> None:
+    sample = Path(__file__).resolve().parents[1] / "data" / "enron-sample"
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    first = sorted(sample.rglob("*.eml"))[0]
+    (mixed / "good.eml").write_bytes(first.read_bytes())
+    (mixed / "junk.eml").write_bytes(b"")
+    rc = cli.main(["ingest", str(mixed), "--db", str(tmp_path / "m.sqlite"), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "ingested 1 new messages" in out and "junk.eml: empty file" in out
