@@ -44,7 +44,7 @@ SERIES: list[tuple[str, str, str, bool]] = [
     ("load", "in flight", "in_flight", False),
     ("load", "limit", "limit", False),
     ("load", "failed", "failed", False),
-    ("load", "error rate %", "error_rate", True),
+    ("load", "failed attempts %", "attempt_error_rate", True),
 ]
 CHARTS = ["throughput", "latency", "load"]
 TITLES = {"throughput": "Throughput: emails/min (left), tokens/s (right)",
@@ -136,7 +136,7 @@ class LiveCharts:
         self._x.append(round(self.offset + snap.t, 2))
         for _, _, fld, _ in SERIES:
             value = getattr(snap, fld)
-            if fld == "error_rate" and value is not None:
+            if fld == "attempt_error_rate" and value is not None:
                 value = value * 100
             self._y[fld].append(value)
         if self.figure is None:

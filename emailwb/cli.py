@@ -97,19 +97,25 @@ def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>6.1f} emails/min"),
-        TextColumn("in flight {task.fields[inflight]:>3}"),
+        TextColumn("units · {task.fields[rate]:>5.1f} units/min ({task.fields[emails]:,} emails "
+                   "covered)"),
+        TextColumn("in flight {task.fields[inflight]:>2}"),
+        TextColumn("retries {task.fields[retries]}"),
         TextColumn("failed {task.fields[failed]}"),
         TextColumn("ETA {task.fields[eta]}"),
         transient=False,
     )
-    task = progress.add_task("processing", total=None, rate=0.0, inflight=0, failed=0, eta="?")
+    task = progress.add_task("processing", total=None, rate=0.0, emails=0, inflight=0,
+                             retries=0, failed=0, eta="?")
 
     def on_progress(snap) -> None:  # type: ignore[no-untyped-def]
+        # one unit throughout: the bar, its rate and the ETA count units (an LLM call each,
+        # a content group by default); the emails they cover are shown beside
         eta = "?" if snap.eta_s is None else f"{int(snap.eta_s) // 60}m{int(snap.eta_s) % 60:02d}s"
         progress.update(
-            task, total=snap.total, completed=snap.done + snap.failed, rate=snap.emails_per_min,
-            inflight=snap.in_flight, failed=snap.failed, eta=eta,
+            task, total=snap.total, completed=snap.done + snap.failed, rate=snap.units_per_min,
+            emails=snap.emails_done, inflight=snap.in_flight, retries=snap.retries,
+            failed=snap.failed, eta=eta,
         )
 
     return on_progress, progress

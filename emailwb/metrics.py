@@ -22,6 +22,9 @@ import psutil
 
 #: snapshots kept in ``Metrics.history`` (an hour at one per second)
 HISTORY_LEN = 3600
+#: units the rolling window must hold before its rate is used; fewer give the session's rate,
+#: so a slow model (a unit every 10 s) does not swing the rate and the ETA by 10x
+MIN_EVENTS = 20
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -47,17 +50,17 @@ class MetricsSnapshot:
     in_flight: int  # requests on the wire now
     limit: int  # the concurrency limit now
     emails_done: int  # messages covered by done units (copies and thread members count)
-    units_per_min: float  # rolling
-    emails_per_min: float  # rolling, messages covered
+    units_per_min: float  # steady: over the window once it holds MIN_EVENTS units, else the session
+    emails_per_min: float  # the same span as units_per_min, messages covered
     tokens_per_s: float  # rolling, prompt + completion
     completion_tokens_per_s: float
     latency_p50: float | None  # seconds, over the last requests
     latency_p95: float | None
     ttft_p50: float | None
     ttft_p95: float | None
-    error_rate: float  # failed attempts / attempts, rolling
+    attempt_error_rate: float  # attempts that failed / attempts, last window (retried ones too)
     retries: int  # attempts beyond the first, this session
-    eta_s: float | None  # pending / rolling rate
+    eta_s: float | None  # pending / units_per_min; None unless running or paused
     cpu_percent: float | None  # this process
     rss_mb: float | None
     server_cpu_percent: float | None  # the local llama-server, when there is one
@@ -86,6 +89,8 @@ class Metrics:
         self.failed = 0
         self.emails_done = 0
         self.retries = 0
+        self.session_units = 0  # units done in this session (the rate's fallback span)
+        self.session_emails = 0
         self.in_flight = 0
         self.limit = 0
         self.history: deque[MetricsSnapshot] = deque(maxlen=history_len)
@@ -116,6 +121,7 @@ class Metrics:
         """A (re)started run: counts already committed by earlier sessions."""
         self.started = self.clock()
         self.total, self.done, self.failed, self.emails_done = total, done, failed, emails_done
+        self.session_units = self.session_emails = 0
         self.state = "running"
 
     def attempt(self, ok: bool, *, retry: bool = False) -> None:
@@ -130,6 +136,8 @@ class Metrics:
         now = self.clock()
         self.done += 1
         self.emails_done += emails
+        self.session_units += 1
+        self.session_emails += emails
         tokens = (prompt_tokens or 0) + (completion_tokens or 0)
         self._events.append((now, 1, emails, tokens))
         self._ctokens.append((now, completion_tokens or 0))
@@ -179,9 +187,13 @@ class Metrics:
         now = self.clock()
         self._trim(now)
         elapsed = now - self.started
-        span = max(min(self.window_s, elapsed), 1e-6)
+        window = max(min(self.window_s, elapsed), 1e-6)
+        span = window
         units = sum(e[1] for e in self._events)
         emails = sum(e[2] for e in self._events)
+        if units < MIN_EVENTS:  # too few in the window for a steady rate: the whole session
+            span = max(elapsed, 1e-6)
+            units, emails = self.session_units, self.session_emails
         tokens = sum(e[3] for e in self._events)
         ctokens = sum(c[1] for c in self._ctokens)
         recent = [ok for t, ok in self._attempts if t >= now - self.window_s]
@@ -195,11 +207,11 @@ class Metrics:
             done=self.done, failed=self.failed, pending=pending, in_flight=self.in_flight,
             limit=self.limit, emails_done=self.emails_done,
             units_per_min=rate * 60, emails_per_min=emails / span * 60,
-            tokens_per_s=tokens / span, completion_tokens_per_s=ctokens / span,
+            tokens_per_s=tokens / window, completion_tokens_per_s=ctokens / window,
             latency_p50=percentile(lat, 0.5), latency_p95=percentile(lat, 0.95),
             ttft_p50=percentile(ttft, 0.5), ttft_p95=percentile(ttft, 0.95),
-            error_rate=error_rate, retries=self.retries,
-            eta_s=(pending / rate) if rate > 0 else None,
+            attempt_error_rate=error_rate, retries=self.retries,
+            eta_s=(pending / rate) if rate > 0 and self.state in ("running", "paused") else None,
             cpu_percent=cpu, rss_mb=rss, server_cpu_percent=scpu, server_rss_mb=srss,
         )
 
@@ -244,16 +256,21 @@ def status_json(store: Any, run: str | int | None = None) -> dict[str, Any]:
     ttft = [r[0] for r in store.query(
         "SELECT ttft_s FROM results WHERE run_id = ? AND status = 'done' "
         "AND ttft_s IS NOT NULL ORDER BY id DESC LIMIT 1000", (record.id,))]
+    # the minute before now while running; the run's last minute of work once it stopped, so
+    # a stopped run's status is the same on every call
+    anchor = "'now'" if record.status in ("running", "paused") else (
+        "(SELECT MAX(created_at) FROM results WHERE run_id = ?)")
     recent = store.query_one(
         "SELECT COUNT(*) AS n, SUM(emails) AS emails FROM results WHERE run_id = ? "
-        "AND status = 'done' AND created_at >= strftime('%Y-%m-%dT%H:%M:%f', 'now', '-60 seconds')",
-        (record.id,))
+        f"AND status = 'done' AND created_at >= strftime('%Y-%m-%dT%H:%M:%f', {anchor}, "
+        "'-60 seconds')", (record.id,) if anchor == "'now'" else (record.id, record.id))
     per_min = float(recent["n"] or 0) if recent else 0.0
     reasons = [dict(r) for r in store.query(
         "SELECT error, COUNT(*) AS n, MIN(reason) AS example FROM results "
         "WHERE run_id = ? AND status = 'failed' GROUP BY error ORDER BY n DESC", (record.id,))]
     pending = max(total - done - failed, 0)
     progress = json.loads(record.progress) if record.progress else None
+    running = record.status in ("running", "paused")
     return {
         "run": {"id": record.id, "name": record.name, "status": record.status,
                 "unit": record.unit, "started_at": record.started_at,
@@ -268,7 +285,8 @@ def status_json(store: Any, run: str | int | None = None) -> dict[str, Any]:
         "latency_p50": percentile(lat, 0.5), "latency_p95": percentile(lat, 0.95),
         "ttft_p50": percentile(ttft, 0.5), "ttft_p95": percentile(ttft, 0.95),
         "units_last_min": per_min,
-        "eta_s": (pending / per_min * 60) if per_min else None,
+        # from the live snapshot's steady rate while running; a stopped run has no ETA
+        "eta_s": (progress or {}).get("eta_s") if running else None,
         "failures": reasons,
         "live": progress,
     }

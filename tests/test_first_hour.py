@@ -65,3 +65,52 @@ def test_a_folder_with_mail_and_junk_exits_zero(tmp_path: Path, capsys: Any) -> 
     rc = cli.main(["ingest", str(mixed), "--db", str(tmp_path / "m.sqlite"), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0 and "ingested 1 new messages" in out and "junk.eml: empty file" in out
+
+
+async def test_status_json_of_a_stopped_run_is_stable_and_has_no_eta(store: Any) -> None:
+    import asyncio
+    import json as _json
+
+    from qualitykit import config_for, make_mail, sim_run
+
+    from emailwb.drift import QualityConfig
+    from emailwb.metrics import status_json
+    from emailwb.simulate import SimServer
+
+    make_mail(store, 12)
+    async with SimServer(kind="ollama", service_time=0.05) as srv:
+        _, summary = await sim_run(store, srv, "stopped-early", limit=5,
+                                   quality=QualityConfig(judge=False),
+                                   config=config_for(srv, plan="llm", concurrency=1))
+    assert summary.status == "stopped" and summary.pending == 7
+    first = status_json(store, "stopped-early")
+    await asyncio.sleep(1.2)
+    second = status_json(store, "stopped-early")
+    for key in ("run", "total", "done", "failed", "pending", "eta_s", "units_last_min", "live"):
+        assert _json.dumps(first[key], sort_keys=True, default=str) == \
+            _json.dumps(second[key], sort_keys=True, default=str), key
+    assert first["eta_s"] is None and first["live"]["eta_s"] is None
+    assert first["units_last_min"] == 5  # its last minute of work, not the minute before now
+
+
+def test_the_bar_and_its_rate_count_the_same_unit() -> None:
+    """The bar's count, its rate and its ETA are all units (LLM calls); emails beside them."""
+    from emailwb.metrics import Metrics
+
+    clock = [0.0]
+    m = Metrics(window_s=60.0, clock=lambda: clock[0])
+    m.start(total=40)
+    for _ in range(20):  # 20 units of 3 emails each (content groups), one every 3 s
+        clock[0] += 3.0
+        m.attempt(True)
+        m.unit_done(emails=3, latency_s=3.0, ttft_s=0.5, prompt_tokens=100, completion_tokens=20)
+    snap = m.snapshot()
+    on_progress, progress = cli._progress_printer(quiet=False)
+    on_progress(snap)
+    task = progress.tasks[0]
+    assert task.total == 40 and task.completed == 20  # units, not the 60 emails they cover
+    assert abs(task.fields["rate"] - 20.0) < 1e-6  # 20 units in 60 s: units/min, not emails/min
+    assert task.fields["emails"] == 60
+    assert task.fields["eta"] == "1m00s"  # 20 units left at 20 units/min
+    columns = " ".join(getattr(c, "text_format", "") for c in progress.columns)
+    assert "units/min" in columns and "emails covered" in columns
