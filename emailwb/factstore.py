@@ -23,7 +23,7 @@ from emailwb.facts import Facts, Judgment, extract_many, judge
 from emailwb.runs import now_iso, stored_list
 
 #: bump when an extractor or rule changes what it finds: stored facts of another version are redone
-FACTS_VERSION = "3"
+FACTS_VERSION = "4"  # 4: generic offers of help are no ask
 CHUNK = 64  # emails per spaCy batch (and per worker task)
 PROCESS_MIN = 600  # fewer emails than this: workers would spend longer loading spaCy
 _COLUMNS = ("id, message_id, subject, sender, sender_name, to_addrs, cc_addrs, body, new_text, "

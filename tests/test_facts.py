@@ -100,6 +100,21 @@ def test_the_judgment_rules_answer_in_the_labels_vocabulary(enron_dir: Path) -> 
 
 
 # --- evidence ---------------------------------------------------------------------------------
+def test_a_generic_offer_of_help_is_not_an_ask(enron_dir: Path) -> None:
+    """The guide: "call me with any questions" offers are no action item; a real ask is."""
+    from emailwb.facts.judgment import without_offers
+
+    bulletin = parse_email((enron_dir / "maildir/baughman-d/so2___nox/1.eml").read_bytes())
+    assert "Please give us a call if you have any" in bulletin.body
+    assert judge(bulletin).has_action_item is False  # a price bulletin's courtesy line
+    text = "Please send me the Q3 numbers.  Call me at x3-4771 if you have any questions."
+    kept = without_offers(text)
+    assert len(kept) == len(text) and "Please send me the Q3 numbers." in kept
+    assert "questions" not in kept and "x3-4771" not in kept  # the offer sentence is blanked
+    email = parse_email(b"From: a@enron.com\nTo: b@enron.com\nSubject: Q3\n\n" + text.encode())
+    assert judge(email).has_action_item is True  # the ask before it still counts
+
+
 def test_placing_a_value_finds_it_exactly_fuzzily_or_not_at_all() -> None:
     text = "Please send the\nconfirmation to Jane Q.  Smith at Enron North America today."
     exact = place("jane q. smith", text)

@@ -106,6 +106,17 @@ _BULK_RE = _rx(r"\bunsubscribe\b|\bto be removed\b|\bclick here\b|\bsubscri(be|p
                r"\bnewsletter\b|\bthank you for (your order|shopping|purchasing)\b|"
                r"\border (number|confirmation|status)\b")
 _LOW_TYPES = ("announcement", "personal", "other")
+#: generic offers ("please call me if you have any questions", "if you need additional
+#: information, please contact ..."): the labeling guide counts them as no ask, so the
+#: sentences holding them are blanked before the ask and type rules read the text
+_OFFER_RE = _rx(r"[^.!?\n]*\b(?:if you (?:have|need|would like|require)\b[^.!?]{0,40}\b"
+                r"(?:questions?|information|assistance|help|concerns|comments|clarification)|"
+                r"(?:any|with|for) (?:further |additional )?questions)\b[^.!?\n]*[.!?]?")
+
+
+def without_offers(text: str) -> str:
+    """``text`` with the sentences that only offer help blanked (spaces, offsets kept)."""
+    return _OFFER_RE.sub(lambda m: " " * len(m.group(0)), text)
 
 
 def counted_text(email: Email) -> str:
@@ -129,12 +140,12 @@ def classify(subject: str, text: str, extra: dict[str, float] | None = None) -> 
 
 def judge(email: Email) -> Judgment:
     """Type, priority and whether the email asks its recipients to do something."""
-    text = counted_text(email)
+    text = without_offers(counted_text(email))
     subject = email.subject or ""
     email_type = classify(subject, text, _features(email, text))
     recipients = len(email.to) + len(email.cc)
     mass = recipients == 0 or recipients >= 15
-    own = email.new_text if email.new_text.strip() else text
+    own = without_offers(email.new_text) if email.new_text.strip() else text
     if mass:
         action = bool(_MASS_ACTION_RE.search(text[:4000]))
     else:
