@@ -277,7 +277,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         df.with_columns([df[c].cast(str) for c in nested] if nested else []).write_csv(out)
     else:
         raise ConfigError(f"unknown export format {fmt!r}", hint="use --format parquet or --format csv")
-    print(f"wrote {df.height} rows to {out}")
+    counts = dict(df.group_by("status").len().iter_rows())
+    print(f"wrote {df.height} emails to {out}: " + ", ".join(
+        f"{counts[k]} {k}" for k in ("done", "failed", "pending") if counts.get(k)))
     return 0
 
 

@@ -471,14 +471,19 @@ def retry_failed(store: Any, run: str | int | None = None) -> int:
 
 
 def results_df(store: Any, run: str | int | None = None) -> Any:
-    """Every email with its run's result (polars DataFrame): the export's content."""
+    """Every email of the store with its run's result (polars DataFrame): the export's content.
+
+    Emails the run has not reached yet are there too, with ``status`` ``pending`` and no
+    result columns, so an export of a partial run still lists the whole mailbox.
+    """
     record = get_run(store, run)
     if record is None:
         raise ProcessingError("no such run", hint="see `emailwb status --json` for the runs")
     return store.query_df(
-        "SELECT x.email_id, e.message_id, e.date, e.sender, e.subject, e.mailbox, e.folder, "
-        "x.unit, x.unit_id, x.status, x.reason, x.data, r.template_name, r.template_version, "
-        "r.truncated, r.model, r.endpoint, r.latency_s, r.prompt_tokens, r.completion_tokens "
-        "FROM email_results x JOIN emails e ON e.id = x.email_id "
-        "JOIN results r ON r.id = x.result_id WHERE x.run_id = ? ORDER BY x.email_id",
+        "SELECT e.id AS email_id, e.message_id, e.date, e.sender, e.subject, e.mailbox, "
+        "e.folder, x.unit, x.unit_id, COALESCE(x.status, 'pending') AS status, x.reason, "
+        "x.data, r.template_name, r.template_version, r.truncated, r.model, r.endpoint, "
+        "r.latency_s, r.prompt_tokens, r.completion_tokens "
+        "FROM emails e LEFT JOIN email_results x ON x.email_id = e.id AND x.run_id = ? "
+        "LEFT JOIN results r ON r.id = x.result_id ORDER BY e.id",
         (record.id,))

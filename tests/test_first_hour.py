@@ -114,3 +114,29 @@ def test_the_bar_and_its_rate_count_the_same_unit() -> None:
     assert task.fields["eta"] == "1m00s"  # 20 units left at 20 units/min
     columns = " ".join(getattr(c, "text_format", "") for c in progress.columns)
     assert "units/min" in columns and "emails covered" in columns
+
+
+async def test_export_of_a_partial_run_lists_every_email(store: Any, tmp_path: Path,
+                                                         capsys: Any) -> None:
+    import polars as pl
+    from qualitykit import config_for, make_mail, sim_run
+
+    from emailwb.drift import QualityConfig
+    from emailwb.simulate import SimServer
+
+    make_mail(store, 12)
+    async with SimServer(kind="ollama", service_time=0.01) as srv:
+        _, summary = await sim_run(store, srv, "partial", limit=5,
+                                   quality=QualityConfig(judge=False),
+                                   config=config_for(srv, plan="llm", concurrency=1))
+    emails = store.query_one("SELECT COUNT(*) FROM emails")[0]
+    out = tmp_path / "partial.csv"
+    rc = cli.main(["export", "--db", str(store.path), "--run", "partial", "--out", str(out)])
+    assert rc == 0
+    df = pl.read_csv(out)
+    assert df.height == emails  # the whole mailbox, not only the emails with a result
+    done = df.filter(pl.col("status") == "done")
+    pending = df.filter(pl.col("status") == "pending")
+    assert done.height == summary.emails_done and pending.height == emails - done.height > 0
+    assert pending["data"].is_null().all() and done["data"].is_not_null().all()
+    assert f"wrote {emails} emails" in capsys.readouterr().out
