@@ -201,7 +201,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if s.grounding is not None:
         print(f"grounding: {s.grounding:.0%} of the extracted strings are in the emails "
               f"(plan {plan!r}); accuracy on hand labels: "
-              "`emailwb score --labels gold/enron-labels.jsonl --run NAME`")
+              f"`emailwb score --labels gold/enron-labels.jsonl{_db_flag(settings.db)} --run {s.name}`")
     for warning in s.warnings:
         print(f"WARNING: {warning}")
     proc = holder.get("proc")
@@ -210,7 +210,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"quality alert: {alert['message']} (on_drift={alert['action']})")
     if "comparison" in holder:
         print(holder["comparison"].text())  # type: ignore[attr-defined]
+    for line in _next_steps(settings.db, s.name, s.pending):
+        print(line)
     return 0 if s.status in ("completed", "stopped") else 1
+
+
+def _db_flag(db: Path) -> str:
+    return "" if Path(db) == Path("emailwb.sqlite") else f" --db {db}"
+
+
+def _next_steps(db: Path, run_name: str, pending: int) -> list[str]:
+    """Where a run's results are, how to look at them, and how to go on over the rest."""
+    flag = _db_flag(db)
+    lines = [
+        f"results: in {db} (run {run_name!r}); `emailwb export{flag} --run {run_name} "
+        "--out results.parquet` writes every email with its result, `emailwb status"
+        f"{flag} --run {run_name}` the counts, `emailwb report{flag} {run_name} --out "
+        "report.html` a page to share; notebooks: `.venv/bin/jupyter lab notebooks/`",
+    ]
+    if pending:
+        lines.append(f"{pending} units still pending: run the same command again (without "
+                     "--limit for all of them); it goes on where this stopped and asks nothing "
+                     "done twice")
+    return lines
 
 
 def _quality_watch(args: argparse.Namespace, settings: object):  # type: ignore[no-untyped-def]

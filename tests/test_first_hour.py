@@ -140,3 +140,20 @@ async def test_export_of_a_partial_run_lists_every_email(store: Any, tmp_path: P
     assert done.height == summary.emails_done and pending.height == emails - done.height > 0
     assert pending["data"].is_null().all() and done["data"].is_not_null().all()
     assert f"wrote {emails} emails" in capsys.readouterr().out
+
+
+def test_a_run_ends_saying_where_the_results_are_and_how_to_go_on(tmp_path: Path,
+                                                                  capsys: Any) -> None:
+    db = tmp_path / "demo.sqlite"
+    args = ["run", "--db", str(db), "--plan", "facts", "--run-name", "demo", "--quiet"]
+    assert cli.main([*args, "--limit", "3"]) == 0  # the bundled sample: the store is empty
+    last = capsys.readouterr().out.strip().splitlines()
+    assert "run 'demo' stopped: 3 done" in "\n".join(last)
+    assert last[-2].startswith(f"results: in {db} (run 'demo')")
+    assert "emailwb export" in last[-2] and "jupyter lab notebooks/" in last[-2]
+    pending = int(last[-1].split()[0])
+    assert pending > 0 and "run the same command again (without --limit" in last[-1]
+    assert cli.main(args) == 0  # going on as told finishes the rest, asking nothing twice
+    out = capsys.readouterr().out
+    assert f"completed: {pending + 3} done" in out and f"this session {pending} units" in out
+    assert "still pending" not in out
