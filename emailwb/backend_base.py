@@ -11,8 +11,13 @@ Two places matter:
   emailwb error (``raise ... from exc``); subclasses supply only ``_status_error`` for
   HTTP status codes, so the mapping is written once per backend;
 * ``Backend._guard`` is the fail-closed schema guard: the reply text is parsed and validated
-  with ``emailwb.schema.EmailAnalysis``; failure raises ``SchemaViolation`` (raw text kept on
-  the exception) and counts in the endpoint's ``schema_violations``.
+  with ``emailwb.schema.EmailAnalysis``; failure raises ``SchemaViolation`` (raw text and the
+  server's ``finish_reason`` kept on the exception) and counts in the endpoint's
+  ``schema_violations``.
+
+Each backend's ``_send`` puts the server's own reason for ending the reply on the ``Reply``
+(``finish_reason``: OpenAI's ``choices[0].finish_reason``, Ollama's ``done_reason``), so a
+reply cut at the token limit is told by ``finish_reason == "length"``, not by any text.
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ class Reply:
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     ttft_s: float | None = None
+    # why the server ended the reply, as it says ("stop", "length" = cut at the token limit)
     finish_reason: str | None = None
     timings: dict[str, Any] = field(default_factory=dict)
 
@@ -403,6 +409,7 @@ class Backend(ABC):
                 hint=hint,
                 endpoint=self.url,
                 raw=reply.text,
+                finish_reason=reply.finish_reason,
             ) from exc
 
 

@@ -138,10 +138,30 @@ class ModelNotFound(BackendRequestError):
 
 
 class SchemaViolation(BackendError):
-    """The reply parsed but does not validate against the output schema (fail-closed guard)."""
+    """The reply parsed but does not validate against the output schema (fail-closed guard).
+
+    ``finish_reason`` is why the server says the reply ended, as it reported it (OpenAI's
+    ``choices[0].finish_reason``, Ollama's ``done_reason``): ``"length"`` means the reply was
+    cut at the token limit, which a retry with more room can fix. None when not reported.
+    """
 
     transient = True
     hint = "the raw reply is kept; try a larger model or check that the server honours JSON schemas"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        endpoint: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        raw: str | None = None,
+        finish_reason: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, endpoint=endpoint, status=status,
+                         retry_after=retry_after, raw=raw)
+        self.finish_reason = finish_reason
 
 
 class LocalServerError(BackendError):

@@ -30,9 +30,9 @@ def outcome(exc: BackendError) -> Outcome:
 
 
 def cut_by_token_limit(exc: BackendError) -> bool:
-    """Was a schema violation a reply cut at the token limit (finish_reason "length")?"""
-    reason = getattr(exc, "finish_reason", None)
-    return reason == "length" or "cut at the token limit" in exc.message
+    """Was a schema violation a reply cut at the token limit? The server said so:
+    ``finish_reason == "length"`` on the ``SchemaViolation`` (never read from the message)."""
+    return isinstance(exc, SchemaViolation) and exc.finish_reason == "length"
 
 
 def roomier(options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

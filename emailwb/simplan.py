@@ -21,7 +21,7 @@ from emailwb.detect import detect_text
 from emailwb.schema import EmailAnalysis
 
 FAULTS = ("http500", "http503", "http429", "http404", "hang", "drop", "reset", "broken_json",
-          "stream_error", "garbage", "schema_violation", "restart")
+          "stream_error", "garbage", "schema_violation", "token_limit", "restart")
 KINDS = ("ollama", "openai", "llama-server")
 
 AnswerFn = Callable[[dict[str, Any]], "str | dict[str, Any]"]
@@ -137,6 +137,31 @@ def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(body.get("json_schema"), dict):
         return body["json_schema"]
     return None
+
+
+#: how many characters of reply text a simulated token stands for (the usage counts use it)
+CHARS_PER_TOKEN = 4
+
+
+def token_limit(body: dict[str, Any]) -> int | None:
+    """The request's limit on reply tokens: Ollama's ``options.num_predict``, else OpenAI's
+    ``max_completion_tokens`` or ``max_tokens``; None when the request sets none."""
+    for value in ((body.get("options") or {}).get("num_predict"),
+                  body.get("max_completion_tokens"), body.get("max_tokens")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def cut_at_token_limit(content: str, body: dict[str, Any]) -> str:
+    """``content`` as a server sends it when generation stops at the token limit: its first
+    ``limit * CHARS_PER_TOKEN`` characters, and never more than half of it, so the reply is
+    always cut (a JSON object cut before its closing brace does not parse)."""
+    keep = len(content) // 2
+    limit = token_limit(body)
+    if limit is not None:
+        keep = min(keep, limit * CHARS_PER_TOKEN)
+    return content[:keep]
 
 
 _VIOLATION = json.dumps({"email_type": "invoice-ish", "priority": 7, "made_up_key": True})

@@ -22,9 +22,11 @@ queued with ``srv.inject(kind, times)``: ``http500``, ``http503`` and ``http429`
 Retry-After), ``http404`` (model not found), ``hang`` (never answers), ``drop`` (connection
 closed mid-reply), ``reset`` (closed before any reply), ``broken_json`` (protocol-level
 garbage), ``stream_error`` (an error object in the middle of a 200 stream), ``garbage`` (reply text that is not JSON), ``schema_violation`` (JSON that breaks
-the schema), ``restart`` (the server stops and comes back on the same port after
-``FaultPlan.restart_delay``). The fault plan, the request records and the default answer
-live in ``emailwb.simplan`` and are re-exported here.
+the schema), ``token_limit`` (the reply cut at the request's token limit, or at half its
+length, and ended with ``finish_reason: "length"`` / Ollama's ``done_reason: "length"``, as a
+server does when generation runs out of tokens), ``restart`` (the server stops and comes back
+on the same port after ``FaultPlan.restart_delay``). The fault plan, the request records and
+the default answer live in ``emailwb.simplan`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from aiohttp import web
 
 from emailwb.simplan import (
     _VIOLATION,
+    CHARS_PER_TOKEN,
     FAULTS,
     KINDS,
     AnswerFn,
@@ -47,6 +50,7 @@ from emailwb.simplan import (
     RequestRecord,
     ServiceTime,
     _last_user,
+    cut_at_token_limit,
     default_answer,
 )
 
@@ -253,11 +257,14 @@ class SimServer:
         else:
             produced = self.answer(body)
             content = produced if isinstance(produced, str) else json.dumps(produced)
+            if fault == "token_limit":
+                content = cut_at_token_limit(content, body)
         prompt_text = "".join(str(m.get("content") or "") for m in body.get("messages") or [])
         cached = _common_prefix(prompt_text, self._last_prompt)
         self._last_prompt = prompt_text
-        usage = {"prompt": max(len(prompt_text) // 4, 1), "completion": max(len(content) // 4, 1),
-                 "cached": cached // 4}
+        usage = {"prompt": max(len(prompt_text) // CHARS_PER_TOKEN, 1),
+                 "completion": max(len(content) // CHARS_PER_TOKEN, 1),
+                 "cached": cached // CHARS_PER_TOKEN}
         chunks = [content[i:i + self.chunk_chars]
                   for i in range(0, len(content), self.chunk_chars)] or [""]
         if self.kind == "ollama":
@@ -269,7 +276,8 @@ class SimServer:
                             chunks: list[str], usage: dict[str, int]) -> web.StreamResponse:
         final = {"model": self.model, "created_at": _now(),
                  "message": {"role": "assistant", "content": ""}, "done": True,
-                 "done_reason": "stop", "total_duration": 2_000_000, "load_duration": 100_000,
+                 "done_reason": _finish_reason(fault), "total_duration": 2_000_000,
+                 "load_duration": 100_000,
                  "prompt_eval_count": usage["prompt"], "prompt_eval_duration": 500_000,
                  "eval_count": usage["completion"], "eval_duration": 1_000_000}
         if not body.get("stream", True):
@@ -306,7 +314,7 @@ class SimServer:
             u["prompt_tokens_details"] = {"cached_tokens": usage["cached"]}
         if not body.get("stream"):
             whole = {**base, "object": "chat.completion", "usage": u, **extra,
-                     "choices": [{"index": 0, "finish_reason": "stop",
+                     "choices": [{"index": 0, "finish_reason": _finish_reason(fault),
                                   "message": {"role": "assistant", "content": content}}]}
             if fault == "stream_error":
                 whole = {"error": {"message": "simulated crash", "code": 500}}
@@ -326,7 +334,7 @@ class SimServer:
         if fault == "stream_error":
             events.insert(2, "data: " + json.dumps({"error": {"message": "simulated crash",
                                                               "code": 500}}) + "\n\n")
-        events.append(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+        events.append(event([{"index": 0, "delta": {}, "finish_reason": _finish_reason(fault)}]))
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(event([], usage=u, **extra))
         events.append("data: [DONE]\n\n")
@@ -402,6 +410,11 @@ class SimServer:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+
+def _finish_reason(fault: str | None) -> str:
+    """Why a reply ended, in both protocols' words: "length" when cut at the token limit."""
+    return "length" if fault == "token_limit" else "stop"
 
 
 def _now() -> str:

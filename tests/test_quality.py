@@ -238,11 +238,29 @@ def test_every_100th_sampler_is_order_free_and_about_one_percent(enron_dir):
     first, second = sample_keys(keys), sample_keys(shuffled)
     assert set(first) == set(second)
     assert 0.008 < len(set(first)) / len(set(keys)) < 0.012
-    assert all(deep_check_sample(k) for k in first)
     assert len(sample_keys(keys[:500], every=1)) == len(set(keys[:500]))
     assert set(sample_keys(keys, salt="b")) != set(first)
     with pytest.raises(ConfigError):
         deep_check_sample("x", every=0)
+
+
+# sha256(salt + key) read as a big-endian integer from its first 8 bytes, mod 10 == 0, for
+# key i = sha256("synthetic i").hexdigest(), i < 200: worked out once, outside emailwb
+EVERY_10TH = [18, 25, 36, 37, 38, 51, 59, 66, 69, 78, 96, 100, 111, 116, 123, 125, 140, 144,
+              166, 169]
+EVERY_10TH_SALT_B = [7, 42, 46, 50, 68, 84, 86, 93, 108, 117, 131, 156, 158, 166, 167, 175,
+                     176, 181, 185, 191, 194]
+
+
+def test_every_10th_sampler_picks_the_keys_whose_hash_is_0_mod_10_each_once_in_order():
+    keys = [hashlib.sha256(f"synthetic {i}".encode()).hexdigest() for i in range(200)]
+    assert sample_keys(keys, every=10) == [keys[i] for i in EVERY_10TH]
+    assert sample_keys(keys, every=10, salt="b") == [keys[i] for i in EVERY_10TH_SALT_B]
+    assert [i for i, k in enumerate(keys) if deep_check_sample(k, 10)] == EVERY_10TH
+    # repeats are sampled once, where they first appear; the order given is kept
+    backwards = keys[::-1] + keys
+    assert sample_keys(backwards, every=10) == [keys[i] for i in reversed(EVERY_10TH)]
+    assert sample_keys(keys, every=100) == [keys[38]]
 
 
 # --- judge ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from emailwb import detect as det
+from emailwb import schema as schema_mod
 from emailwb.emails import Email
 from emailwb.errors import ConfigError
 from emailwb.schema import (
@@ -76,10 +78,29 @@ def test_json_schema_is_inline_strict_and_compact():
     assert output_json_schema()["properties"]
 
 
-def test_schema_hash_is_stable_and_versioned():
+def _sha16(version: str, schema: dict) -> str:
+    """The hash worked out here: sha256 of the version, a newline and the compact JSON."""
+    text = version + "\n" + json.dumps(schema, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_schema_hash_is_sha256_of_the_version_and_the_compact_json_schema():
     assert SCHEMA_VERSION == "1"
-    assert schema_hash() == schema_hash()
-    assert len(schema_hash()) == 16 and int(schema_hash(), 16) >= 0
+    assert schema_hash() == _sha16("1", output_json_schema())
+    fields = ("email_type", "priority")
+    narrowed = schema_hash(fields)
+    assert narrowed == _sha16("1", output_json_schema(fields=fields))
+    assert narrowed != schema_hash()  # another schema, another hash
+
+
+def test_schema_hash_changes_with_the_version_and_with_the_schema(monkeypatch):
+    before = schema_hash()
+    fields = ("email_type", "people")
+    as_objects, as_choices = schema_hash(fields), schema_hash(fields, ("people",))
+    assert as_choices == _sha16("1", output_json_schema(fields=fields, choices=("people",)))
+    assert len({before, as_objects, as_choices}) == 3  # people as objects, people as names
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", "2")
+    assert schema_hash() == _sha16("2", output_json_schema()) != before
 
 
 def test_servers_are_given_confidence_as_values_their_grammar_can_enforce():
