@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -26,11 +26,14 @@ from emailwb.grounding import Grounding, grounding
 from emailwb.quality import JUDGED_FIELDS
 from emailwb.stats import wilson_interval
 
+if TYPE_CHECKING:
+    from emailwb.store import Store
+
 AUDIT_FIELDS = JUDGED_FIELDS
 LABELS = ("correct", "incorrect")
 
 
-def _record(store: Any, run: str | int | None) -> runs.RunRecord:
+def _record(store: Store, run: str | int | None) -> runs.RunRecord:
     record = runs.get_run(store, run)
     if record is None:
         raise ProcessingError(f"no run named {run!r}" if run is not None else "there is no run yet",
@@ -59,7 +62,7 @@ class AuditItem:
         return str(self.emails[0].get("subject") or "") if self.emails else ""
 
 
-def queue_df(store: Any, run: str | int | None = None, *, pending_only: bool = False) -> pl.DataFrame:
+def queue_df(store: Store, run: str | int | None = None, *, pending_only: bool = False) -> pl.DataFrame:
     """The audit queue of a run: unit, why it is there, subject, judge score, labels so far."""
     record = _record(store, run)
     col = runs.UNIT_COLUMN[record.unit]
@@ -78,7 +81,7 @@ def queue_df(store: Any, run: str | int | None = None, *, pending_only: bool = F
         f"WHERE a.run_id = ?) WHERE 1 = 1{where} ORDER BY unit_id", (record.id,))
 
 
-def add_to_queue(store: Any, run: str | int | None, unit_ids: Iterable[int],
+def add_to_queue(store: Store, run: str | int | None, unit_ids: Iterable[int],
                  reason: str = "manual") -> None:
     """Put units of a run into its audit queue (already queued ones stay as they are)."""
     record = _record(store, run)
@@ -88,7 +91,7 @@ def add_to_queue(store: Any, run: str | int | None, unit_ids: Iterable[int],
     store.flush()
 
 
-def load_item(store: Any, run: str | int | None, unit_id: int) -> AuditItem:
+def load_item(store: Store, run: str | int | None, unit_id: int) -> AuditItem:
     """One unit of a run with its email(s), JSON, grounding, judge verdict and labels."""
     from emailwb.scoring import unit_texts
 
@@ -129,7 +132,7 @@ def load_item(store: Any, run: str | int | None, unit_id: int) -> AuditItem:
                      labels, note)
 
 
-def save_labels(store: Any, run: str | int | None, unit_id: int,
+def save_labels(store: Store, run: str | int | None, unit_id: int,
                 labels: Mapping[str, str | None], note: str = "", auditor: str = "") -> int:
     """Store per-field labels ("correct"/"incorrect"; None clears one) and a note; how many."""
     record = _record(store, run)
@@ -145,7 +148,8 @@ def save_labels(store: Any, run: str | int | None, unit_id: int,
               "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id, unit_id, field) DO UPDATE SET "
               "label = excluded.label, note = excluded.note, auditor = excluded.auditor, "
               "created_at = excluded.created_at")
-    rows = [(record.id, unit_id, f, v, "", auditor, now) for f, v in labels.items() if v]
+    rows: list[tuple[int, int, str, str | None, str, str, str]] = [
+        (record.id, unit_id, f, v, "", auditor, now) for f, v in labels.items() if v]
     rows.append((record.id, unit_id, "*", None, note, auditor, now))
     cleared = [(record.id, unit_id, f) for f, v in labels.items() if v is None]
     if cleared:
@@ -156,7 +160,7 @@ def save_labels(store: Any, run: str | int | None, unit_id: int,
     return len(rows) - 1
 
 
-def labels_df(store: Any, run: str | int | None = None) -> pl.DataFrame:
+def labels_df(store: Store, run: str | int | None = None) -> pl.DataFrame:
     """Every label of a run: unit, field, label, auditor, time, and the judge's verdict."""
     record = _record(store, run)
     rows = store.query(
@@ -172,7 +176,7 @@ def labels_df(store: Any, run: str | int | None = None) -> pl.DataFrame:
                                      "auditor": pl.Utf8, "created_at": pl.Utf8, "judge": pl.Utf8})
 
 
-def accuracy(store: Any, run: str | int | None = None, confidence: float = 0.95) -> pl.DataFrame:
+def accuracy(store: Store, run: str | int | None = None, confidence: float = 0.95) -> pl.DataFrame:
     """Per field: labelled n, correct, accuracy with its Wilson interval, judge agreement."""
     df = labels_df(store, run)
     rows = []
@@ -286,7 +290,7 @@ class AuditPanel:
     errors land in ``errors`` (an Output widget) instead of vanishing.
     """
 
-    def __init__(self, store: Any, run: str | int | None = None, *, auditor: str = "",
+    def __init__(self, store: Store, run: str | int | None = None, *, auditor: str = "",
                  pending_only: bool = False) -> None:
         import ipywidgets as w
 

@@ -175,7 +175,7 @@ class OllamaBackend(Backend):
                             "the stream ended without its final (done) chunk")
 
     def _reply(self, final: dict[str, Any], text: str, ttft: float | None) -> Reply:
-        timings = {k: final[k] for k in ("total_duration", "load_duration", "prompt_eval_duration",
+        timings: dict[str, Any] = {k: final[k] for k in ("total_duration", "load_duration", "prompt_eval_duration",
                                           "eval_duration") if k in final}
         if ttft is None and "prompt_eval_duration" in final:
             timings["server_ttft_s"] = (final.get("load_duration", 0)
@@ -240,6 +240,6 @@ class OllamaBackend(Backend):
 
     async def warm(self, limit_s: float = 600.0) -> None:
         """Load the model with these options (an empty chat) and keep it for ``keep_alive``."""
-        body = {"model": self.model, "messages": [], "options": self.options,
+        body: dict[str, Any] = {"model": self.model, "messages": [], "options": self.options,
                 "keep_alive": self.keep_alive, "stream": False}
         await self._get_json("POST", "/api/chat", body, limit_s=limit_s)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from emailwb.backends import Backend
     from emailwb.metrics import MetricsSnapshot
     from emailwb.processor import Processor, RunSummary
+    from emailwb.store import Store
 
 
 #: Sampling for the embedded SmolLM2-135M: at temperature 0 a model this small falls into
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 LOCAL_SAMPLING: dict[str, Any] = {"dry_multiplier": 0.8, "repeat_penalty": 1.1}
 
 
-async def run_batch(store: Any, settings_or_config: Any = None, *,
+async def run_batch(store: Store, settings_or_config: Any = None, *,
                     backend: Backend | None = None, run_name: str | None = None,
                     limit: int | None = None, preset: str = "default",
                     api_key: str | None = None,
@@ -103,7 +104,7 @@ async def run_batch(store: Any, settings_or_config: Any = None, *,
         return await proc.run_to_end()
 
 
-async def _run_without_model(store: Any, cfg: runs.RunConfig, *, run_name: str | None,
+async def _run_without_model(store: Store, cfg: runs.RunConfig, *, run_name: str | None,
                              limit: int | None, on_progress: Any, on_start: Any,
                              quality: Any) -> RunSummary:
     """A plan that asks no model: facts for every content group first (spaCy on every core),

@@ -12,12 +12,20 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .config import load_settings
 from .errors import ConfigError, EmailwbError
 from .facts.plans import PLANS
+
+if TYPE_CHECKING:
+    from .compare import Comparison
+    from .config import Settings
+    from .drift import QualityWatch
+    from .metrics import MetricsSnapshot
+    from .processor import Processor, RunSummary
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "enron-sample"
 
@@ -87,7 +95,8 @@ def _parse_options(pairs: Sequence[str] | None) -> dict[str, object]:
     return out
 
 
-def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
+def _progress_printer(quiet: bool) -> tuple[Callable[[MetricsSnapshot], None] | None,
+                                             contextlib.AbstractContextManager[Any]]:
     """A rich progress bar fed by the processor's metric snapshots (or nothing when quiet)."""
     if quiet:
         return None, contextlib.nullcontext()
@@ -108,7 +117,7 @@ def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
     task = progress.add_task("processing", total=None, rate=0.0, emails=0, inflight=0,
                              retries=0, failed=0, eta="?")
 
-    def on_progress(snap) -> None:  # type: ignore[no-untyped-def]
+    def on_progress(snap: MetricsSnapshot) -> None:
         # one unit throughout: the bar, its rate and the ETA count units (an LLM call each,
         # a content group by default); the emails they cover are shown beside
         eta = "?" if snap.eta_s is None else f"{int(snap.eta_s) // 60}m{int(snap.eta_s) % 60:02d}s"
@@ -154,12 +163,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         quality = _quality_watch(args, settings)
         on_progress, bar = _progress_printer(args.quiet)
 
-        async def main() -> object:
+        async def main() -> tuple[RunSummary, Processor | None, Comparison | None]:
             loop = asyncio.get_running_loop()
-            holder: dict[str, object] = {}
+            started: list[Processor] = []
 
-            def on_start(proc) -> None:  # type: ignore[no-untyped-def]
-                holder["proc"] = proc
+            def on_start(proc: Processor) -> None:
+                started.append(proc)
 
                 def first_sigint() -> None:
                     print("\nstopping: finishing the requests in flight (Ctrl-C again to cancel them)",
@@ -173,20 +182,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if args.canary_of:
                 from .compare import canary
 
-                summary, holder["comparison"] = await canary(
+                summary, comparison = await canary(
                     store, args.canary_of, config, sample=args.sample, run_name=args.run_name,
                     quality=quality.config, api_key=settings.api_key, margin=args.margin,
                     on_progress=on_progress, on_start=on_start, limit=args.limit)
-                return summary, holder
+                return summary, (started[-1] if started else None), comparison
             summary = await run_batch(
                 store, config, run_name=args.run_name, limit=args.limit, api_key=settings.api_key,
                 on_progress=on_progress, on_start=on_start, quality=quality,
             )
-            return summary, holder
+            return summary, (started[-1] if started else None), None
 
         with bar:
-            summary, holder = asyncio.run(main())  # type: ignore[misc]
-    s = summary  # type: ignore[assignment]
+            s, proc, comparison = asyncio.run(main())
     print(
         f"run {s.name!r} {s.status}: {s.done} done, {s.failed} failed, {s.pending} pending of {s.total} "
         f"units ({s.emails_done} emails covered); this session {s.session_done} units in "
@@ -204,12 +212,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"`emailwb score --labels gold/enron-labels.jsonl{_db_flag(settings.db)} --run {s.name}`")
     for warning in s.warnings:
         print(f"WARNING: {warning}")
-    proc = holder.get("proc")
     if proc is not None and getattr(proc, "quality", None) is not None and proc.quality.alerts:
         for alert in proc.quality.alerts:
             print(f"quality alert: {alert['message']} (on_drift={alert['action']})")
-    if "comparison" in holder:
-        print(holder["comparison"].text())  # type: ignore[attr-defined]
+    if comparison is not None:
+        print(comparison.text())
     for line in _next_steps(settings.db, s.name, s.pending):
         print(line)
     return 0 if s.status in ("completed", "stopped") else 1
@@ -235,7 +242,7 @@ def _next_steps(db: Path, run_name: str, pending: int) -> list[str]:
     return lines
 
 
-def _quality_watch(args: argparse.Namespace, settings: object):  # type: ignore[no-untyped-def]
+def _quality_watch(args: argparse.Namespace, settings: Settings) -> QualityWatch:
     """The run's quality watch from the --sample-every/--on-drift/--judge-* flags."""
     from .drift import QualityConfig, QualityWatch
 

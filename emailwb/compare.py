@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -37,6 +37,10 @@ from emailwb.errors import ProcessingError
 from emailwb.metrics import percentile
 from emailwb.scoring import METRIC_COLUMNS, ensure_quality
 from emailwb.stats import AGREEMENT_FIELDS, bootstrap_ci, field_agreement, non_inferiority
+
+if TYPE_CHECKING:
+    from emailwb.processor import RunSummary
+    from emailwb.store import Store
 
 #: the metrics the verdict rests on (higher is better): a unit that ended with a valid result,
 #: extracted values found in the email, money mentions extracted, type agreeing with the rules
@@ -121,7 +125,7 @@ def _nan_none(v: float | None) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _record(store: Any, run: str | int) -> runs.RunRecord:
+def _record(store: Store, run: str | int) -> runs.RunRecord:
     record = runs.get_run(store, run)
     if record is None and isinstance(run, str) and run.isdigit():
         record = runs.get_run(store, int(run))
@@ -131,7 +135,7 @@ def _record(store: Any, run: str | int) -> runs.RunRecord:
     return record
 
 
-def paired_frame(store: Any, run_a: str | int, run_b: str | int) -> pl.DataFrame:
+def paired_frame(store: Store, run_a: str | int, run_b: str | int) -> pl.DataFrame:
     """One row per distinct pair of results covering the same emails: statuses, data, metrics."""
     a, b = _record(store, run_a), _record(store, run_b)
     metric_cols = list(METRIC_COLUMNS)
@@ -175,7 +179,7 @@ def paired_frame(store: Any, run_a: str | int, run_b: str | int) -> pl.DataFrame
     return pl.DataFrame(out, schema=schema)
 
 
-def speed(store: Any, run: str | int) -> dict[str, Any]:
+def speed(store: Store, run: str | int) -> dict[str, Any]:
     """Throughput and latency of a run from its committed results."""
     record = _record(store, run)
     row = store.query_one(
@@ -204,7 +208,7 @@ def speed(store: Any, run: str | int) -> dict[str, Any]:
             "unit": record.unit}
 
 
-def compare_runs(store: Any, run_a: str | int, run_b: str | int, *, margin: float = 0.05,
+def compare_runs(store: Store, run_a: str | int, run_b: str | int, *, margin: float = 0.05,
                  metrics: Sequence[str] = VERDICT_METRICS, confidence: float = 0.95,
                  n_boot: int = 2000, save: bool = True) -> Comparison:
     """The A/B comparison of two runs over the emails both processed (see the module doc).
@@ -275,17 +279,19 @@ def compare_runs(store: Any, run_a: str | int, run_b: str | int, *, margin: floa
     return comp
 
 
-def save_comparison(store: Any, comp: Comparison) -> int:
+def save_comparison(store: Store, comp: Comparison) -> int:
     """Store a comparison (the run report shows the latest per pair of runs); its id."""
     detail = json.dumps(comp.as_dict(), default=str)
     fut = store.call(lambda conn: conn.execute(
         "INSERT INTO comparisons (run_a, run_b, margin, verdict, detail, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?)", (comp.run_a_id, comp.run_b_id, comp.margin, comp.verdict,
                                       detail, runs.now_iso())).lastrowid)
-    return int(fut.result())
+    rowid = fut.result()
+    assert rowid is not None  # an INSERT sets it
+    return int(rowid)
 
 
-def comparisons_for(store: Any, run: str | int) -> list[dict[str, Any]]:
+def comparisons_for(store: Store, run: str | int) -> list[dict[str, Any]]:
     """The latest stored comparison of each pair of runs this run is part of."""
     record = _record(store, run)
     rows = store.query(
@@ -296,7 +302,7 @@ def comparisons_for(store: Any, run: str | int) -> list[dict[str, Any]]:
 
 
 # --- canary -----------------------------------------------------------------------------------
-def canary_units(store: Any, run_a: str | int, unit: str, sample: int,
+def canary_units(store: Store, run_a: str | int, unit: str, sample: int,
                  salt: str = "canary") -> list[int]:
     """Units of kind ``unit`` covering a deterministic sample of ``sample`` contents A did."""
     a = _record(store, run_a)
@@ -318,10 +324,10 @@ def canary_units(store: Any, run_a: str | int, unit: str, sample: int,
     return sorted({r[col] for r in rows if r["key"] in chosen and r[col] is not None})
 
 
-async def canary(store: Any, run_a: str | int, config_b: runs.RunConfig, *, sample: int = 50,
+async def canary(store: Store, run_a: str | int, config_b: runs.RunConfig, *, sample: int = 50,
                  backend: Any = None, run_name: str | None = None, margin: float = 0.05,
                  quality: Any = None, api_key: str | None = None,
-                 **run_kw: Any) -> tuple[Any, Comparison]:
+                 **run_kw: Any) -> tuple[RunSummary, Comparison]:
     """Run configuration B on a deterministic sample of A's emails, then compare A and B.
 
     ``quality``: a ``drift.QualityConfig`` for B's run. ``run_kw`` go to ``run_batch``
@@ -412,7 +418,7 @@ class ComparePanel:
     button's callback land in ``errors`` (an Output widget), never silently.
     """
 
-    def __init__(self, store: Any, *, run_a: str | None = None, run_b: str | None = None,
+    def __init__(self, store: Store, *, run_a: str | None = None, run_b: str | None = None,
                  margin: float = 0.05) -> None:
         import ipywidgets as w
 

@@ -49,7 +49,7 @@ def _statements(script: str) -> Iterator[str]:
 class WriteConnection(sqlite3.Connection):
     """The writer's connection: scripts run inside the open transaction; commits are ours."""
 
-    def executescript(self, sql_script: str) -> sqlite3.Cursor:  # type: ignore[override]
+    def executescript(self, sql_script: str) -> sqlite3.Cursor:
         if not self.in_transaction:  # Python 3.11 would COMMIT the open transaction first
             return super().executescript(sql_script)
         cur = self.cursor()

@@ -40,7 +40,7 @@ import logging
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +50,9 @@ from emailwb.errors import BackendError, ConfigError, EmailwbError, SchemaViolat
 from emailwb.grammar import compact_gbnf
 from emailwb.judge import JUDGEMENT_SQL, Judge
 from emailwb.quality import FLOORS, DriftAlert, DriftDetector, grounding_warning
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 log = logging.getLogger("emailwb.drift")
 
@@ -109,7 +112,7 @@ class Phase:
         return compact_gbnf() if self.config.compact_json else None
 
 
-def baseline_config(store: Any, current: runs.RunConfig, run_id: int | None,
+def baseline_config(store: Store, current: runs.RunConfig, run_id: int | None,
                     rollback_to: str | None) -> runs.RunConfig | None:
     """The configuration a rollback returns to (see the module docstring); None if none."""
     if rollback_to is not None:

@@ -35,7 +35,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .dedupe import add_copies, canonical_rank
 from .errors import InputError
@@ -60,6 +60,9 @@ from .mailsources import (
     worker_init,
 )
 from .threads import rebuild_threads
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = ["IngestSummary", "ingest"]
 
@@ -221,7 +224,7 @@ def _finish(conn: sqlite3.Connection, changed: bool) -> tuple[int, int, int]:
 
 # --- the main process: walk, dispatch, collect ---------------------------------------------
 class _Run:
-    def __init__(self, store: Any, *, progress: bool, column: str | None, workers: int | None,
+    def __init__(self, store: Store, *, progress: bool, column: str | None, workers: int | None,
                  max_bytes: int) -> None:
         self.store = store
         self.column = column
@@ -465,7 +468,7 @@ class _Run:
             self.bar.close()
 
 
-def ingest(store: Any, paths: Sequence[str | Path], *, progress: bool = True,
+def ingest(store: Store, paths: Sequence[str | Path], *, progress: bool = True,
            column: str | None = None, workers: int | None = None,
            max_message_bytes: int = MAX_MESSAGE_BYTES) -> IngestSummary:
     """Ingest maildirs, folders of .eml files, mbox, CSV and Parquet files into ``store``.
@@ -503,7 +506,7 @@ def ingest(store: Any, paths: Sequence[str | Path], *, progress: bool = True,
     return s
 
 
-def ingest_errors(store: Any, *, limit: int | None = None) -> list[dict[str, Any]]:
+def ingest_errors(store: Store, *, limit: int | None = None) -> list[dict[str, Any]]:
     """Every recorded ingest error, newest first: source, reason, size, when."""
     sql = ("SELECT source, reason, size, created_at FROM ingest_errors "
            "ORDER BY created_at DESC, id DESC")

@@ -20,7 +20,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -29,6 +29,9 @@ from emailwb.backends import Backend, LLMRequest, Reply, Router
 from emailwb.errors import BackendError, ConfigError, ProcessingError
 from emailwb.quality import JUDGED_FIELDS, JudgeVerdict, judge_json_schema, judge_messages
 from emailwb.stats import wilson_interval
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 log = logging.getLogger("emailwb.judge")
 
@@ -147,7 +150,7 @@ class Judge:
                             time.perf_counter() - t0)
 
 
-async def judge_missing(store: Any, run: str | int | None, backend: Backend, *,
+async def judge_missing(store: Store, run: str | int | None, backend: Backend, *,
                         limit: int | None = None, judge_timeout: float = 120.0) -> int:
     """Judge the run's audit-queue units that have a done result and no judgement; how many."""
     from emailwb.scoring import unit_texts
@@ -179,7 +182,7 @@ async def judge_missing(store: Any, run: str | int | None, backend: Backend, *,
     return n
 
 
-def judgements_df(store: Any, run: str | int | None = None) -> pl.DataFrame:
+def judgements_df(store: Store, run: str | int | None = None) -> pl.DataFrame:
     """The run's judgements, one row per judged unit, the verdict's fields as columns."""
     record = runs.get_run(store, run)
     if record is None:
@@ -199,7 +202,7 @@ def judgements_df(store: Any, run: str | int | None = None) -> pl.DataFrame:
     return pl.DataFrame(out, schema=schema)
 
 
-def judge_accuracy(store: Any, run: str | int | None = None,
+def judge_accuracy(store: Store, run: str | int | None = None,
                    confidence: float = 0.95) -> pl.DataFrame:
     """Per field: the judge's share of "correct" among correct + incorrect, Wilson interval."""
     df = judgements_df(store, run).filter(pl.col("status") == "done")

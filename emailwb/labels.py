@@ -44,12 +44,15 @@ from html import escape
 from operator import itemgetter
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emailwb.errors import ConfigError
 from emailwb.grounding import grounding_text
 from emailwb.money import as_number, find_money
 from emailwb.runs import stored_date, stored_list
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 LABEL_TYPES: tuple[str, ...] = ("deal", "meeting", "report", "request", "announcement",
                                 "personal", "other")
@@ -451,7 +454,7 @@ def _resamples(n: int, resamples: int, seed: int) -> list[list[int]]:
     return [[rng.randrange(n) for _ in range(n)] for _ in range(resamples)]
 
 
-def _sum_at(values: list[int], pick: itemgetter) -> int:  # type: ignore[type-arg]
+def _sum_at(values: list[int], pick: itemgetter[Any]) -> int:
     got = pick(values)
     return sum(got) if isinstance(got, tuple) else got
 
@@ -591,7 +594,7 @@ def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[list[Any]]:
         yield list(items[i:i + size])
 
 
-def predictions_from_run(store: Any, run: Any, message_ids: Iterable[str]
+def predictions_from_run(store: Store, run: Any, message_ids: Iterable[str]
                          ) -> dict[str, dict[str, Any] | None]:
     """A run's stored result JSON for each of ``message_ids`` (None: no result, a failed one,
     or an email not in the store). ``run`` is a ``runs.RunRecord``, a run name or an id."""
@@ -621,7 +624,7 @@ def predictions_from_run(store: Any, run: Any, message_ids: Iterable[str]
     return out
 
 
-def present_message_ids(store: Any, message_ids: Iterable[str]) -> set[str]:
+def present_message_ids(store: Store, message_ids: Iterable[str]) -> set[str]:
     """Which of ``message_ids`` the store's ``emails`` table holds."""
     ids = sorted({_message_id(m) for m in message_ids})
     found: set[str] = set()
@@ -632,7 +635,7 @@ def present_message_ids(store: Any, message_ids: Iterable[str]) -> set[str]:
     return found
 
 
-def email_texts(store: Any, message_ids: Iterable[str]) -> dict[str, str]:
+def email_texts(store: Store, message_ids: Iterable[str]) -> dict[str, str]:
     """The text grounding searches for each email in the store: its header lines and whole
     body (``grounding.grounding_text``, as the quality checks use it)."""
     ids = sorted({_message_id(m) for m in message_ids})
@@ -697,7 +700,7 @@ class ScoreReport:
         return self.html()
 
 
-def score_runs(store: Any, labels: Sequence[Mapping[str, Any]], runs: Sequence[Any], *,
+def score_runs(store: Store, labels: Sequence[Mapping[str, Any]], runs: Sequence[Any], *,
                split: str | None = None) -> ScoreReport:
     """Score ``runs`` (names, ids or records; labelled by name) on the labeled emails present
     in the store, next to the majority baseline; audit-panel labels of each run come along.

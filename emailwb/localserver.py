@@ -371,7 +371,8 @@ class LocalServer:
         body = {"messages": [{"role": "user", "content": "Reply with OK."}], "max_tokens": 4}
         started = time.perf_counter()
         async with contextlib.AsyncExitStack() as stack:
-            http = http or await stack.enter_async_context(aiohttp.ClientSession())
+            if http is None:
+                http = await stack.enter_async_context(aiohttp.ClientSession())
             try:
                 async with http.post(f"{self.url}/chat/completions", json=body,
                                      timeout=aiohttp.ClientTimeout(total=seconds)) as resp:
@@ -390,7 +391,8 @@ class LocalServer:
         """``llamacpp:*`` values of ``/metrics`` (requests_processing, requests_deferred, token
         counters), else busy slots from ``/slots``; None when the server exposes neither."""
         async with contextlib.AsyncExitStack() as stack:
-            http = http or await stack.enter_async_context(aiohttp.ClientSession())
+            if http is None:
+                http = await stack.enter_async_context(aiohttp.ClientSession())
             status, text = await self._get_async(http, "/metrics")
             if status == 200 and (found := re.findall(r"^llamacpp:(\w+)\s+(\S+)$", text, re.M)):
                 return {name: float(value) for name, value in found}

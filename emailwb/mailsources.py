@@ -201,7 +201,8 @@ def iter_mbox(f: BinaryIO, max_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[tuple
     that looks like a real envelope line). The envelope line is dropped and ``>From `` lines
     are unescaped. A message over ``max_bytes`` yields only its first 64 KiB (``size`` tells).
     """
-    n, parts, size, prev_blank, at_start, in_message = 0, [], 0, True, True, False
+    parts: list[bytes] = []
+    n, size, prev_blank, at_start, in_message = 0, 0, True, True, False
     keep = True
 
     def done() -> tuple[int, bytes, int]:

@@ -16,9 +16,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 #: snapshots kept in ``Metrics.history`` (an hour at one per second)
 HISTORY_LEN = 3600
@@ -233,7 +236,7 @@ SELECT COUNT(*) AS results,
 FROM results WHERE run_id = ?"""
 
 
-def status_json(store: Any, run: str | int | None = None) -> dict[str, Any]:
+def status_json(store: Store, run: str | int | None = None) -> dict[str, Any]:
     """The state of one run (by name or id; default: the latest) from the database alone.
 
     Counts by status, pending units, tokens, latency percentiles, the error reasons, the

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emailwb import runs
 from emailwb.autotune import Controller, Gate, Ticket, make_controller
@@ -56,6 +56,9 @@ from emailwb.schema import choice_schema, output_json_schema, plan_model, schema
 from emailwb.scoring import run_grounding
 from emailwb.templates import describe_templates
 from emailwb.workqueue import Prepared, WorkQueue
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 log = logging.getLogger("emailwb.processor")
 
@@ -97,7 +100,7 @@ class RunSummary:
 class Processor:
     """One run over the store's pending units; see the module docstring."""
 
-    def __init__(self, store: Any, config: runs.RunConfig, backend: Backend | None, *,
+    def __init__(self, store: Store, config: runs.RunConfig, backend: Backend | None, *,
                  run_name: str | None = None, limit: int | None = None,
                  info: BackendInfo | None = None, controller: Controller | None = None,
                  on_progress: Callable[[MetricsSnapshot], Any] | None = None,
@@ -339,7 +342,7 @@ class Processor:
         cfg, phase = self.config, self.quality.phase  # the configuration this unit runs under
         assert phase is not None
         attempts = schema_failures = 0
-        held: Ticket | None = ticket
+        held: Ticket | None = ticket  # ``ticket`` while it is not given back yet
         queue = self.queue
         assert queue is not None
         finished = False
@@ -347,7 +350,7 @@ class Processor:
             unit = await self.quality.prepared_for(unit, phase)
             plan = get_plan(phase.config.plan)
             if not plan.uses_llm:  # every field from the deterministic sources: nothing to ask
-                self.gate.release(held, "ok")
+                self.gate.release(ticket, "ok")
                 held = None
                 finished = True
                 await self._done(unit, _facts_completion(plan, unit), 0, phase.label)
@@ -366,16 +369,18 @@ class Processor:
                 except BackendError as exc:
                     err = exc
                 else:
-                    self.gate.release(held, "ok")
+                    self.gate.release(ticket, "ok")
                     held = None
                     self.metrics.attempt(True, retry=attempts > 1)
                     finished = True
+                    analysed = unit.analysed
                     comp = dataclasses.replace(comp, data=compose(
-                        plan, unit.text, comp.data, facts=unit.analysed and unit.analysed.facts,
-                        judgment=unit.analysed and unit.analysed.judgment))
+                        plan, unit.text, comp.data,
+                        facts=analysed.facts if analysed is not None else None,
+                        judgment=analysed.judgment if analysed is not None else None))
                     await self._done(unit, comp, attempts, phase.label)
                     return
-                self.gate.release(held, outcome(err))
+                self.gate.release(ticket, outcome(err))
                 held = None
                 resting = isinstance(err, CircuitOpen) or isinstance(err.__cause__, CircuitOpen)
                 if resting:
@@ -409,7 +414,7 @@ class Processor:
                 await self._resume_evt.wait()
                 if self._stop_evt.is_set():
                     return
-                held = await self.gate.acquire()
+                held = ticket = await self.gate.acquire()  # the next attempt's slot
         except asyncio.CancelledError:
             if held is not None:
                 self.gate.abandon(held)

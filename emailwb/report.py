@@ -20,7 +20,7 @@ import json
 from datetime import datetime
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -29,6 +29,9 @@ from emailwb.errors import ConfigError, ProcessingError
 from emailwb.quality import grounding_warning
 from emailwb.scoring import run_grounding
 from emailwb.stats import bootstrap_ci
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 REPORT_METRICS = ("schema_valid", "completeness", "grounding", "grounding_people",
                   "grounding_organizations", "grounding_amounts", "grounding_dates",
@@ -95,7 +98,7 @@ def _seconds(values: list[str], start: str) -> list[float]:
     return [(datetime.fromisoformat(v) - t0).total_seconds() for v in values]
 
 
-def _speed_section(store: Any, record: runs.RunRecord, figs: _Figures) -> str:
+def _speed_section(store: Store, record: runs.RunRecord, figs: _Figures) -> str:
     import plotly.graph_objects as go
 
     from emailwb.compare import speed
@@ -146,7 +149,7 @@ def _speed_section(store: Any, record: runs.RunRecord, figs: _Figures) -> str:
     return "".join(html)
 
 
-def _quality_section(store: Any, record: runs.RunRecord, figs: _Figures) -> str:
+def _quality_section(store: Store, record: runs.RunRecord, figs: _Figures) -> str:
     import plotly.graph_objects as go
 
     from emailwb.scoring import ensure_quality, quality_df
@@ -197,7 +200,7 @@ def _quality_section(store: Any, record: runs.RunRecord, figs: _Figures) -> str:
     return "".join(html)
 
 
-def _checks_section(store: Any, record: runs.RunRecord, figs: _Figures) -> str:
+def _checks_section(store: Store, record: runs.RunRecord, figs: _Figures) -> str:
     from emailwb.audit import accuracy, accuracy_figure
     from emailwb.judge import judge_accuracy
 
@@ -208,6 +211,7 @@ def _checks_section(store: Any, record: runs.RunRecord, figs: _Figures) -> str:
         "(SELECT AVG(overall) FROM judgements WHERE run_id = ? AND status = 'done') AS overall, "
         "(SELECT COUNT(DISTINCT unit_id) FROM audits WHERE run_id = ? AND label IS NOT NULL) "
         "AS audited", (record.id,) * 5)
+    assert counts is not None  # a SELECT of subqueries without FROM returns one row
     html = ["<h2>Deep checks and audits</h2>", _kpis([
         ("in the audit queue", counts["queued"]), ("judged", counts["judged"]),
         ("judge failures", counts["failed"]), ("judge overall (1-5)", counts["overall"]),
@@ -223,7 +227,7 @@ def _checks_section(store: Any, record: runs.RunRecord, figs: _Figures) -> str:
     return "".join(html)
 
 
-def _ab_section(store: Any, record: runs.RunRecord, figs: _Figures,
+def _ab_section(store: Store, record: runs.RunRecord, figs: _Figures,
                 compare_with: str | int | None, margin: float) -> str:
     from emailwb.compare import compare_runs, comparison_figure, comparison_html, comparisons_for
 
@@ -240,7 +244,7 @@ def _ab_section(store: Any, record: runs.RunRecord, figs: _Figures,
     return "".join(html)
 
 
-def build_report(store: Any, run: str | int | None = None, *,
+def build_report(store: Store, run: str | int | None = None, *,
                  compare_with: str | int | None = None, margin: float = 0.05) -> str:
     """The report of one run (default: the latest) as a complete HTML document."""
     record = runs.get_run(store, run)
@@ -258,7 +262,7 @@ def build_report(store: Any, run: str | int | None = None, *,
             f"{escape(str(store.path))}</p>{''.join(parts)}</body></html>")
 
 
-def write_report(store: Any, run: str | int | None, out: str | Path, **kw: Any) -> Path:
+def write_report(store: Store, run: str | int | None, out: str | Path, **kw: Any) -> Path:
     """Write ``build_report(...)`` to ``out``; the path."""
     path = Path(out)
     if path.parent and not path.parent.exists():

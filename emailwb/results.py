@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emailwb.errors import BackendError, SchemaViolation
 from emailwb.runs import UNIT_COLUMN, now_iso
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 WRITE_GROUP = 64  # rows handed to the store's writer together
 WRITE_DELAY_S = 0.02  # at the latest this long after the first row of a group
@@ -75,7 +78,7 @@ def failure_reason(exc: BackendError, attempts: int) -> str:
 class ResultWriter:
     """Writes the results of one run; counts what it wrote in this session."""
 
-    def __init__(self, store: Any, run_id: int, unit: str, *,
+    def __init__(self, store: Store, run_id: int, unit: str, *,
                  connection_per_write: bool = False) -> None:
         self.store = store
         self.run_id = run_id

@@ -23,13 +23,16 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from emailwb.detect import detect_text, priority_score
 from emailwb.emails import Email
 from emailwb.errors import ConfigError, ProcessingError
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 UnitKind = Literal["group", "thread", "email"]
 UNIT_COLUMN: dict[str, str] = {"group": "group_id", "thread": "thread_id", "email": "email_id"}
@@ -194,7 +197,7 @@ def _record(row: Any) -> RunRecord:
                      row["updated_at"], row["ended_at"])
 
 
-def get_run(store: Any, run: str | int | None = None) -> RunRecord | None:
+def get_run(store: Store, run: str | int | None = None) -> RunRecord | None:
     """A run by name or id; the latest run when ``run`` is None; None if there is none."""
     if run is None:
         row = store.query_one("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
@@ -205,12 +208,12 @@ def get_run(store: Any, run: str | int | None = None) -> RunRecord | None:
     return _record(row) if row is not None else None
 
 
-def list_runs(store: Any) -> list[RunRecord]:
+def list_runs(store: Store) -> list[RunRecord]:
     """Every run, oldest first."""
     return [_record(r) for r in store.query("SELECT * FROM runs ORDER BY id")]
 
 
-async def open_run(store: Any, name: str, unit: str, config: dict[str, Any]) -> RunRecord:
+async def open_run(store: Store, name: str, unit: str, config: dict[str, Any]) -> RunRecord:
     """Create the run, or resume the one with this name (its unit kind must match).
 
     A resumed run keeps its first configuration; the new one is appended to
@@ -247,7 +250,7 @@ async def open_run(store: Any, name: str, unit: str, config: dict[str, Any]) -> 
     return record
 
 
-def set_run_status(store: Any, run_id: int, status: str, *, progress: str | None = None,
+def set_run_status(store: Store, run_id: int, status: str, *, progress: str | None = None,
                    total: int | None = None, ended: bool = False) -> None:
     """Queue a status update of a run (committed with the writer's next batch)."""
     now = now_iso()
@@ -280,19 +283,19 @@ def profile_sql(name: str, weights: dict[str, float]) -> tuple[str, tuple[Any, .
             (name, json.dumps(_check_weights(weights), sort_keys=True), now_iso()))
 
 
-def save_profile(store: Any, name: str, weights: dict[str, float]) -> None:
+def save_profile(store: Store, name: str, weights: dict[str, float]) -> None:
     """Create or replace a priority profile and wait until it is committed (not in a loop)."""
     store.submit(*profile_sql(name, weights))
     store.flush()
 
 
-async def asave_profile(store: Any, name: str, weights: dict[str, float]) -> None:
+async def asave_profile(store: Store, name: str, weights: dict[str, float]) -> None:
     """``save_profile`` for asyncio: a running processor picks it up within seconds."""
     store.submit(*profile_sql(name, weights))
     await store.aflush()
 
 
-def load_profile(store: Any, name: str) -> tuple[dict[str, float], str | None]:
+def load_profile(store: Store, name: str) -> tuple[dict[str, float], str | None]:
     """(weights, updated_at); the neutral ``{"*": 1.0}`` and None when it does not exist."""
     row = store.query_one("SELECT weights, updated_at FROM priority_profiles WHERE name = ?",
                           (name,))
@@ -314,7 +317,7 @@ class UnitInfo:
         return max(priority_score(t, b, weights) for t, b in self.types)
 
 
-def count_units(store: Any, unit: str) -> int:
+def count_units(store: Store, unit: str) -> int:
     """How many units of this kind the store holds."""
     sql = {"group": "SELECT COUNT(*) FROM content_groups WHERE canonical_email_id IS NOT NULL",
            "thread": "SELECT COUNT(*) FROM threads",
@@ -322,7 +325,7 @@ def count_units(store: Any, unit: str) -> int:
     return int(store.scalar(sql) or 0)
 
 
-def detect_missing(store: Any) -> int:
+def detect_missing(store: Store) -> int:
     """Run the type detector on content groups without a type; queue the types to be written.
 
     Blocking (a few ms per email: run it in a thread); returns how many were detected. The
@@ -347,7 +350,7 @@ def detect_missing(store: Any) -> int:
     return len(out)
 
 
-def load_pending(store: Any, run_id: int, unit: str) -> list[UnitInfo]:
+def load_pending(store: Store, run_id: int, unit: str) -> list[UnitInfo]:
     """Units without a result in this run, with what their priority needs (blocking)."""
     col = UNIT_COLUMN[unit]
     done = f"NOT EXISTS (SELECT 1 FROM results r WHERE r.run_id = ? AND r.{col} = u.id)"
@@ -373,7 +376,7 @@ def load_pending(store: Any, run_id: int, unit: str) -> list[UnitInfo]:
     return list(units.values())
 
 
-def unit_email_ids(store: Any, unit: str, ids: list[int]) -> dict[int, list[int]]:
+def unit_email_ids(store: Store, unit: str, ids: list[int]) -> dict[int, list[int]]:
     """The emails to put in each unit's prompt: the canonical email, or a thread's distinct
     messages oldest first (one per content group)."""
     if not ids:
@@ -423,7 +426,7 @@ def stored_list(value: str | None) -> list[str]:
     return [str(x) for x in got] if isinstance(got, list) else []
 
 
-def load_emails(store: Any, ids: list[int], *, raw: bool = False) -> dict[int, Email]:
+def load_emails(store: Store, ids: list[int], *, raw: bool = False) -> dict[int, Email]:
     """``Email`` records by id with what a prompt needs (blocking; batch the ids).
 
     Headers, new text and forwarded text; the whole body only with ``raw`` (or when the new
@@ -444,7 +447,7 @@ def load_emails(store: Any, ids: list[int], *, raw: bool = False) -> dict[int, E
 
 
 # --- results ------------------------------------------------------------------------------------
-def run_counts(store: Any, run_id: int) -> dict[str, int]:
+def run_counts(store: Store, run_id: int) -> dict[str, int]:
     """done, failed and emails_done of a run, from committed results."""
     row = store.query_one(
         "SELECT SUM(status = 'done'), SUM(status = 'failed'), "
@@ -455,7 +458,7 @@ def run_counts(store: Any, run_id: int) -> dict[str, int]:
                                                           "emails_done": 0}
 
 
-def retry_failed(store: Any, run: str | int | None = None) -> int:
+def retry_failed(store: Store, run: str | int | None = None) -> int:
     """Re-queue a run's failures (their results are deleted); returns how many.
 
     Blocking; for the CLI. A running ``Processor`` has ``await processor.retry_failed()``.
@@ -470,7 +473,7 @@ def retry_failed(store: Any, run: str | int | None = None) -> int:
     return int(fut.result())
 
 
-def results_df(store: Any, run: str | int | None = None) -> Any:
+def results_df(store: Store, run: str | int | None = None) -> Any:
     """Every email of the store with its run's result (polars DataFrame): the export's content.
 
     Emails the run has not reached yet are there too, with ``status`` ``pending`` and no

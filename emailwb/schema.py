@@ -20,14 +20,15 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 SCHEMA_VERSION = "1"
 
-EMAIL_TYPES: tuple[str, ...] = (
+EmailTypeName = Literal[
     "request",
     "status_update",
     "meeting",
@@ -40,10 +41,15 @@ EMAIL_TYPES: tuple[str, ...] = (
     "newsletter",
     "spam",
     "other",
-)
-PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "urgent")
-LEVELS: tuple[str, ...] = ("low", "medium", "high")
-SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
+]
+PriorityName = Literal["low", "medium", "high", "urgent"]
+LevelName = Literal["low", "medium", "high"]
+SentimentName = Literal["negative", "neutral", "positive"]
+
+EMAIL_TYPES: tuple[str, ...] = get_args(EmailTypeName)
+PRIORITIES: tuple[str, ...] = get_args(PriorityName)
+LEVELS: tuple[str, ...] = get_args(LevelName)
+SENTIMENTS: tuple[str, ...] = get_args(SentimentName)
 
 #: unambiguous spellings a model (or a server that dropped the schema) may use
 _SYNONYMS: dict[str, str] = {
@@ -80,7 +86,7 @@ def _norm_choice(value: Any) -> Any:
     return value
 
 
-def _cut(limit: int):
+def _cut(limit: int) -> Callable[[Any], Any]:
     def cut(value: Any) -> Any:
         if value is None:
             return ""
@@ -92,7 +98,7 @@ def _cut(limit: int):
     return cut
 
 
-def _cut_list(limit: int):
+def _cut_list(limit: int) -> Callable[[Any], Any]:
     def cut(value: Any) -> Any:
         if value is None:
             return []
@@ -125,17 +131,30 @@ def _confidence(value: Any) -> Any:
 
 
 def Text(limit: int) -> Any:
+    """A string cut to ``limit`` characters, as a type built at run time (``plan_model``)."""
     return Annotated[str, BeforeValidator(_cut(limit)), Field(max_length=limit)]
 
 
 def Items(item: Any, limit: int) -> Any:
+    """A list cut to ``limit`` items, as a type built at run time (``plan_model``)."""
     return Annotated[list[item], BeforeValidator(_cut_list(limit)), Field(max_length=limit)]
 
 
-EmailType = Annotated[Literal[EMAIL_TYPES], BeforeValidator(_norm_choice)]  # type: ignore[valid-type]
-Priority = Annotated[Literal[PRIORITIES], BeforeValidator(_norm_choice)]  # type: ignore[valid-type]
-Level = Annotated[Literal[LEVELS], BeforeValidator(_norm_choice)]  # type: ignore[valid-type]
-Sentiment = Annotated[Literal[SENTIMENTS], BeforeValidator(_norm_choice)]  # type: ignore[valid-type]
+# The same types written out statically for the models below, so a type checker sees them
+# (``Text(SHORT)`` in an annotation is a call, which it cannot read as a type).
+ShortText = Annotated[str, BeforeValidator(_cut(SHORT)), Field(max_length=SHORT)]
+LineText = Annotated[str, BeforeValidator(_cut(LINE)), Field(max_length=LINE)]
+SummaryText = Annotated[str, BeforeValidator(_cut(SUMMARY)), Field(max_length=SUMMARY)]
+DateText = Annotated[str, BeforeValidator(_cut(40)), Field(max_length=40)]
+CurrencyText = Annotated[str, BeforeValidator(_cut(8)), Field(max_length=8)]
+_T = TypeVar("_T")
+#: a list of at most three items (``Items(item, 3)``)
+Three = Annotated[list[_T], BeforeValidator(_cut_list(3)), Field(max_length=3)]
+
+EmailType = Annotated[EmailTypeName, BeforeValidator(_norm_choice)]
+Priority = Annotated[PriorityName, BeforeValidator(_norm_choice)]
+Level = Annotated[LevelName, BeforeValidator(_norm_choice)]
+Sentiment = Annotated[SentimentName, BeforeValidator(_norm_choice)]
 
 
 class _Strict(BaseModel):
@@ -143,47 +162,47 @@ class _Strict(BaseModel):
 
 
 class Person(_Strict):
-    name: Text(SHORT) = ""
-    role: Text(SHORT) = ""
+    name: ShortText = ""
+    role: ShortText = ""
 
 
 class Amount(_Strict):
     # strict JSON: a reply with Infinity or NaN is refused (readers of the stored JSON reject them)
     value: Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)] = 0.0
-    currency: Text(8) = "USD"
-    context: Text(SHORT) = ""
+    currency: CurrencyText = "USD"
+    context: ShortText = ""
 
 
 class DateRef(_Strict):
-    date: Text(40) = ""
-    what: Text(SHORT) = ""
+    date: DateText = ""
+    what: ShortText = ""
 
 
 class ActionItem(_Strict):
-    task: Text(LINE) = ""
-    owner: Text(SHORT) = ""
-    due: Text(40) = ""
+    task: LineText = ""
+    owner: ShortText = ""
+    due: DateText = ""
 
 
 class BusinessValue(_Strict):
     level: Level = "low"
-    evidence: Text(LINE) = ""
+    evidence: LineText = ""
 
 
 class EmailAnalysis(_Strict):
     """One email's structured analysis. Every field has a default: partial answers validate."""
 
     email_type: EmailType = "other"
-    workflow: Text(SHORT) = ""
+    workflow: ShortText = ""
     priority: Priority = "medium"
-    priority_reason: Text(LINE) = ""
-    summary: Text(SUMMARY) = ""
-    people: Items(Person, 3) = Field(default_factory=list)
-    organizations: Items(Text(SHORT), 3) = Field(default_factory=list)
-    amounts: Items(Amount, 3) = Field(default_factory=list)
-    dates: Items(DateRef, 3) = Field(default_factory=list)
-    deal_refs: Items(Text(SHORT), 3) = Field(default_factory=list)
-    action_items: Items(ActionItem, 3) = Field(default_factory=list)
+    priority_reason: LineText = ""
+    summary: SummaryText = ""
+    people: Three[Person] = Field(default_factory=list)
+    organizations: Three[ShortText] = Field(default_factory=list)
+    amounts: Three[Amount] = Field(default_factory=list)
+    dates: Three[DateRef] = Field(default_factory=list)
+    deal_refs: Three[ShortText] = Field(default_factory=list)
+    action_items: Three[ActionItem] = Field(default_factory=list)
     business_value: BusinessValue = Field(default_factory=BusinessValue)
     sentiment: Sentiment = "neutral"
     # Grammar-constrained decoding (llama.cpp, Ollama) enforces bounds on integers only: with

@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -35,6 +35,9 @@ from emailwb.errors import ProcessingError
 from emailwb.grounding import AMOUNT_SLOTS, amounts_missed, grounding_text
 from emailwb.money import find_money
 from emailwb.quality import QualityMetrics, deep_check_sample, metrics_for
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 MAX_BODY_CHARS = 30_000  # per email: prompts are far shorter; keeps grounding cheap
 METRIC_COLUMNS = tuple(QualityMetrics.__dataclass_fields__)
@@ -114,7 +117,7 @@ _UNIT_SQL = {
 }
 
 
-def unit_texts(store: Any, unit: str, ids: Sequence[int]) -> dict[int, UnitText]:
+def unit_texts(store: Store, unit: str, ids: Sequence[int]) -> dict[int, UnitText]:
     """The texts, content key and rule-based type/priority of each unit (blocking)."""
     if unit not in _UNIT_SQL:
         raise ProcessingError(f"unknown unit kind {unit!r}", hint="use group, thread or email")
@@ -168,7 +171,7 @@ def unit_metrics(outcome: Outcome, text: UnitText) -> QualityMetrics:
     return replace(m, amounts_in_text=in_text, amounts_missed=missed, amount_recall=recall)
 
 
-def score_units(store: Any, run_id: int, unit: str, outcomes: Sequence[Outcome], *,
+def score_units(store: Store, run_id: int, unit: str, outcomes: Sequence[Outcome], *,
                 every: int = 100, salt: str = "") -> list[Scored]:
     """Quality rows for ``outcomes`` of one run (blocking: call it in a worker thread).
 
@@ -192,7 +195,7 @@ def score_units(store: Any, run_id: int, unit: str, outcomes: Sequence[Outcome],
     return out
 
 
-def write_scored(store: Any, run_id: int, scored: Sequence[Scored]) -> None:
+def write_scored(store: Store, run_id: int, scored: Sequence[Scored]) -> None:
     """Queue the quality rows, and the sampled units into the audit queue (fire and forget)."""
     if scored:
         store.submit_many(QUALITY_SQL, [s.params for s in scored])
@@ -202,7 +205,7 @@ def write_scored(store: Any, run_id: int, scored: Sequence[Scored]) -> None:
         store.submit_many(AUDIT_QUEUE_SQL, sampled)
 
 
-def _run(store: Any, run: str | int | None) -> runs.RunRecord:
+def _run(store: Store, run: str | int | None) -> runs.RunRecord:
     record = runs.get_run(store, run)
     if record is None:
         raise ProcessingError(f"no run named {run!r}" if run is not None else "there is no run yet",
@@ -210,7 +213,7 @@ def _run(store: Any, run: str | int | None) -> runs.RunRecord:
     return record
 
 
-def ensure_quality(store: Any, run: str | int | None = None, *, every: int | None = None,
+def ensure_quality(store: Store, run: str | int | None = None, *, every: int | None = None,
                    salt: str | None = None, batch: int = 200) -> int:
     """Compute and store the quality rows a run's results lack; how many (blocking).
 
@@ -241,7 +244,7 @@ def ensure_quality(store: Any, run: str | int | None = None, *, every: int | Non
     return n
 
 
-def quality_df(store: Any, run: str | int | None = None) -> pl.DataFrame:
+def quality_df(store: Store, run: str | int | None = None) -> pl.DataFrame:
     """A run's quality rows joined with their results (status, phase, latency, tokens)."""
     record = _run(store, run)
     col = runs.UNIT_COLUMN[record.unit]
@@ -254,7 +257,7 @@ def quality_df(store: Any, run: str | int | None = None) -> pl.DataFrame:
         f"WHERE q.run_id = ? ORDER BY r.id", (record.id,))
 
 
-def run_grounding(store: Any, run_id: int) -> float | None:
+def run_grounding(store: Store, run_id: int) -> float | None:
     """The share of a run's extracted values found in their emails (None before any is scored)."""
     row = store.query_one("SELECT SUM(checked_total - ungrounded_total), SUM(checked_total) "
                           "FROM quality WHERE run_id = ? AND checked_total IS NOT NULL", (run_id,))

@@ -133,9 +133,9 @@ class SimServer:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        addresses = runner.addresses  # the bound sockets' names: (host, port, ...)
+        assert addresses
+        self.port = addresses[0][1]
         self._runner = runner
 
     async def stop(self) -> None:
@@ -274,12 +274,13 @@ class SimServer:
     async def _ollama_reply(self, request: web.Request, body: dict[str, Any],
                             rec: RequestRecord, fault: str | None, content: str,
                             chunks: list[str], usage: dict[str, int]) -> web.StreamResponse:
-        final = {"model": self.model, "created_at": _now(),
-                 "message": {"role": "assistant", "content": ""}, "done": True,
-                 "done_reason": _finish_reason(fault), "total_duration": 2_000_000,
-                 "load_duration": 100_000,
-                 "prompt_eval_count": usage["prompt"], "prompt_eval_duration": 500_000,
-                 "eval_count": usage["completion"], "eval_duration": 1_000_000}
+        final: dict[str, Any] = {
+            "model": self.model, "created_at": _now(),
+            "message": {"role": "assistant", "content": ""}, "done": True,
+            "done_reason": _finish_reason(fault), "total_duration": 2_000_000,
+            "load_duration": 100_000,
+            "prompt_eval_count": usage["prompt"], "prompt_eval_duration": 500_000,
+            "eval_count": usage["completion"], "eval_duration": 1_000_000}
         if not body.get("stream", True):
             final["message"]["content"] = content
             text = "{\"model\": \"broken" if fault == "broken_json" else json.dumps(

@@ -215,7 +215,8 @@ class Store:
         while True:
             chunk = [q.get()]
             deadline = time.monotonic() + self.flush_interval
-            self._batch = batch = []
+            batch: list[Unit] = []
+            self._batch = batch
             control: Unit | None = None  # a flush or stop marker ends the batch at once
             while True:
                 while chunk[-1][0] < _FLUSH and len(batch) + len(chunk) < size:

@@ -432,7 +432,7 @@ class PrioritiesPanel(_Panel):
         shown = self.scored.head(self.top)
         if shown.height:
             shown = shown.join(self.moves.select("unit_id", "moved"), on="unit_id", how="left")
-        cols = [c for c in ("rank", "unit_id", "email_type", "score", "moved", "subject",
+        cols: list[str] = [c for c in ("rank", "unit_id", "email_type", "score", "moved", "subject",
                             "sender") if c in shown.columns]
         self.table.value = charts.table_html(shown, cols, caption=(
             f"{self.scored.height} pending units; weights {self.weights()}"))

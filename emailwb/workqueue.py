@@ -15,12 +15,15 @@ import asyncio
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from emailwb import runs
 from emailwb.facts.plans import get_plan
 from emailwb.factstore import Analysed, bodies, candidates_note, facts_for
 from emailwb.templates import TEMPLATES, USER_LEAD, build_messages, plan_template
+
+if TYPE_CHECKING:
+    from emailwb.store import Store
 
 BATCH = 64  # units prepared per batch
 
@@ -59,7 +62,7 @@ class WorkQueue:
     re-orders all of them; prepared prompts wait in ``_ready`` until their unit's turn.
     """
 
-    def __init__(self, store: Any, config: runs.RunConfig, run_id: int, *,
+    def __init__(self, store: Store, config: runs.RunConfig, run_id: int, *,
                  batch: Callable[[], int] | int | None = None) -> None:
         self.store = store
         self.config = config
@@ -159,7 +162,7 @@ class WorkQueue:
     def _start_refill(self) -> None:
         """Take the best units that are not prepared yet out of the heap and prepare them."""
         take: list[tuple[float, int, runs.UnitInfo]] = []
-        skipped = []
+        skipped: list[tuple[float, int, runs.UnitInfo]] = []
         want = self.batch
         while self._heap and len(take) < want:
             item = heapq.heappop(self._heap)
