@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from emailwb.ingest import ingest  # noqa: E402
-from emailwb.store import Store  # noqa: E402
+from emailwb.store.database import Store
+from emailwb.store.ingest import ingest
 
 ENRON = Path(os.environ.get("EMAILWB_ENRON_DIR") or REPO.parent / "shared" / "data" / "enron")
 

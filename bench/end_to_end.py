@@ -89,11 +89,11 @@ from _common import (
     verdict,
 )
 
-from emailwb.batch import run_batch
-from emailwb.localserver import LocalServer
-from emailwb.runs import RunConfig
-from emailwb.store import Store
-from emailwb.workqueue import WorkQueue
+from emailwb.engine.batch import run_batch
+from emailwb.engine.workqueue import WorkQueue
+from emailwb.llm.localserver import LocalServer
+from emailwb.settings import RunConfig
+from emailwb.store.database import Store
 
 GOAL = 6.0
 
@@ -212,7 +212,7 @@ def decode_scaling(slots: int, npp: int, ntg: int = 128) -> tuple[float, float] 
     also holds prompt work and the run's start and end). None when the tool is missing or
     fails (the bench goes on without it).
     """
-    from emailwb.llamabin import default_model_path, find_binary
+    from emailwb.llm.llamabin import default_model_path, find_binary
 
     exe = find_binary(None)[0].with_name("llama-batched-bench")
     if not exe.is_file():
@@ -243,7 +243,7 @@ def quality_kw() -> dict[str, Any]:
     """The default quality watch without the judge's extra LLM calls (where there is one)."""
     if "quality" not in inspect.signature(run_batch).parameters:
         return {}
-    from emailwb.drift import QualityConfig
+    from emailwb.quality.watch import QualityConfig
 
     return {"quality": QualityConfig(judge=False)}
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 from _common import ENRON, REPO, machine_line, manifest, table, verdict
 
-from emailwb.batch import run_batch
-from emailwb.drift import QualityConfig
-from emailwb.emails import parse_email
-from emailwb.ingest import ingest
-from emailwb.runs import RunConfig
-from emailwb.store import Store
+from emailwb.engine.batch import run_batch
+from emailwb.mail.message import parse_email
+from emailwb.quality.watch import QualityConfig
+from emailwb.settings import RunConfig
+from emailwb.store.database import Store
+from emailwb.store.ingest import ingest
 
 GOAL_S = 120.0
 

@@ -46,10 +46,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emailwb.dedupe import pairwise_precision_recall  # noqa: E402
-from emailwb.ingest import ingest  # noqa: E402
-from emailwb.mailsources import is_ignored  # noqa: E402
-from emailwb.store import Store  # noqa: E402
+from emailwb.mail.dedupe import pairwise_precision_recall
+from emailwb.mail.sources import is_ignored
+from emailwb.store.database import Store
+from emailwb.store.ingest import ingest
 
 _MSGID = re.compile(rb"^(Message-ID:[ \t]*<)", re.IGNORECASE | re.MULTILINE)
 

@@ -33,14 +33,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emailwb.backends import make_backend  # noqa: E402
-from emailwb.drift import QualityConfig  # noqa: E402
-from emailwb.ingest import ingest  # noqa: E402
-from emailwb.processor import Processor  # noqa: E402
-from emailwb.runs import RunConfig, detect_missing  # noqa: E402
-from emailwb.schema import EmailAnalysis  # noqa: E402
-from emailwb.simulate import SimServer  # noqa: E402
-from emailwb.store import Store  # noqa: E402
+from emailwb.engine.processor import Processor
+from emailwb.llm.router import make_backend
+from emailwb.llm.schema import EmailAnalysis
+from emailwb.quality.watch import QualityConfig
+from emailwb.settings import RunConfig
+from emailwb.store.database import Store
+from emailwb.store.ingest import ingest
+from emailwb.store.runs import detect_missing
+from emailwb.testing.servers import SimServer
 
 ENRON = REPO.parent / "shared" / "data" / "enron"
 TARGET = 1000.0

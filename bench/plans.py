@@ -25,10 +25,8 @@ from pathlib import Path
 
 from _common import ENRON, REPO, Mail, copy_mail, machine_line
 
-from emailwb.batch import run_batch
-from emailwb.drift import QualityConfig
-from emailwb.ingest import ingest
-from emailwb.labels import (
+from emailwb.engine.batch import run_batch
+from emailwb.quality.gold import (
     email_texts,
     load_labels,
     majority_baseline,
@@ -37,8 +35,11 @@ from emailwb.labels import (
     score_table,
     scores_as_dict,
 )
-from emailwb.runs import RunConfig, get_run
-from emailwb.store import Store
+from emailwb.quality.watch import QualityConfig
+from emailwb.settings import RunConfig
+from emailwb.store.database import Store
+from emailwb.store.ingest import ingest
+from emailwb.store.runs import get_run
 
 LABELS = REPO / "gold" / "enron-labels.jsonl"
 

@@ -46,15 +46,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emailwb.batch import run_batch  # noqa: E402
-from emailwb.compare import compare_runs  # noqa: E402
-from emailwb.config import load_settings  # noqa: E402
-from emailwb.drift import QualityConfig  # noqa: E402
-from emailwb.errors import ConfigError, EmailwbError  # noqa: E402
-from emailwb.ingest import ingest  # noqa: E402
-from emailwb.report import write_report  # noqa: E402
-from emailwb.runs import RunConfig  # noqa: E402
-from emailwb.store import Store  # noqa: E402
+from emailwb.engine.batch import run_batch
+from emailwb.errors import ConfigError, EmailwbError
+from emailwb.quality.compare import compare_runs
+from emailwb.quality.watch import QualityConfig
+from emailwb.settings import (
+    RunConfig,
+    load_settings,
+)
+from emailwb.store.database import Store
+from emailwb.store.ingest import ingest
+from emailwb.ui.report import write_report
 
 FIELDS = ("grounding_people", "grounding_organizations", "grounding_amounts", "grounding_dates")
 
@@ -122,7 +124,7 @@ async def backend_settings(args: argparse.Namespace, db: Path):  # type: ignore[
     if not args.sim:
         yield load_settings(db=str(db), backend="local")
         return
-    from emailwb.simulate import SimServer
+    from emailwb.testing.servers import SimServer
 
     kind = "openai" if args.b == "compact" else "ollama"  # Ollama's API takes no grammar
     async with SimServer(kind=kind, slots=4, service_time=0.005) as srv:

@@ -74,11 +74,12 @@ from _common import (
     verdict,
 )
 
-from emailwb.backends import make_backend
-from emailwb.batch import run_batch
-from emailwb.runs import RunConfig, detect_missing
-from emailwb.simulate import SimServer
-from emailwb.store import Store
+from emailwb.engine.batch import run_batch
+from emailwb.llm.router import make_backend
+from emailwb.settings import RunConfig
+from emailwb.store.database import Store
+from emailwb.store.runs import detect_missing
+from emailwb.testing.servers import SimServer
 
 GOAL = 0.95
 SIM_LEVELS = (1, 2, 4, 8, 16, 32)
@@ -139,7 +140,7 @@ def throughput_only() -> dict[str, Any]:
     """``run_batch`` keyword that turns the quality watch off, where this version has one."""
     if "quality" not in inspect.signature(run_batch).parameters:
         return {}
-    from emailwb.drift import QualityConfig
+    from emailwb.quality.watch import QualityConfig
 
     return {"quality": QualityConfig(enabled=False, judge=False)}
 

@@ -1,6 +1,6 @@
 """A ``SimServer`` in its own process, with a request log on disk (for crash tests and benches).
 
-``emailwb.simulate.SimServer`` lives inside an event loop of the process that uses it; a
+``emailwb.testing.servers.SimServer`` lives inside an event loop of the process that uses it; a
 crash test that kills the client with SIGKILL needs the server to outlive it. This script
 runs one until SIGTERM/SIGINT and appends a JSON line per chat request to ``--log``:
 
@@ -37,7 +37,8 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emailwb.simulate import KINDS, SimServer, _last_user, default_answer  # noqa: E402
+from emailwb.testing.faults import KINDS, default_answer, last_user
+from emailwb.testing.servers import SimServer
 
 _REQUEST_NO: contextvars.ContextVar[int] = contextvars.ContextVar("request_no", default=-1)
 MARKER = "[req {n}] "
@@ -75,7 +76,7 @@ class LoggedSimServer(SimServer):
         n = next(self._seq)
         _REQUEST_NO.set(n)
         self._log({"event": "start", "n": n, "t": time.time(), "pid": os.getpid(),
-                   "key": prompt_key(_last_user(body))})
+                   "key": prompt_key(last_user(body))})
         status: int | str = "cut"
         try:
             resp = await super()._chat(request)

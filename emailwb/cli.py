@@ -16,16 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import load_settings
-from .errors import ConfigError, EmailwbError
-from .facts.plans import PLANS
+from emailwb.errors import ConfigError, EmailwbError
+from emailwb.facts.plans import PLANS
+from emailwb.settings import load_settings
 
 if TYPE_CHECKING:
-    from .compare import Comparison
-    from .config import Settings
-    from .drift import QualityWatch
-    from .metrics import MetricsSnapshot
-    from .processor import Processor, RunSummary
+    from emailwb.engine.processor import Processor, RunSummary
+    from emailwb.engine.throughput import MetricsSnapshot
+    from emailwb.quality.compare import Comparison
+    from emailwb.quality.watch import QualityWatch
+    from emailwb.settings import Settings
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "enron-sample"
 
@@ -35,8 +35,8 @@ def _add_db(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from .ingest import ingest
-    from .store import Store
+    from emailwb.store.database import Store
+    from emailwb.store.ingest import ingest
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
@@ -50,8 +50,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_errors(args: argparse.Namespace) -> int:
-    from .ingest import ingest_errors
-    from .store import Store
+    from emailwb.store.database import Store
+    from emailwb.store.ingest import ingest_errors
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
@@ -68,7 +68,7 @@ def _cmd_errors(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from .store import Store
+    from emailwb.store.database import Store
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
@@ -134,9 +134,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from .batch import check_backend, run_batch
-    from .ingest import ingest
-    from .store import Store
+    from emailwb.engine.batch import check_backend, run_batch
+    from emailwb.store.database import Store
+    from emailwb.store.ingest import ingest
 
     settings = load_settings(
         db=args.db, backend=args.backend, urls=args.url or None, model=args.model,
@@ -144,7 +144,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         slots=args.slots, chain=True if args.chain else None, max_tokens=args.max_tokens,
         sample_every=args.sample_every, json_format=args.json_format, plan=args.plan,
     )
-    from .runs import RunConfig
+    from emailwb.settings import RunConfig
 
     overrides: dict[str, object] = {}
     options = _parse_options(args.option)
@@ -180,7 +180,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(signal.SIGTERM, lambda: proc.request_stop(cancel_inflight=True))
 
             if args.canary_of:
-                from .compare import canary
+                from emailwb.engine.canary import canary
 
                 summary, comparison = await canary(
                     store, args.canary_of, config, sample=args.sample, run_name=args.run_name,
@@ -244,7 +244,7 @@ def _next_steps(db: Path, run_name: str, pending: int) -> list[str]:
 
 def _quality_watch(args: argparse.Namespace, settings: Settings) -> QualityWatch:
     """The run's quality watch from the --sample-every/--on-drift/--judge-* flags."""
-    from .drift import QualityConfig, QualityWatch
+    from emailwb.quality.watch import QualityConfig, QualityWatch
 
     config = QualityConfig.from_settings(
         settings, on_drift=args.on_drift, rollback_to=args.rollback_to,
@@ -255,8 +255,8 @@ def _quality_watch(args: argparse.Namespace, settings: Settings) -> QualityWatch
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .metrics import status_json
-    from .store import Store
+    from emailwb.engine.throughput import status_json
+    from emailwb.store.database import Store
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
@@ -279,8 +279,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_retry_failed(args: argparse.Namespace) -> int:
-    from .runs import retry_failed
-    from .store import Store
+    from emailwb.store.database import Store
+    from emailwb.store.runs import retry_failed
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
@@ -291,8 +291,8 @@ def _cmd_retry_failed(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .runs import results_df
-    from .store import Store
+    from emailwb.store.database import Store
+    from emailwb.store.runs import results_df
 
     settings = load_settings(db=args.db)
     out = Path(args.out)
@@ -313,8 +313,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_runs
-    from .store import Store
+    from emailwb.quality.compare import compare_runs
+    from emailwb.store.database import Store
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
@@ -329,8 +329,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-    from .store import Store
+    from emailwb.store.database import Store
+    from emailwb.ui.report import write_report
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
@@ -343,14 +343,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_audit(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .audit import accuracy, queue_df
-    from .store import Store
+    from emailwb.quality.audit import accuracy, queue_df
+    from emailwb.store.database import Store
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
         if args.judge:
-            from .backends import make_backend
-            from .judge import judge_missing
+            from emailwb.llm.router import make_backend
+            from emailwb.quality.judge import judge_missing
 
             if not args.judge_url:
                 raise ConfigError("--judge needs the judge's server",
@@ -384,8 +384,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from .labels import load_labels, score_runs
-    from .store import Store
+    from emailwb.quality.gold import load_labels, score_runs
+    from emailwb.store.database import Store
 
     settings = load_settings(db=args.db)
     labels = load_labels(args.labels, args.split)

@@ -14,9 +14,9 @@ import os
 import time
 from pathlib import Path
 
-from emailwb.emails import parse_email
+from emailwb.mail.message import parse_email
 from emailwb.facts import extract_many, judge
-from emailwb.labels import (
+from emailwb.quality.gold import (
     load_labels,
     majority_baseline,
     match_counts,

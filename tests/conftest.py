@@ -45,7 +45,7 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(db_path: Path):
     """A real, migrated SQLite store in a temporary folder."""
-    from emailwb.store import Store
+    from emailwb.store.database import Store
 
     s = Store(db_path)
     try:

@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from emailwb.backends import make_backend
-from emailwb.drift import QualityConfig, QualityWatch
-from emailwb.processor import Processor
-from emailwb.runs import RunConfig
-from emailwb.schema import EmailAnalysis
-from emailwb.simulate import SimServer
+from emailwb.engine.processor import Processor
+from emailwb.llm.router import make_backend
+from emailwb.llm.schema import EmailAnalysis
+from emailwb.quality.watch import QualityConfig, QualityWatch
+from emailwb.settings import RunConfig
+from emailwb.testing.servers import SimServer
 
 TYPES = ("deal", "request", "meeting", "status_update")
 PEOPLE = ("John Lavorato", "Louise Kitchen", "Sally Beck", "Greg Whalley")

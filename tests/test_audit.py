@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from qualitykit import prepared_store
 
-from emailwb import audit, cli
+from emailwb import cli
 from emailwb.errors import ConfigError
-from emailwb.notebook import execute, outputs_text
-from emailwb.quality import deep_check_sample
-from emailwb.simulate import SimServer
-from emailwb.stats import wilson_interval
-from emailwb.store import Store
+from emailwb.quality import audit
+from emailwb.quality.measures import deep_check_sample
+from emailwb.quality.stats import wilson_interval
+from emailwb.store.database import Store
+from emailwb.testing.servers import SimServer
+from emailwb.ui.notebook import execute, outputs_text
 
 REPO = Path(__file__).resolve().parents[1]
 N = 30
@@ -146,9 +147,9 @@ def test_notebook_04_runs_headless(db: Path, tmp_path: Path):
 async def test_judge_missing_judges_the_sample_later(store):
     from qualitykit import answers, make_mail, sim_run
 
-    from emailwb.backends import make_backend
-    from emailwb.drift import QualityConfig
-    from emailwb.judge import judge_accuracy, judge_missing
+    from emailwb.llm.router import make_backend
+    from emailwb.quality.judge import judge_accuracy, judge_missing
+    from emailwb.quality.watch import QualityConfig
 
     make_mail(store, 12)
     async with SimServer(answer=answers()) as srv:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from emailwb.autotune import (
+from emailwb.engine.autotune import (
     AutoConcurrency,
     Controller,
     FixedConcurrency,
@@ -207,10 +207,10 @@ def slow_server(tmp_path):
 async def test_against_a_real_simulated_server(store, slow_server):
     from test_processor import make_units
 
-    from emailwb.backends import make_backend
-    from emailwb.drift import QualityConfig
-    from emailwb.processor import Processor
-    from emailwb.runs import RunConfig
+    from emailwb.engine.processor import Processor
+    from emailwb.llm.router import make_backend
+    from emailwb.quality.watch import QualityConfig
+    from emailwb.settings import RunConfig
 
     make_units(store, 260)
     # The controller is under test, so the 4-slot server must be the bottleneck. The server

@@ -9,16 +9,6 @@ import json
 import aiohttp
 import pytest
 
-from emailwb.backends import (
-    LLMRequest,
-    OllamaBackend,
-    OpenAIBackend,
-    Router,
-    check_ollama_options,
-    make_backend,
-    ollama_url,
-    openai_base_url,
-)
 from emailwb.errors import (
     BackendError,
     BackendOverloaded,
@@ -31,8 +21,13 @@ from emailwb.errors import (
     ModelNotFound,
     SchemaViolation,
 )
-from emailwb.schema import output_json_schema
-from emailwb.simulate import FaultPlan, SimServer
+from emailwb.llm.contract import LLMRequest
+from emailwb.llm.ollama import OllamaBackend, check_ollama_options, ollama_url
+from emailwb.llm.openai import OpenAIBackend, openai_base_url
+from emailwb.llm.router import Router, make_backend
+from emailwb.llm.schema import output_json_schema
+from emailwb.testing.faults import FaultPlan
+from emailwb.testing.servers import SimServer
 
 SECRET = "sk-test-DO-NOT-LEAK-1234"
 MESSAGES = [

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emailwb.emails import EmailParseError, parse_email
-from emailwb.ingest import ingest
-from emailwb.mailsources import HEAD_BYTES, iter_mbox, parse_message
+from emailwb.mail.message import EmailParseError, parse_email
+from emailwb.mail.sources import HEAD_BYTES, iter_mbox, parse_message
+from emailwb.store.ingest import ingest
 
 GOOD = (b"Message-ID: <good-%d@example.com>\nDate: Mon, 1 Jan 2001 10:00:00 +0000\n"
         b"From: alice@example.com\nTo: bob@example.com\nSubject: Good %d\n\nAll fine.\n")

@@ -33,9 +33,9 @@ from typing import Any
 import psutil
 import pytest
 
-from emailwb import explore
-from emailwb.notebook import parameterize
-from emailwb.simulate import SimServer
+from emailwb.testing.servers import SimServer
+from emailwb.ui import explore
+from emailwb.ui.notebook import parameterize
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

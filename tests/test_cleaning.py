@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from emailwb.cleaning import BodyParts, split_body
-from emailwb.emails import parse_email
+from emailwb.mail.cleaning import BodyParts, split_body
+from emailwb.mail.message import parse_email
 
 
 def chars(*texts: str) -> Counter[str]:

@@ -16,11 +16,12 @@ import pytest
 from qualitykit import ThreadedSim, answers, config_for, make_mail, sim_run
 
 from emailwb import cli
-from emailwb.compare import canary, compare_runs, comparisons_for
+from emailwb.engine.canary import canary
 from emailwb.errors import ProcessingError
-from emailwb.report import build_report, write_report
-from emailwb.simulate import SimServer
-from emailwb.store import Store
+from emailwb.quality.compare import compare_runs, comparisons_for
+from emailwb.store.database import Store
+from emailwb.testing.servers import SimServer
+from emailwb.ui.report import build_report, write_report
 
 N = 60
 
@@ -161,7 +162,7 @@ def test_canary_from_the_command_line(db: Path, capsys):
 
 @pytest.mark.timeout(180)
 def test_notebook_05_runs_headless(db: Path, tmp_path: Path):
-    from emailwb.notebook import execute, outputs_text
+    from emailwb.ui.notebook import execute, outputs_text
 
     repo = Path(__file__).resolve().parents[1]
     nb = execute(repo / "notebooks" / "05_compare.ipynb",

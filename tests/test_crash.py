@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from simserver import prompt_key, read_log, spawn  # noqa: E402
 
-from emailwb.ingest import ingest  # noqa: E402
-from emailwb.store import Store  # noqa: E402
+from emailwb.store.database import Store  # noqa: E402
+from emailwb.store.ingest import ingest  # noqa: E402
 
 EMAILS = 200
 COPIES = 20  # of the 200, this many are copies of another (same content group)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emailwb.dedupe import pairwise_precision_recall
-from emailwb.ingest import ingest
+from emailwb.mail.dedupe import pairwise_precision_recall
+from emailwb.store.ingest import ingest
 
 
 def mail(mid: str, *, subject: str, sender: str, to: str, date: str, body: str,

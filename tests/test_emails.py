@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emailwb.emails import Email, normalize_subject, parse_email
 from emailwb.errors import EmailParseError
+from emailwb.mail.message import Email, normalize_subject, parse_email
 
 
 def msg(headers: str, body: str | bytes = "Hello.\n", *, crlf: bool = False) -> bytes:

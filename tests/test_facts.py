@@ -16,16 +16,16 @@ import pytest
 from qualitykit import ThreadedSim, config_for, make_mail, sim_run
 
 from emailwb import cli
-from emailwb.drift import QualityConfig
-from emailwb.emails import parse_email
 from emailwb.facts import extract_facts, get_plan, judge, place
+from emailwb.facts.cache import FACTS_VERSION, analyse, ensure_facts, facts_for
 from emailwb.facts.counted import blank_headers, counted_segments
 from emailwb.facts.extract import DATE_RE
-from emailwb.factstore import FACTS_VERSION, analyse, ensure_facts, facts_for
-from emailwb.quality import DriftDetector, grounding_warning
-from emailwb.schema import EmailAnalysis, output_json_schema, parse_reply, plan_model
-from emailwb.simulate import SimServer
-from emailwb.store import Store
+from emailwb.llm.schema import EmailAnalysis, output_json_schema, parse_reply, plan_model
+from emailwb.mail.message import parse_email
+from emailwb.quality.measures import DriftDetector, grounding_warning
+from emailwb.quality.watch import QualityConfig
+from emailwb.store.database import Store
+from emailwb.testing.servers import SimServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,7 +200,7 @@ def test_the_facts_plan_starts_no_server_and_grounds_every_value(tmp_path: Path,
 
 
 def test_facts_are_computed_once_per_store(store: Any, enron_dir: Path) -> None:
-    from emailwb.ingest import ingest
+    from emailwb.store.ingest import ingest
 
     ingest(store, [str(enron_dir / "maildir" / "dasovich-j" / "mba_program")], progress=False)
     store.flush()

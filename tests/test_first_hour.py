@@ -73,9 +73,9 @@ async def test_status_json_of_a_stopped_run_is_stable_and_has_no_eta(store: Any)
 
     from qualitykit import config_for, make_mail, sim_run
 
-    from emailwb.drift import QualityConfig
-    from emailwb.metrics import status_json
-    from emailwb.simulate import SimServer
+    from emailwb.engine.throughput import status_json
+    from emailwb.quality.watch import QualityConfig
+    from emailwb.testing.servers import SimServer
 
     make_mail(store, 12)
     async with SimServer(kind="ollama", service_time=0.05) as srv:
@@ -95,7 +95,7 @@ async def test_status_json_of_a_stopped_run_is_stable_and_has_no_eta(store: Any)
 
 def test_the_bar_and_its_rate_count_the_same_unit() -> None:
     """The bar's count, its rate and its ETA are all units (LLM calls); emails beside them."""
-    from emailwb.metrics import Metrics
+    from emailwb.engine.throughput import Metrics
 
     clock = [0.0]
     m = Metrics(window_s=60.0, clock=lambda: clock[0])
@@ -121,8 +121,8 @@ async def test_export_of_a_partial_run_lists_every_email(store: Any, tmp_path: P
     import polars as pl
     from qualitykit import config_for, make_mail, sim_run
 
-    from emailwb.drift import QualityConfig
-    from emailwb.simulate import SimServer
+    from emailwb.quality.watch import QualityConfig
+    from emailwb.testing.servers import SimServer
 
     make_mail(store, 12)
     async with SimServer(kind="ollama", service_time=0.01) as srv:

@@ -14,13 +14,14 @@ import pytest
 from pydantic import ValidationError
 from test_processor import cfg, make_units, run
 
-from emailwb.backends import LLMRequest, make_backend
-from emailwb.config import load_settings
 from emailwb.errors import ConfigError
-from emailwb.grammar import compact_gbnf, gbnf_for, grammar_hash
-from emailwb.runs import RunConfig, get_run
-from emailwb.schema import CONFIDENCE_STEPS, EMAIL_TYPES, EmailAnalysis, output_json_schema
-from emailwb.simulate import SimServer
+from emailwb.llm.contract import LLMRequest
+from emailwb.llm.grammar import compact_gbnf, gbnf_for, grammar_hash
+from emailwb.llm.router import make_backend
+from emailwb.llm.schema import CONFIDENCE_STEPS, EMAIL_TYPES, EmailAnalysis, output_json_schema
+from emailwb.settings import RunConfig, load_settings
+from emailwb.store.runs import get_run
+from emailwb.testing.servers import SimServer
 
 
 def rules(text: str) -> dict[str, str]:

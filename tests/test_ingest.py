@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from emailwb.errors import InputError
-from emailwb.ingest import ingest
-from emailwb.mailsources import iter_mbox
+from emailwb.mail.sources import iter_mbox
+from emailwb.store.ingest import ingest
 
 
 def mail(n: int, *, subject: str = "Pipeline capacity", sender: str = "alice@example.com",
@@ -199,7 +199,7 @@ def test_summary_reads_as_a_report(store, tmp_path):
 
 
 def test_parallel_ingest_gives_the_same_store_as_inline(sample_dir, tmp_path):
-    from emailwb.store import Store
+    from emailwb.store.database import Store
 
     answers = []
     for workers in (0, 2):

@@ -14,7 +14,7 @@ import pytest
 
 from emailwb.cli import main
 from emailwb.errors import ConfigError
-from emailwb.labels import (
+from emailwb.quality.gold import (
     amount_values,
     load_labels,
     majority_baseline,
@@ -272,9 +272,9 @@ B_ID = "30925696.1075840345844.JavaMail.evans@thyme"  # baughman-d: a friend's f
 @pytest.fixture
 def scored_db(tmp_path, sample_dir):
     """Two real Enron emails ingested; run r1 has a result for A and a failure for B."""
-    from emailwb.results import result_params, result_sql
-    from emailwb.runs import open_run
-    from emailwb.store import Store
+    from emailwb.store.database import Store
+    from emailwb.store.results import result_params, result_sql
+    from emailwb.store.runs import open_run
 
     mail = tmp_path / "mail"
     mail.mkdir()

@@ -17,13 +17,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from emailwb.backends import LLMRequest, make_backend
-from emailwb.batch import LOCAL_SAMPLING
-from emailwb.emails import parse_email
-from emailwb.grammar import compact_gbnf
-from emailwb.localserver import LocalServer
-from emailwb.schema import EmailAnalysis, output_json_schema
-from emailwb.templates import build_messages
+from emailwb.engine.batch import LOCAL_SAMPLING
+from emailwb.llm.contract import LLMRequest
+from emailwb.llm.grammar import compact_gbnf
+from emailwb.llm.localserver import LocalServer
+from emailwb.llm.prompts import build_messages
+from emailwb.llm.router import make_backend
+from emailwb.llm.schema import EmailAnalysis, output_json_schema
+from emailwb.mail.message import parse_email
 
 pytestmark = pytest.mark.llm
 

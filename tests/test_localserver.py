@@ -26,14 +26,14 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from emailwb.errors import ConfigError, LocalServerError
-from emailwb.llamabin import (
+from emailwb.llm.llamabin import (
     DEFAULT_MODEL_FILE,
     default_model_path,
     find_binary,
     model_sha256,
     supported_flags,
 )
-from emailwb.localserver import LocalServer
+from emailwb.llm.localserver import LocalServer
 
 
 # --- without the server ---------------------------------------------------------------------

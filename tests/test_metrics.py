@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 
-from emailwb.metrics import Metrics, MetricsSnapshot, percentile, status_json
+from emailwb.engine.throughput import Metrics, MetricsSnapshot, status_json
+from emailwb.quality.stats import percentile
 
 
 class Clock:

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from emailwb import runs
-from emailwb.notebook import execute, outputs_text
-from emailwb.store import Store
+from emailwb.store import runs
+from emailwb.store.database import Store
+from emailwb.ui.notebook import execute, outputs_text
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emailwb.cleaning import split_body
-from emailwb.emails import Email, parse_email
 from emailwb.errors import EmailParseError
+from emailwb.mail.cleaning import split_body
+from emailwb.mail.message import Email, parse_email
 
 FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

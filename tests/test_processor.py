@@ -16,13 +16,16 @@ from typing import Any
 
 import pytest
 
-from emailwb import processor as processor_mod
-from emailwb import results as results_mod
-from emailwb import runs, workqueue
-from emailwb.backends import make_backend
-from emailwb.processor import Processor
-from emailwb.runs import RunConfig
-from emailwb.simulate import FaultPlan, SimServer
+from emailwb.engine import processor as processor_mod
+from emailwb.engine import workqueue
+from emailwb.engine.batch import run_batch
+from emailwb.engine.processor import Processor
+from emailwb.llm.router import make_backend
+from emailwb.settings import RunConfig
+from emailwb.store import results as results_mod
+from emailwb.store import runs
+from emailwb.testing.faults import FaultPlan
+from emailwb.testing.servers import SimServer
 
 TYPES = ("deal", "newsletter", "request", "personal")
 
@@ -338,7 +341,7 @@ async def test_limit_and_status_json(store):
     async with SimServer(kind="openai") as srv:
         _, summary = await run(store, srv, cfg(srv), name="lim", limit=4)
         assert summary.done == 4 and summary.pending == 6 and summary.status == "stopped"
-        from emailwb.metrics import status_json
+        from emailwb.engine.throughput import status_json
 
         st = status_json(store, "lim")
         assert st["done"] == 4 and st["pending"] == 6 and st["run"]["name"] == "lim"
@@ -351,7 +354,7 @@ async def test_run_batch_with_given_backend_and_provenance(store):
     async with SimServer(kind="llama-server", slots=3) as srv:
         backend = make_backend("openai", srv.url, srv.model)
         seen: list[Processor] = []
-        summary = await processor_mod.run_batch(
+        summary = await run_batch(
             store, cfg(srv, backend="openai"), backend=backend, run_name="rb",
             on_start=seen.append)
         await backend.aclose()
@@ -390,8 +393,8 @@ async def test_processor_retry_failed_continues_a_finished_run(store):
 
 
 def test_breaker_opens_rests_and_closes() -> None:
-    from emailwb.breaker import EndpointBreaker, EndpointResting
     from emailwb.errors import BackendOverloaded, BackendServerError, SchemaViolation
+    from emailwb.llm.breaker import EndpointBreaker, EndpointResting
 
     now = [0.0]
     b = EndpointBreaker(threshold=3, cooldown=1.0, clock=lambda: now[0])

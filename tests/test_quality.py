@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emailwb.errors import ConfigError
-from emailwb.quality import (
+from emailwb.quality.measures import (
     JUDGE_SCHEMA,
     DriftDetector,
     amounts_missed,
@@ -313,8 +313,8 @@ def test_drift_detector_relative_mode_lower_is_better_and_skips_none():
 
 
 def test_grounding_text_puts_header_names_where_grounding_finds_them():
-    from emailwb.emails import Email
-    from emailwb.quality import grounding_text
+    from emailwb.mail.message import Email
+    from emailwb.quality.measures import grounding_text
 
     mail = Email(message_id="m1", date=datetime(2000, 12, 13), date_flag=None,
                  sender="jeff.dasovich@enron.com", sender_name="Jeff Dasovich",

@@ -12,14 +12,14 @@ from typing import Any
 
 from qualitykit import QUICK, answers, config_for, make_mail, sim_run, unit_facts
 
-from emailwb import runs
-from emailwb.backends import make_backend
-from emailwb.drift import QualityConfig, QualityWatch
-from emailwb.metrics import status_json
-from emailwb.processor import Processor
-from emailwb.quality import deep_check_sample
-from emailwb.scoring import ensure_quality, quality_df
-from emailwb.simulate import SimServer
+from emailwb.engine.processor import Processor
+from emailwb.engine.throughput import status_json
+from emailwb.llm.router import make_backend
+from emailwb.quality.measures import deep_check_sample
+from emailwb.quality.scoring import ensure_quality, quality_df
+from emailwb.quality.watch import QualityConfig, QualityWatch
+from emailwb.store import runs
+from emailwb.testing.servers import SimServer
 
 
 def _rows(store: Any, sql: str, *params: Any) -> list[dict[str, Any]]:

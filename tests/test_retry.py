@@ -12,14 +12,17 @@ import aiohttp
 import pytest
 from qualitykit import config_for, make_mail
 
-from emailwb.backends import LLMRequest, OllamaBackend, OpenAIBackend, make_backend
+from emailwb.engine.processor import Processor, RunSummary
+from emailwb.engine.retry import backoff_delay, cut_by_token_limit, outcome, roomier
 from emailwb.errors import BackendOverloaded, BackendTimeout, BackendUnavailable, SchemaViolation
-from emailwb.processor import Processor, RunSummary
-from emailwb.retry import backoff_delay, cut_by_token_limit, outcome, roomier
-from emailwb.runs import RunConfig
-from emailwb.schema import output_json_schema
-from emailwb.simplan import cut_at_token_limit
-from emailwb.simulate import FaultPlan, SimServer
+from emailwb.llm.contract import LLMRequest
+from emailwb.llm.ollama import OllamaBackend
+from emailwb.llm.openai import OpenAIBackend
+from emailwb.llm.router import make_backend
+from emailwb.llm.schema import output_json_schema
+from emailwb.settings import RunConfig
+from emailwb.testing.faults import FaultPlan, cut_at_token_limit
+from emailwb.testing.servers import SimServer
 
 MESSAGES = [
     {"role": "system", "content": "Reply with JSON."},

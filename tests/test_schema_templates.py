@@ -11,11 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from emailwb import detect as det
-from emailwb import schema as schema_mod
-from emailwb.emails import Email
 from emailwb.errors import ConfigError
-from emailwb.schema import (
+from emailwb.llm import schema as schema_mod
+from emailwb.llm.prompts import (
+    COMMON_INSTRUCTIONS,
+    TEMPLATES,
+    USER_LEAD,
+    build_messages,
+    describe_templates,
+    get_template,
+)
+from emailwb.llm.schema import (
     EMAIL_TYPES,
     SCHEMA_VERSION,
     SUMMARY,
@@ -24,14 +30,8 @@ from emailwb.schema import (
     parse_reply,
     schema_hash,
 )
-from emailwb.templates import (
-    COMMON_INSTRUCTIONS,
-    TEMPLATES,
-    USER_LEAD,
-    build_messages,
-    describe_templates,
-    get_template,
-)
+from emailwb.mail import detect as det
+from emailwb.mail.message import Email
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emailwb.errors import ConfigError
-from emailwb.stats import (
+from emailwb.quality.stats import (
     bootstrap_ci,
     field_agreement,
     non_inferiority,

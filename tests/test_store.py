@@ -15,9 +15,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from emailwb import migrations
 from emailwb.errors import MigrationError, StoreError
-from emailwb.store import Store
+from emailwb.store import migrations
+from emailwb.store.database import Store
 
 REPO = Path(__file__).resolve().parents[1]
 INSERT = "INSERT INTO sources (path, kind, size, mtime, ingested_at) VALUES (?, 'eml', ?, 0, '')"
@@ -261,7 +261,7 @@ def test_close_flushes_pending_writes_and_is_idempotent(db_path: Path) -> None:
 
 CHILD = """
 import sys, time
-from emailwb.store import Store
+from emailwb.store.database import Store
 store = Store(sys.argv[1])
 sql = "INSERT INTO sources (path, kind, size, mtime, ingested_at) VALUES (?, 'eml', ?, 0, '')"
 for k in range(10):

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from qualitykit import answers, make_mail
 
-from emailwb import explore, runs
-from emailwb.drift import QualityConfig
-from emailwb.notebook import ErrorLog, parameterize
-from emailwb.simulate import SimServer
-from emailwb.widgets import LaunchPanel, PrioritiesPanel
+from emailwb.quality.watch import QualityConfig
+from emailwb.store import runs
+from emailwb.testing.servers import SimServer
+from emailwb.ui import explore
+from emailwb.ui.notebook import ErrorLog, parameterize
+from emailwb.ui.panels import LaunchPanel, PrioritiesPanel
 
 pytestmark = pytest.mark.timeout(120)
 

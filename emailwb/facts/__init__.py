@@ -13,7 +13,7 @@ The room for everything that reads business facts out of an email without an LLM
   unplaced;
 * ``plans``: the extraction plan, which source each field of a result comes from.
 
-May import: ``emailwb.emails``, ``emailwb.cleaning``, ``emailwb.money``, ``emailwb.schema``,
+May import: ``emailwb.mail.message``, ``emailwb.mail.cleaning``, ``emailwb.facts.money``, ``emailwb.llm.schema``,
 ``emailwb.errors`` and third-party libraries (spaCy, rapidfuzz). Nothing here imports the
 processor, the store or the backends.
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from emailwb.emails import Email
+from emailwb.mail.message import Email
 
 #: a new text this short (in words) is a cover note when the email also forwards something
 COVER_NOTE_WORDS = 40

@@ -14,7 +14,7 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
-from emailwb.money import find_money
+from emailwb.facts.money import find_money
 
 FUZZY_MIN = 90.0  # partial ratio, 0..100
 _MAX_TEXT = 60_000

@@ -22,10 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emailwb.emails import Email
 from emailwb.facts import nlp
 from emailwb.facts.counted import Segment, counted_segments
-from emailwb.money import find_money
+from emailwb.facts.money import find_money
+from emailwb.mail.message import Email
 
 FIELDS = ("people", "organizations", "amounts", "dates", "deal_refs")
 
@@ -64,7 +64,7 @@ class Facts:
         return list(getattr(self, name))
 
     def result_fields(self) -> dict[str, Any]:
-        """The fields in the result schema's shape (``emailwb.schema.EmailAnalysis``)."""
+        """The fields in the result schema's shape (``emailwb.llm.schema.EmailAnalysis``)."""
         return {
             "people": [{"name": f.text, "role": ""} for f in self.people],
             "organizations": [f.text for f in self.organizations],

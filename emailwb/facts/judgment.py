@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from emailwb.emails import Email
 from emailwb.facts.counted import counted_segments, forward_is_point
+from emailwb.mail.message import Email
 
 
 class Judgment(NamedTuple):

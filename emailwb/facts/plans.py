@@ -1,6 +1,6 @@
 """Extraction plans: which source each field of a result comes from.
 
-A plan maps every field of ``emailwb.schema.EmailAnalysis`` (plus ``has_action_item``) to a
+A plan maps every field of ``emailwb.llm.schema.EmailAnalysis`` (plus ``has_action_item``) to a
 source:
 
 * ``facts``: the deterministic extractors (``emailwb.facts.extract``), with spans;
@@ -28,7 +28,7 @@ from emailwb.errors import ConfigError
 from emailwb.facts.evidence import place, place_amount
 from emailwb.facts.extract import Facts
 from emailwb.facts.judgment import Judgment
-from emailwb.schema import EmailAnalysis
+from emailwb.llm.schema import EmailAnalysis
 
 SOURCES = ("facts", "rules", "llm", "choice", "none")
 #: the fields a plan routes; has_action_item is derived from action_items when the LLM writes them

@@ -1,0 +1,13 @@
+"""Mail: from bytes on disk to clean, deduplicated, threaded ``Email`` records in the store.
+
+``rfc822`` (headers, addresses, dates) and ``mimebody`` (the text of a MIME tree) parse one
+message; ``message`` is the ``Email`` record and ``parse_email``; ``cleaning`` splits the
+sender's new text from quotes, forwards, signatures and disclaimers; ``dedupe`` and
+``threads`` group copies and conversations; ``detect`` is the rule-based type and priority
+hint used for queue ordering; ``sources`` reads maildirs, mbox, ``.eml`` folders and
+CSV/Parquet exports; ``ingest`` drives them into a store.
+
+May import: ``emailwb.errors`` and ``emailwb.store`` (``ingest`` writes through the store's
+public methods). The bottom of the house with the store: nothing here knows about LLMs,
+runs or quality.
+"""
