@@ -20,6 +20,7 @@ from emailwb.quality.measures import deep_check_sample
 from emailwb.quality.stats import wilson_interval
 from emailwb.store.database import Store
 from emailwb.testing.servers import SimServer
+from emailwb.ui import audit_panel
 from emailwb.ui.notebook import execute, outputs_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,11 +58,11 @@ def test_the_sample_is_queued_and_loads_with_email_json_grounding_and_judge(st):
     assert "> earlier" not in item.emails[0]["new_text"] and "> earlier" in item.emails[0]["body"]
     assert item.grounding is not None and item.grounding.fields["people"].ungrounded
     assert item.judge["verdict"]["people"] == "correct"
-    html = audit.json_html(item.data, item.grounding)
+    html = audit_panel.json_html(item.data, item.grounding)
     assert "emailwb-ungrounded" in html and "Zaphod Beeblebrox" in html
     good = audit.load_item(st, "A", bad)
-    assert "emailwb-ungrounded" not in audit.json_html(good.data, good.grounding)
-    assert "emailwb-grounded" in audit.json_html(good.data, good.grounding)
+    assert "emailwb-ungrounded" not in audit_panel.json_html(good.data, good.grounding)
+    assert "emailwb-grounded" in audit_panel.json_html(good.data, good.grounding)
 
 
 def test_labels_give_accuracy_with_wilson_intervals(st):
@@ -88,7 +89,7 @@ def test_labels_give_accuracy_with_wilson_intervals(st):
 
 
 def test_the_panel_walks_the_queue_and_reports_errors_in_its_output(st):
-    panel = audit.AuditPanel(st, "B", auditor="tester")
+    panel = audit_panel.AuditPanel(st, "B", auditor="tester")
     assert panel.units == SAMPLED and panel.index == 0
     assert "item 1 of" in panel.header.value
     panel.set_label("people", "correct")
@@ -117,11 +118,11 @@ def test_the_panel_walks_the_queue_and_reports_errors_in_its_output(st):
 def test_email_content_is_escaped(st):
     email = {"sender": "x@y.com", "sender_name": "<b>Boss</b>", "subject": "<script>alert(1)</script>",
              "to_addrs": '["a@b.com"]', "new_text": "<img src=x onerror=alert(2)>", "body": "</pre>"}
-    html = audit.email_html([email])
+    html = audit_panel.email_html([email])
     assert "<script>" not in html and "<img" not in html and "<b>Boss" not in html
     assert "&lt;script&gt;" in html and "&lt;/pre&gt;" in html
     data = {"summary": "<script>x</script>", "people": [{"name": "<i>Eve</i>"}]}
-    assert "<script>" not in audit.json_html(data) and "&lt;i&gt;Eve" in audit.json_html(data)
+    assert "<script>" not in audit_panel.json_html(data) and "&lt;i&gt;Eve" in audit_panel.json_html(data)
 
 
 def test_audit_cli(db: Path, capsys):

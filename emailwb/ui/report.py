@@ -201,8 +201,9 @@ def _quality_section(store: Store, record: runs.RunRecord, figs: _Figures) -> st
 
 
 def _checks_section(store: Store, record: runs.RunRecord, figs: _Figures) -> str:
-    from emailwb.quality.audit import accuracy, accuracy_figure
+    from emailwb.quality.audit import accuracy
     from emailwb.quality.judge import judge_accuracy
+    from emailwb.ui.audit_panel import accuracy_figure
 
     counts = store.query_one(
         "SELECT (SELECT COUNT(*) FROM audit_queue WHERE run_id = ?) AS queued, "
@@ -229,12 +230,8 @@ def _checks_section(store: Store, record: runs.RunRecord, figs: _Figures) -> str
 
 def _ab_section(store: Store, record: runs.RunRecord, figs: _Figures,
                 compare_with: str | int | None, margin: float) -> str:
-    from emailwb.quality.compare import (
-        compare_runs,
-        comparison_figure,
-        comparison_html,
-        comparisons_for,
-    )
+    from emailwb.quality.compare import compare_runs, comparisons_for
+    from emailwb.ui.compare_panel import comparison_figure, comparison_html
 
     if compare_with is not None:
         compare_runs(store, compare_with, record.id, margin=margin)
