@@ -43,12 +43,20 @@ def manifest(enron: Path = ENRON) -> list[Mail]:
     if not (enron / "MANIFEST.tsv").is_file():
         raise SystemExit(f"the Enron dev set is not at {enron}: set EMAILWB_ENRON_DIR")
     with (enron / "MANIFEST.tsv").open(newline="") as fh:
-        return [Mail(r["path"], int(r["bytes"]), r["content_group"])
-                for r in csv.DictReader(fh, delimiter="\t")]
+        return [
+            Mail(r["path"], int(r["bytes"]), r["content_group"])
+            for r in csv.DictReader(fh, delimiter="\t")
+        ]
 
 
-def distinct_sample(n: int, *, seed: int = 4, min_bytes: int = 700, max_bytes: int = 5000,
-                    exclude: Iterable[str] = ()) -> list[Mail]:
+def distinct_sample(
+    n: int,
+    *,
+    seed: int = 4,
+    min_bytes: int = 700,
+    max_bytes: int = 5000,
+    exclude: Iterable[str] = (),
+) -> list[Mail]:
     """``n`` messages from ``n`` different content groups (so deduplication has nothing to
     merge), of ordinary size, chosen with a fixed seed; ``exclude``: groups not to use."""
     rows = [m for m in manifest() if min_bytes <= m.bytes <= max_bytes]
@@ -83,8 +91,12 @@ def copy_mail(mails: Iterable[Mail], dest: Path) -> Path:
     return dest
 
 
-def store_with(folder: Path, name: str, mails: Iterable[Mail] | None = None,
-               paths: Sequence[Path] | None = None) -> Store:
+def store_with(
+    folder: Path,
+    name: str,
+    mails: Iterable[Mail] | None = None,
+    paths: Sequence[Path] | None = None,
+) -> Store:
     """A fresh store ``folder/name.sqlite`` holding ``mails`` (copied) or ``paths``."""
     src = paths or [copy_mail(mails or (), folder / f"{name}-mail")]
     store = Store(folder / f"{name}.sqlite")
@@ -94,8 +106,10 @@ def store_with(folder: Path, name: str, mails: Iterable[Mail] | None = None,
 
 
 def groups_of(store: Store) -> int:
-    return int(store.scalar(
-        "SELECT COUNT(*) FROM content_groups WHERE canonical_email_id IS NOT NULL") or 0)
+    return int(
+        store.scalar("SELECT COUNT(*) FROM content_groups WHERE canonical_email_id IS NOT NULL")
+        or 0
+    )
 
 
 def machine_line() -> str:
@@ -107,15 +121,17 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-          left: Sequence[int] = (0,)) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: Sequence[int] = (0,)) -> str:
     """A plain text table; the ``left`` columns left-aligned, the others right-aligned."""
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for j, r in enumerate(cells):
-        lines.append("  ".join(c.ljust(widths[i]) if i in left else c.rjust(widths[i])
-                               for i, c in enumerate(r)).rstrip())
+        lines.append(
+            "  ".join(
+                c.ljust(widths[i]) if i in left else c.rjust(widths[i]) for i, c in enumerate(r)
+            ).rstrip()
+        )
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -144,8 +160,10 @@ def _machine_busy_s() -> float | None:
 
 def _own_cpu_s() -> float:
     """CPU-seconds of this process and its reaped children (a stopped llama-server)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN)
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 

@@ -125,15 +125,15 @@ async def prompts(store: Store, cfg: RunConfig) -> list[tuple[str, list[dict[str
     return out
 
 
-async def count_tokens(base_url: str, label: str,
-                       items: list[tuple[str, list[dict[str, str]]]]) -> Tokens:
+async def count_tokens(
+    base_url: str, label: str, items: list[tuple[str, list[dict[str, str]]]]
+) -> Tokens:
     """Render each prompt with the model's chat template and tokenize it, on the server."""
     sem = asyncio.Semaphore(8)
 
     async def one(http: aiohttp.ClientSession, messages: list[dict[str, str]]) -> list[int]:
         async with sem:
-            async with http.post(f"{base_url}/apply-template",
-                                 json={"messages": messages}) as resp:
+            async with http.post(f"{base_url}/apply-template", json={"messages": messages}) as resp:
                 prompt = (await resp.json())["prompt"]
             async with http.post(f"{base_url}/tokenize", json={"content": prompt}) as resp:
                 return list((await resp.json())["tokens"])
@@ -160,45 +160,80 @@ def part_a(folder: Path) -> dict[str, Any]:
     store = store_with(folder, "mailbox", paths=[ENRON / "maildir"])
     stats = store.stats()
     messages, groups, threads = stats["messages"], stats["content_groups"], stats["threads"]
-    print(f"\n(a) the whole mailbox: {ENRON} - {messages:,} messages, {groups:,} content groups, "
-          f"{threads:,} threads (ingested in {clock.s:.1f} s)")
+    print(
+        f"\n(a) the whole mailbox: {ENRON} - {messages:,} messages, {groups:,} content groups, "
+        f"{threads:,} threads (ingested in {clock.s:.1f} s)"
+    )
     # the all-LLM plan's prompts: part (a) counts what cleaning and the shared prefix save on
     # the same full prompt (the default plan's prompt is smaller still: part b measures it)
     default = RunConfig.default(backend="local", plan="llm")
-    configs = [("emailwb all-LLM plan: clean, shared prefix, per group", default),
-               ("same groups, raw bodies (cleaning off)", default.model_copy(
-                   update={"mode": "raw"})),
-               ("reference: raw, email first, every message", RunConfig.reference(
-                   backend="local"))]
+    configs = [
+        ("emailwb all-LLM plan: clean, shared prefix, per group", default),
+        ("same groups, raw bodies (cleaning off)", default.model_copy(update={"mode": "raw"})),
+        ("reference: raw, email first, every message", RunConfig.reference(backend="local")),
+    ]
     built = [(label, asyncio.run(prompts(store, cfg))) for label, cfg in configs]
     store.close()
     with LocalServer(slots=1, ctx_per_slot=2048) as server:  # the model's own tokenizer
-        counted = [asyncio.run(count_tokens(server.base_url, label, items))
-                   for label, items in built]
-    print(f"  {sum(len(b) for _, b in built):,} prompts built by the work queue and tokenized "
-          f"by llama-server in {clock.s:.0f} s")
+        counted = [
+            asyncio.run(count_tokens(server.base_url, label, items)) for label, items in built
+        ]
+    print(
+        f"  {sum(len(b) for _, b in built):,} prompts built by the work queue and tokenized "
+        f"by llama-server in {clock.s:.0f} s"
+    )
     rows = []
     for t in counted:
-        rows.append([t.label, t.calls, t.calls / messages, t.tokens, t.tokens / t.calls,
-                     t.prefix / t.calls, t.uncached / t.calls, t.tokens / messages,
-                     t.uncached / messages])
-    print(table(["configuration", "LLM calls", "calls/message", "prompt tokens",
-                 "tokens/call", "cacheable/call", "uncached/call", "tokens/message",
-                 "uncached/message"], rows))
-    print(f"  chain mode (one call per thread) would make {threads / messages:.3f} calls per "
-          "message")
+        rows.append(
+            [
+                t.label,
+                t.calls,
+                t.calls / messages,
+                t.tokens,
+                t.tokens / t.calls,
+                t.prefix / t.calls,
+                t.uncached / t.calls,
+                t.tokens / messages,
+                t.uncached / messages,
+            ]
+        )
+    print(
+        table(
+            [
+                "configuration",
+                "LLM calls",
+                "calls/message",
+                "prompt tokens",
+                "tokens/call",
+                "cacheable/call",
+                "uncached/call",
+                "tokens/message",
+                "uncached/message",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"  chain mode (one call per thread) would make {threads / messages:.3f} calls per message"
+    )
     ours, raw, ref = counted
-    out = {"messages": messages, "groups": groups, "threads": threads,
-           "dedup": messages / groups,
-           "cleaning_tokens": raw.tokens / ours.tokens,
-           "prefix_tokens": ours.tokens / max(ours.uncached, 1),
-           "tokens_per_message": ref.tokens / messages / (ours.tokens / messages),
-           "uncached_per_message": (ref.uncached / messages) / (ours.uncached / messages)}
-    print(f"  deduplication: {out['dedup']:.2f} messages per LLM call; cleaning: "
-          f"{out['cleaning_tokens']:.2f}x fewer prompt tokens per call on the same emails; "
-          f"shared prefix: {ours.prefix / ours.tokens:.0%} of emailwb's prompt tokens are "
-          f"cacheable; prompt tokens per mailbox message, reference over emailwb: "
-          f"{out['tokens_per_message']:.2f}x ({out['uncached_per_message']:.2f}x uncached)")
+    out = {
+        "messages": messages,
+        "groups": groups,
+        "threads": threads,
+        "dedup": messages / groups,
+        "cleaning_tokens": raw.tokens / ours.tokens,
+        "prefix_tokens": ours.tokens / max(ours.uncached, 1),
+        "tokens_per_message": ref.tokens / messages / (ours.tokens / messages),
+        "uncached_per_message": (ref.uncached / messages) / (ours.uncached / messages),
+    }
+    print(
+        f"  deduplication: {out['dedup']:.2f} messages per LLM call; cleaning: "
+        f"{out['cleaning_tokens']:.2f}x fewer prompt tokens per call on the same emails; "
+        f"shared prefix: {ours.prefix / ours.tokens:.0%} of emailwb's prompt tokens are "
+        f"cacheable; prompt tokens per mailbox message, reference over emailwb: "
+        f"{out['tokens_per_message']:.2f}x ({out['uncached_per_message']:.2f}x uncached)"
+    )
     return out
 
 
@@ -217,8 +252,19 @@ def decode_scaling(slots: int, npp: int, ntg: int = 128) -> tuple[float, float] 
     exe = find_binary(None)[0].with_name("llama-batched-bench")
     if not exe.is_file():
         return None
-    cmd = [str(exe), "-m", str(default_model_path()), "-c", str(slots * (npp + ntg) + 512),
-           "-npp", str(npp), "-ntg", str(ntg), "-npl", f"1,{slots}"]
+    cmd = [
+        str(exe),
+        "-m",
+        str(default_model_path()),
+        "-c",
+        str(slots * (npp + ntg) + 512),
+        "-npp",
+        str(npp),
+        "-ntg",
+        str(ntg),
+        "-npl",
+        f"1,{slots}",
+    ]
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
@@ -261,19 +307,27 @@ def run(store: Store, cfg: RunConfig, name: str) -> Run:
     t, other = time.monotonic(), OtherLoad()
     s = asyncio.run(run_batch(store, cfg, run_name=name, **quality_kw()))
     cores = other.cores
-    rows = {r["message_id"]: dict(r) for r in store.query(
-        "SELECT e.message_id, r.latency_s, r.ttft_s, r.prompt_tokens, r.completion_tokens, "
-        "r.cached_tokens, r.attempts, r.status, r.created_at FROM email_results x "
-        "JOIN results r ON r.id = x.result_id JOIN emails e ON e.id = x.email_id "
-        "JOIN runs u ON u.id = x.run_id WHERE u.name = ?", (name,))}
+    rows = {
+        r["message_id"]: dict(r)
+        for r in store.query(
+            "SELECT e.message_id, r.latency_s, r.ttft_s, r.prompt_tokens, r.completion_tokens, "
+            "r.cached_tokens, r.attempts, r.status, r.created_at FROM email_results x "
+            "JOIN results r ON r.id = x.result_id JOIN emails e ON e.id = x.email_id "
+            "JOIN runs u ON u.id = x.run_id WHERE u.name = ?",
+            (name,),
+        )
+    }
     n = max(len(rows), 1)
     extra = sum((v["attempts"] or 1) - 1 for v in rows.values())
     busy = f"others used {cores:.1f} of {os.cpu_count()} cores" if cores is not None else ""
-    print(f"  {name:<14} {s.emails_done:3d} emails ({s.failed} failed, {extra} retries) in "
-          f"{s.elapsed_s:6.1f} s = {s.emails_per_min:6.2f} emails/min, final limit "
-          f"{s.final_limit}; {s.prompt_tokens / n:4.0f} prompt / {s.completion_tokens / n:4.0f} "
-          f"completion tokens per email (with server start {time.monotonic() - t:.0f} s; "
-          f"{busy})", flush=True)
+    print(
+        f"  {name:<14} {s.emails_done:3d} emails ({s.failed} failed, {extra} retries) in "
+        f"{s.elapsed_s:6.1f} s = {s.emails_per_min:6.2f} emails/min, final limit "
+        f"{s.final_limit}; {s.prompt_tokens / n:4.0f} prompt / {s.completion_tokens / n:4.0f} "
+        f"completion tokens per email (with server start {time.monotonic() - t:.0f} s; "
+        f"{busy})",
+        flush=True,
+    )
     return Run(name, s, rows)
 
 
@@ -284,8 +338,11 @@ def sequential_times(run: Run, sleep: float) -> dict[str, float]:
     previous: float | None = None
     for key, row in sorted(run.rows.items(), key=lambda kv: kv[1]["created_at"]):
         at = datetime.fromisoformat(row["created_at"]).timestamp()
-        out[key] = at - previous - sleep if previous is not None else \
-            (row["latency_s"] or 0.0) * (row["attempts"] or 1)
+        out[key] = (
+            at - previous - sleep
+            if previous is not None
+            else (row["latency_s"] or 0.0) * (row["attempts"] or 1)
+        )
         previous = at
     return out
 
@@ -298,16 +355,19 @@ def totals(runs: list[Run]) -> tuple[int, float, float]:
 
 
 def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | None) -> bool:
-    mails = distinct_sample(args.emails, seed=args.seed, min_bytes=args.min_bytes,
-                            max_bytes=args.max_bytes)
+    mails = distinct_sample(
+        args.emails, seed=args.seed, min_bytes=args.min_bytes, max_bytes=args.max_bytes
+    )
     halves = balanced_split(mails, 2)
     stores = [store_with(folder, f"half{i}", h) for i, h in enumerate(halves)]
     step = max(1, len(mails) // max(args.seq_emails, 1))
-    seq_mails = sorted(mails, key=lambda m: m.bytes)[step // 2::step][: args.seq_emails]
+    seq_mails = sorted(mails, key=lambda m: m.bytes)[step // 2 :: step][: args.seq_emails]
     seq_store = store_with(folder, "seq", seq_mails)
-    print(f"\n(b) {len(mails)} distinct Enron emails ({sum(m.bytes for m in mails):,} bytes, "
-          f"halves of {len(halves[0])} and {len(halves[1])}), embedded llama-server "
-          f"(SmolLM2-135M, {RunConfig.default().slots} slots, a fresh server per run)")
+    print(
+        f"\n(b) {len(mails)} distinct Enron emails ({sum(m.bytes for m in mails):,} bytes, "
+        f"halves of {len(halves[0])} and {len(halves[1])}), embedded llama-server "
+        f"(SmolLM2-135M, {RunConfig.default().slots} slots, a fresh server per run)"
+    )
     ref_cfg = RunConfig.reference(backend="local")
     def_cfg = RunConfig.default(backend="local")
     refs: list[Run] = []
@@ -318,34 +378,77 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
         refs.append(run(store, ref_cfg, f"reference-{'AB'[i]}"))
         defs.append(run(store, def_cfg, f"default-{'AB'[i]}"))
         if i == 0 and args.seq_emails > 0:
-            seq = run(seq_store, def_cfg.model_copy(update={"concurrency": 1, "plan": "llm"}),
-                      "llm-c1")
-            seq_plan = run(seq_store, def_cfg.model_copy(update={"concurrency": 1}),
-                           "default-c1")
+            seq = run(
+                seq_store, def_cfg.model_copy(update={"concurrency": 1, "plan": "llm"}), "llm-c1"
+            )
+            seq_plan = run(seq_store, def_cfg.model_copy(update={"concurrency": 1}), "default-c1")
     for s in [*stores, seq_store]:
         s.close()
 
     n_ref, t_ref, rate_ref = totals(refs)
     n_def, t_def, rate_def = totals(defs)
     print()
+
     def tokens_per_email(rs: list[Run]) -> float:
         return sum(r.summary.completion_tokens for r in rs) / max(
-            sum(r.summary.emails_done for r in rs), 1)
+            sum(r.summary.emails_done for r in rs), 1
+        )
 
-    rows = [["reference (every field by the model; 1 at a time, 2 s sleep, raw, email first)",
-             n_ref, t_ref, rate_ref, tokens_per_email(refs), "1.00x"],
-            ["emailwb default (plan 'default': facts and rules, the model writes the summary;"
-             " auto concurrency, clean, shared prefix)",
-             n_def, t_def, rate_def, tokens_per_email(defs), f"{rate_def / rate_ref:.2f}x"]]
+    rows = [
+        [
+            "reference (every field by the model; 1 at a time, 2 s sleep, raw, email first)",
+            n_ref,
+            t_ref,
+            rate_ref,
+            tokens_per_email(refs),
+            "1.00x",
+        ],
+        [
+            "emailwb default (plan 'default': facts and rules, the model writes the summary;"
+            " auto concurrency, clean, shared prefix)",
+            n_def,
+            t_def,
+            rate_def,
+            tokens_per_email(defs),
+            f"{rate_def / rate_ref:.2f}x",
+        ],
+    ]
     if seq is not None and seq_plan is not None:
         n, secs, rate = totals([seq])
-        rows.append([f"every field by the model (plan 'llm') at concurrency 1 ({n} emails)", n,
-                     secs, rate, tokens_per_email([seq]), "(for the factors)"])
+        rows.append(
+            [
+                f"every field by the model (plan 'llm') at concurrency 1 ({n} emails)",
+                n,
+                secs,
+                rate,
+                tokens_per_email([seq]),
+                "(for the factors)",
+            ]
+        )
         n, secs, rate = totals([seq_plan])
-        rows.append([f"the default plan at concurrency 1 ({n})", n, secs, rate,
-                     tokens_per_email([seq_plan]), "(for the factors)"])
-    print(table(["configuration", "emails", "seconds", "emails/min",
-                 "completion tokens/email", "vs reference"], rows))
+        rows.append(
+            [
+                f"the default plan at concurrency 1 ({n})",
+                n,
+                secs,
+                rate,
+                tokens_per_email([seq_plan]),
+                "(for the factors)",
+            ]
+        )
+    print(
+        table(
+            [
+                "configuration",
+                "emails",
+                "seconds",
+                "emails/min",
+                "completion tokens/email",
+                "vs reference",
+            ],
+            rows,
+        )
+    )
 
     # --- the factors ---
     dedup = mailbox["dedup"] if mailbox else args.dedup
@@ -354,21 +457,35 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
     sleeps = sum(ref_cfg.sleep_between * r.summary.emails_done for r in refs)
     f_sleep = t_ref / max(t_ref - sleeps, 1e-9)
     factors: list[list[Any]] = [
-        ["deduplication (messages per LLM call, whole mailbox)", f"{dedup:.2f}x",
-         "measured, part (a)" if mailbox else "given (--dedup)"],
-        ["no fixed sleeps (2 s after each email)", f"{f_sleep:.2f}x",
-         f"measured: the reference took {t_ref:.0f} s, {t_ref - sleeps:.0f} s without its "
-         "sleeps"]]
+        [
+            "deduplication (messages per LLM call, whole mailbox)",
+            f"{dedup:.2f}x",
+            "measured, part (a)" if mailbox else "given (--dedup)",
+        ],
+        [
+            "no fixed sleeps (2 s after each email)",
+            f"{f_sleep:.2f}x",
+            f"measured: the reference took {t_ref:.0f} s, {t_ref - sleeps:.0f} s without its "
+            "sleeps",
+        ],
+    ]
     rest = speed / f_sleep
     if seq is not None and seq_plan is not None:
         ref_rows = {k: v for r in refs for k, v in r.rows.items()}
-        t_ref_each = {k: v for r in refs for k, v in sequential_times(
-            r, ref_cfg.sleep_between).items()}
+        t_ref_each = {
+            k: v for r in refs for k, v in sequential_times(r, ref_cfg.sleep_between).items()
+        }
         t_seq_each = sequential_times(seq, 0.0)
         t_plan_each = sequential_times(seq_plan, 0.0)
-        matched = [k for k in seq.rows if k in ref_rows and k in seq_plan.rows
-                   and seq.rows[k]["status"] == "done" and ref_rows[k]["status"] == "done"
-                   and seq_plan.rows[k]["status"] == "done"]
+        matched = [
+            k
+            for k in seq.rows
+            if k in ref_rows
+            and k in seq_plan.rows
+            and seq.rows[k]["status"] == "done"
+            and ref_rows[k]["status"] == "done"
+            and seq_plan.rows[k]["status"] == "done"
+        ]
         m = max(len(matched), 1)
         sum_ref = sum(t_ref_each[k] for k in matched)
         sum_seq = sum(t_seq_each[k] for k in matched)
@@ -377,104 +494,161 @@ def part_b(args: argparse.Namespace, folder: Path, mailbox: dict[str, Any] | Non
         f_prompt = sum_ref / max(sum_seq, 1e-9)
         # prefill seconds per uncached prompt token, from the sequential reference's TTFT
         ttft = sum(v["ttft_s"] or 0.0 for v in ref_rows.values())
-        fresh = sum((v["prompt_tokens"] or 0) - (v["cached_tokens"] or 0)
-                    for v in ref_rows.values())
+        fresh = sum(
+            (v["prompt_tokens"] or 0) - (v["cached_tokens"] or 0) for v in ref_rows.values()
+        )
         spt = ttft / max(fresh, 1)
         cached = sum(seq.rows[k]["cached_tokens"] or 0 for k in matched)
         f_prefix = (sum_seq + cached * spt) / max(sum_seq, 1e-9)
         f_clean = f_prompt / f_prefix
         # what bounds the product: the defaults' generation time per email (their reply
         # after the first token) is left even if their prompts cost nothing
-        gen_seq = sum(max((seq.rows[k]["latency_s"] or 0.0) - (seq.rows[k]["ttft_s"] or 0.0),
-                          0.0) for k in matched)
+        gen_seq = sum(
+            max((seq.rows[k]["latency_s"] or 0.0) - (seq.rows[k]["ttft_s"] or 0.0), 0.0)
+            for k in matched
+        )
         prompt_bound = sum_ref / max(gen_seq, 1e-9)
 
         def per(rows: dict[str, dict[str, Any]], col: str) -> float:
             return sum((rows[k][col] or 0) for k in matched) / m
 
         factors += [
-            ["cleaning (and the email-last layout), per email", f"{f_clean:.2f}x",
-             f"measured on {len(matched)} of the emails, one at a time (retries included): "
-             f"{sum_ref:.0f} s vs {sum_seq:.0f} s, less the prefix share; per email "
-             f"{per(ref_rows, 'prompt_tokens'):.0f} vs {per(seq.rows, 'prompt_tokens'):.0f} "
-             f"prompt tokens, {per(ref_rows, 'completion_tokens'):.0f} vs "
-             f"{per(seq.rows, 'completion_tokens'):.0f} completion tokens, "
-             f"{per(ref_rows, 'attempts'):.2f} vs {per(seq.rows, 'attempts'):.2f} attempts"],
-            ["shared prompt prefix (cached by the server)", f"{f_prefix:.2f}x",
-             f"derived: {cached / m:.0f} cached tokens per request x {spt * 1000:.1f} ms "
-             "prefill per token (the reference's time to first token per uncached token)"],
-            ["extraction plan (facts and rules; the model writes the summary only)",
-             f"{f_plan:.2f}x",
-             f"measured on the same {len(matched)} emails, one at a time: {sum_seq:.0f} s "
-             f"(every field by the model) vs {sum_plan:.0f} s (default plan, its facts "
-             f"stage included); {per(seq.rows, 'completion_tokens'):.0f} vs "
-             f"{per(seq_plan.rows, 'completion_tokens'):.0f} completion tokens per email"],
-            ["batching (auto concurrency vs one at a time)",
-             f"{rest / (f_prompt * f_plan):.2f}x",
-             "the rest of the measured speed-up per call (also: batched writes, run start/"
-             "end)"]]
+            [
+                "cleaning (and the email-last layout), per email",
+                f"{f_clean:.2f}x",
+                f"measured on {len(matched)} of the emails, one at a time (retries included): "
+                f"{sum_ref:.0f} s vs {sum_seq:.0f} s, less the prefix share; per email "
+                f"{per(ref_rows, 'prompt_tokens'):.0f} vs {per(seq.rows, 'prompt_tokens'):.0f} "
+                f"prompt tokens, {per(ref_rows, 'completion_tokens'):.0f} vs "
+                f"{per(seq.rows, 'completion_tokens'):.0f} completion tokens, "
+                f"{per(ref_rows, 'attempts'):.2f} vs {per(seq.rows, 'attempts'):.2f} attempts",
+            ],
+            [
+                "shared prompt prefix (cached by the server)",
+                f"{f_prefix:.2f}x",
+                f"derived: {cached / m:.0f} cached tokens per request x {spt * 1000:.1f} ms "
+                "prefill per token (the reference's time to first token per uncached token)",
+            ],
+            [
+                "extraction plan (facts and rules; the model writes the summary only)",
+                f"{f_plan:.2f}x",
+                f"measured on the same {len(matched)} emails, one at a time: {sum_seq:.0f} s "
+                f"(every field by the model) vs {sum_plan:.0f} s (default plan, its facts "
+                f"stage included); {per(seq.rows, 'completion_tokens'):.0f} vs "
+                f"{per(seq_plan.rows, 'completion_tokens'):.0f} completion tokens per email",
+            ],
+            [
+                "batching (auto concurrency vs one at a time)",
+                f"{rest / (f_prompt * f_plan):.2f}x",
+                "the rest of the measured speed-up per call (also: batched writes, run start/end)",
+            ],
+        ]
     else:
-        factors.append(["cleaning, shared prefix and batching together", f"{rest:.2f}x",
-                        "the rest of the measured speed-up per call (--seq-emails 0)"])
+        factors.append(
+            [
+                "cleaning, shared prefix and batching together",
+                f"{rest:.2f}x",
+                "the rest of the measured speed-up per call (--seq-emails 0)",
+            ]
+        )
     product = dedup * speed
-    factors.append(["product: mailbox messages covered per minute", f"{product:.2f}x",
-                    f"= {dedup:.2f} x {speed:.2f} (measured speed-up per LLM call)"])
+    factors.append(
+        [
+            "product: mailbox messages covered per minute",
+            f"{product:.2f}x",
+            f"= {dedup:.2f} x {speed:.2f} (measured speed-up per LLM call)",
+        ]
+    )
     print()
     print(table(["factor", "value", "how"], factors, left=(0, 2)))
     if seq is not None and seq_plan is not None:
         need_free = GOAL / max(dedup * f_sleep * prompt_bound, 1e-9)
         need = GOAL / max(dedup * f_sleep * f_prompt * f_plan, 1e-9)
         completion = per(seq.rows, "completion_tokens")
-        print(f"  what bounded the all-LLM plan: one at a time it spent {gen_seq / max(sum_seq, 1e-9):.0%}"
-              f" of each email generating its reply ({completion:.0f} completion tokens, "
-              f"{gen_seq / m / max(completion, 1) * 1000:.0f} ms each); with prompts free, "
-              f"cleaning and the shared prefix could give at most {prompt_bound:.2f}x together "
-              f"(measured {f_prompt:.2f}x). With the default plan the goal needs batching >= "
-              f"{need:.2f}x at the measured factors (measured {rest / (f_prompt * f_plan):.2f}x)"
-              f"; the all-LLM plan needed >= {need_free:.2f}x with free prompts")
+        print(
+            f"  what bounded the all-LLM plan: one at a time it spent {gen_seq / max(sum_seq, 1e-9):.0%}"
+            f" of each email generating its reply ({completion:.0f} completion tokens, "
+            f"{gen_seq / m / max(completion, 1) * 1000:.0f} ms each); with prompts free, "
+            f"cleaning and the shared prefix could give at most {prompt_bound:.2f}x together "
+            f"(measured {f_prompt:.2f}x). With the default plan the goal needs batching >= "
+            f"{need:.2f}x at the measured factors (measured {rest / (f_prompt * f_plan):.2f}x)"
+            f"; the all-LLM plan needed >= {need_free:.2f}x with free prompts"
+        )
         if args.ceiling:
             slots = RunConfig.default().slots
-            prompt_mean = round(sum(r.summary.prompt_tokens for r in defs)
-                                / max(sum(r.summary.emails_done for r in defs), 1))
+            prompt_mean = round(
+                sum(r.summary.prompt_tokens for r in defs)
+                / max(sum(r.summary.emails_done for r in defs), 1)
+            )
             scaled = decode_scaling(slots, max(prompt_mean, 64))
             if scaled is None:
                 print("  (llama-batched-bench not found or failed: no decode bound)")
             else:
                 one, many = scaled
-                short = "" if many / one >= need else (
-                    f", below the {need:.2f}x the goal needs at the measured prompt factors")
-                print(f"  the model itself decodes {slots} sequences {many / one:.2f}x as fast as "
-                      f"one here ({one:.0f} vs {many:.0f} tokens/s, llama-batched-bench, "
-                      f"{prompt_mean}-token prompts, decode only: what batching can win on the "
-                      f"generated tokens){short}")
+                short = (
+                    ""
+                    if many / one >= need
+                    else (f", below the {need:.2f}x the goal needs at the measured prompt factors")
+                )
+                print(
+                    f"  the model itself decodes {slots} sequences {many / one:.2f}x as fast as "
+                    f"one here ({one:.0f} vs {many:.0f} tokens/s, llama-batched-bench, "
+                    f"{prompt_mean}-token prompts, decode only: what batching can win on the "
+                    f"generated tokens){short}"
+                )
     if mailbox:
-        print(f"  (part a, tokens only: cleaning {mailbox['cleaning_tokens']:.2f}x fewer prompt "
-              f"tokens per call, shared prefix {mailbox['prefix_tokens']:.2f}x fewer uncached)")
+        print(
+            f"  (part a, tokens only: cleaning {mailbox['cleaning_tokens']:.2f}x fewer prompt "
+            f"tokens per call, shared prefix {mailbox['prefix_tokens']:.2f}x fewer uncached)"
+        )
     covered_ref = rate_ref  # one call per message
     covered_def = rate_def * dedup
     ok = product >= GOAL
-    print(f"\nmailbox messages covered per minute: emailwb {covered_def:.1f} / reference "
-          f"{covered_ref:.1f} = {product:.2f}x (goal >= {GOAL:g})")
-    print(json.dumps({"emails": len(mails), "reference_per_min": round(rate_ref, 3),
-                      "default_per_min": round(rate_def, 3), "speedup_per_call": round(speed, 3),
-                      "dedup": round(dedup, 3), "product": round(product, 3)}))
+    print(
+        f"\nmailbox messages covered per minute: emailwb {covered_def:.1f} / reference "
+        f"{covered_ref:.1f} = {product:.2f}x (goal >= {GOAL:g})"
+    )
+    print(
+        json.dumps(
+            {
+                "emails": len(mails),
+                "reference_per_min": round(rate_ref, 3),
+                "default_per_min": round(rate_def, 3),
+                "speedup_per_call": round(speed, 3),
+                "dedup": round(dedup, 3),
+                "product": round(product, 3),
+            }
+        )
+    )
     return ok
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--emails", type=int, default=48, help="distinct emails for part (b)")
-    ap.add_argument("--seq-emails", type=int, default=8,
-                    help="emails for the concurrency-1 run that separates the factors (0: none)")
+    ap.add_argument(
+        "--seq-emails",
+        type=int,
+        default=8,
+        help="emails for the concurrency-1 run that separates the factors (0: none)",
+    )
     ap.add_argument("--seed", type=int, default=48, help="which Enron emails")
     ap.add_argument("--min-bytes", type=int, default=300)
     ap.add_argument("--max-bytes", type=int, default=20000)
-    ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
-                    help="skip llama-batched-bench's decode bound (about a minute)")
+    ap.add_argument(
+        "--no-ceiling",
+        dest="ceiling",
+        action="store_false",
+        help="skip llama-batched-bench's decode bound (about a minute)",
+    )
     ap.add_argument("--skip-llm", action="store_true", help="part (a) only")
     ap.add_argument("--skip-mailbox", action="store_true", help="part (b) only (needs --dedup)")
-    ap.add_argument("--dedup", type=float, default=6446 / 3205,
-                    help="messages per call to use with --skip-mailbox")
+    ap.add_argument(
+        "--dedup",
+        type=float,
+        default=6446 / 3205,
+        help="messages per call to use with --skip-mailbox",
+    )
     args = ap.parse_args()
     clock = Stopwatch()
     print(f"end-to-end bench: {machine_line()}")
@@ -483,8 +657,10 @@ def main() -> int:
         ok = None if args.skip_llm else part_b(args, Path(tmp), mailbox)
     print(f"\n({clock.s / 60:.1f} min, {machine_line()})")
     if ok is not None:
-        print(f"{verdict(ok)}  mailbox messages covered per minute, emailwb over the reference "
-              f">= {GOAL:g} (on {args.emails} distinct emails)")
+        print(
+            f"{verdict(ok)}  mailbox messages covered per minute, emailwb over the reference "
+            f">= {GOAL:g} (on {args.emails} distinct emails)"
+        )
     return 0 if ok in (None, True) else 1
 
 

@@ -56,8 +56,14 @@ def main() -> None:
         store.flush()
         ingested = time.perf_counter() - t0
         t0 = time.perf_counter()
-        summary = asyncio.run(run_batch(store, RunConfig.default(plan="facts"), run_name="facts",
-                                        quality=QualityConfig(judge=False)))
+        summary = asyncio.run(
+            run_batch(
+                store,
+                RunConfig.default(plan="facts"),
+                run_name="facts",
+                quality=QualityConfig(judge=False),
+            )
+        )
         ran = time.perf_counter() - t0
         stage = summary.config.get("facts_stage") or {}
         counts = {name: 0 for name in ("people", "organizations", "amounts", "dates")}
@@ -68,22 +74,39 @@ def main() -> None:
     total = ingested + ran
     rows = [
         ["bare parse (emailwb.emails.parse_email)", len(files), f"{bare:.1f}", "1.00x"],
-        ["ingest (parse, clean, dedupe, thread, store)", len(files), f"{ingested:.1f}",
-         f"{ingested / bare:.2f}x"],
-        [f"facts stage (spaCy + rules, {args.processes} processes)", stage.get("emails", 0),
-         f"{stage.get('seconds', 0.0):.1f}", f"{stage.get('seconds', 0.0) / bare:.2f}x"],
-        ["facts plan run (facts stage + results)", summary.done, f"{ran:.1f}",
-         f"{ran / bare:.2f}x"],
+        [
+            "ingest (parse, clean, dedupe, thread, store)",
+            len(files),
+            f"{ingested:.1f}",
+            f"{ingested / bare:.2f}x",
+        ],
+        [
+            f"facts stage (spaCy + rules, {args.processes} processes)",
+            stage.get("emails", 0),
+            f"{stage.get('seconds', 0.0):.1f}",
+            f"{stage.get('seconds', 0.0) / bare:.2f}x",
+        ],
+        [
+            "facts plan run (facts stage + results)",
+            summary.done,
+            f"{ran:.1f}",
+            f"{ran / bare:.2f}x",
+        ],
         ["the whole job: ingest + facts plan", len(files), f"{total:.1f}", f"{total / bare:.2f}x"],
     ]
     print(table(["stage", "messages or units", "seconds", "vs bare parse"], rows))
-    print(f"\nfound: {counts['people']} people, {counts['organizations']} organizations, "
-          f"{counts['amounts']} amounts, {counts['dates']} dates in {summary.done} content "
-          f"groups; grounding {summary.grounding:.0%} (every value has its span)"
-          if summary.grounding is not None else "")
+    print(
+        f"\nfound: {counts['people']} people, {counts['organizations']} organizations, "
+        f"{counts['amounts']} amounts, {counts['dates']} dates in {summary.done} content "
+        f"groups; grounding {summary.grounding:.0%} (every value has its span)"
+        if summary.grounding is not None
+        else ""
+    )
     print(machine_line())
-    print(f"{verdict(total < GOAL_S)}  the whole mailbox ({len(files)} messages) with the facts "
-          f"plan in {total:.0f} s (goal < {GOAL_S:.0f} s)")
+    print(
+        f"{verdict(total < GOAL_S)}  the whole mailbox ({len(files)} messages) with the facts "
+        f"plan in {total:.0f} s (goal < {GOAL_S:.0f} s)"
+    )
     raise SystemExit(0 if total < GOAL_S else 1)
 
 

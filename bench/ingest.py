@@ -151,9 +151,16 @@ def memory_child(src: str, db: str, workers: int | None) -> None:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"messages": summary.messages_new, "tracemalloc_peak": peak,
-                      "rss_growth": (rss_kib("VmHWM:") - rss0) * 1024,
-                      "worker_maxrss": child * 1024}))
+    print(
+        json.dumps(
+            {
+                "messages": summary.messages_new,
+                "tracemalloc_peak": peak,
+                "rss_growth": (rss_kib("VmHWM:") - rss0) * 1024,
+                "worker_maxrss": child * 1024,
+            }
+        )
+    )
 
 
 def memory(maildir: Path, copies: int, workers: int | None, tmp: Path, runs: int) -> None:
@@ -175,19 +182,24 @@ def memory(maildir: Path, copies: int, workers: int | None, tmp: Path, runs: int
         r = peaks[n]
         trace = " ".join(f"{x['tracemalloc_peak'] / mib:.1f}" for x in r)
         rss = " ".join(f"{x['rss_growth'] / mib:.1f}" for x in r)
-        print(f"  {n:>2}x sample ({r[0]['messages']:>6,} messages), {runs} runs:"
-              f" tracemalloc peak {trace} MiB; RSS growth {rss} MiB;"
-              f" worker max RSS {max(x['worker_maxrss'] for x in r) / mib:.1f} MiB")
+        print(
+            f"  {n:>2}x sample ({r[0]['messages']:>6,} messages), {runs} runs:"
+            f" tracemalloc peak {trace} MiB; RSS growth {rss} MiB;"
+            f" worker max RSS {max(x['worker_maxrss'] for x in r) / mib:.1f} MiB"
+        )
 
     def med(n: int, key: str) -> float:
         return statistics.median(x[key] for x in peaks[n])
 
     ratio = med(copies, "tracemalloc_peak") / med(1, "tracemalloc_peak")
     rss = med(copies, "rss_growth") / max(med(1, "rss_growth"), 1)
-    worst = (max(x["tracemalloc_peak"] for x in peaks[copies])
-             / min(x["tracemalloc_peak"] for x in peaks[1]))
-    print(f"  {copies}x / 1x (medians): tracemalloc peak {ratio:.2f}x, RSS growth {rss:.2f}x"
-          f"  -> {'PASS' if ratio <= 1.2 else 'FAIL'} (<= 1.2x); worst pair {worst:.2f}x")
+    worst = max(x["tracemalloc_peak"] for x in peaks[copies]) / min(
+        x["tracemalloc_peak"] for x in peaks[1]
+    )
+    print(
+        f"  {copies}x / 1x (medians): tracemalloc peak {ratio:.2f}x, RSS growth {rss:.2f}x"
+        f"  -> {'PASS' if ratio <= 1.2 else 'FAIL'} (<= 1.2x); worst pair {worst:.2f}x"
+    )
 
 
 def quality(enron: Path, db: Path) -> None:
@@ -197,35 +209,53 @@ def quality(enron: Path, db: Path) -> None:
             truth[row["path"]] = row["content_group"]
     store = Store(db)
     try:
-        pred = {os.path.relpath(r[0], enron): r[1]
-                for r in store.query("SELECT source, group_id FROM emails")}
+        pred = {
+            os.path.relpath(r[0], enron): r[1]
+            for r in store.query("SELECT source, group_id FROM emails")
+        }
         stats = store.stats()
         body, new, quoted, fwd, sig, disc, n = store.query_one(
             "SELECT SUM(body_chars), SUM(new_chars), SUM(length(quoted)), SUM(length(forwarded)),"
-            " SUM(length(signature)), SUM(length(disclaimer)), COUNT(*) FROM emails")
+            " SUM(length(signature)), SUM(length(disclaimer)), COUNT(*) FROM emails"
+        )
         cbody, cnew = store.query_one(
             "SELECT SUM(e.body_chars), SUM(e.new_chars) FROM content_groups g"
-            " JOIN emails e ON e.id = g.canonical_email_id")
+            " JOIN emails e ON e.id = g.canonical_email_id"
+        )
         sizes = store.query("SELECT size, COUNT(*) FROM threads GROUP BY size ORDER BY size")
     finally:
         store.close()
     p, r = pairwise_precision_recall(pred, truth)
-    print(f"  messages {stats['messages']:,}, ingest errors {stats['ingest_errors']},"
-          f" content groups {stats['content_groups']:,}"
-          f" (MANIFEST: {len(set(truth.values())):,}), threads {stats['threads']:,}")
+    print(
+        f"  messages {stats['messages']:,}, ingest errors {stats['ingest_errors']},"
+        f" content groups {stats['content_groups']:,}"
+        f" (MANIFEST: {len(set(truth.values())):,}), threads {stats['threads']:,}"
+    )
     ok = p >= 0.99 and r >= 0.99
-    print(f"  content groups vs MANIFEST.tsv: pairwise precision {p:.4f}, recall {r:.4f}"
-          f"  -> {'PASS' if ok else 'FAIL'} (both >= 0.99)")
-    print("  thread sizes (content groups per thread: threads): "
-          + ", ".join(f"{s}: {c:,}" for s, c in sizes))
+    print(
+        f"  content groups vs MANIFEST.tsv: pairwise precision {p:.4f}, recall {r:.4f}"
+        f"  -> {'PASS' if ok else 'FAIL'} (both >= 0.99)"
+    )
+    print(
+        "  thread sizes (content groups per thread: threads): "
+        + ", ".join(f"{s}: {c:,}" for s, c in sizes)
+    )
     print("\ncleaning (share of body characters moved out of the new text):")
-    print(f"  all {n:,} messages: {(body - new) / body:.1%} of {body:,} body characters"
-          f"  (new text {new:,})")
-    for name, chars in (("quoted", quoted), ("forwarded", fwd), ("signature", sig),
-                        ("disclaimer", disc)):
+    print(
+        f"  all {n:,} messages: {(body - new) / body:.1%} of {body:,} body characters"
+        f"  (new text {new:,})"
+    )
+    for name, chars in (
+        ("quoted", quoted),
+        ("forwarded", fwd),
+        ("signature", sig),
+        ("disclaimer", disc),
+    ):
         print(f"    {name:<10} {chars / body:6.1%}")
-    print(f"  distinct messages (canonical copies): {(cbody - cnew) / cbody:.1%} of"
-          f" {cbody:,} body characters")
+    print(
+        f"  distinct messages (canonical copies): {(cbody - cnew) / cbody:.1%} of"
+        f" {cbody:,} body characters"
+    )
 
 
 def main() -> None:
@@ -245,28 +275,39 @@ def main() -> None:
     maildir = enron / "maildir"
     files = message_files(maildir)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"Enron dev set: {len(files):,} files in {maildir}; {cpus} CPUs,"
-          f" load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"Enron dev set: {len(files):,} files in {maildir}; {cpus} CPUs,"
+        f" load average {os.getloadavg()[0]:.1f}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="emailwb-bench-"))
     try:
         keep = tmp / "enron.sqlite"
-        bare, full, bare_cpu, full_cpu, summary = speed(maildir, files, args.runs, args.workers,
-                                                        keep)
+        bare, full, bare_cpu, full_cpu, summary = speed(
+            maildir, files, args.runs, args.workers, keep
+        )
         print("\nspeed (seconds, runs alternate):")
         print(f"  bare compat32 parse loop: {fmt(bare)}   (CPU s: {fmt(bare_cpu)})")
         print(f"  full ingest:              {fmt(full)}   (CPU s: {fmt(full_cpu)})")
         print("  (full = open a fresh store, ingest with parse, clean, dedupe, thread, close)")
         pairs = [f / b for f, b in zip(full, bare, strict=True)]
         verdict = statistics.median(pairs)
-        print("  ratio full / bare per pair (each full run over the bare run just before it): "
-              + " ".join(f"{r:.2f}" for r in pairs))
-        print(f"  ratio full / bare: median of the pairs {verdict:.2f}"
-              f"  -> {'PASS' if verdict <= 1.5 else 'FAIL'} (<= 1.5)")
-        print(f"    (also: best / best {min(full) / min(bare):.2f}, median / median "
-              f"{statistics.median(full) / statistics.median(bare):.2f}; this machine's speed "
-              "drifts by up to 2x between runs, which only a pair measured back to back cancels)")
-        print(f"  CPU seconds full / bare: {min(full_cpu) / min(bare_cpu):.2f} (all processes:"
-              " the ratio one free core would give; more free cores overlap parse and write)")
+        print(
+            "  ratio full / bare per pair (each full run over the bare run just before it): "
+            + " ".join(f"{r:.2f}" for r in pairs)
+        )
+        print(
+            f"  ratio full / bare: median of the pairs {verdict:.2f}"
+            f"  -> {'PASS' if verdict <= 1.5 else 'FAIL'} (<= 1.5)"
+        )
+        print(
+            f"    (also: best / best {min(full) / min(bare):.2f}, median / median "
+            f"{statistics.median(full) / statistics.median(bare):.2f}; this machine's speed "
+            "drifts by up to 2x between runs, which only a pair measured back to back cancels)"
+        )
+        print(
+            f"  CPU seconds full / bare: {min(full_cpu) / min(bare_cpu):.2f} (all processes:"
+            " the ratio one free core would give; more free cores overlap parse and write)"
+        )
         print("\nlast ingest summary:\n  " + str(summary).replace("\n", "\n  "))
         print("\ndeduplication and threads:")
         quality(enron, keep)

@@ -67,19 +67,32 @@ def main() -> None:
         ingest(store, [str(folder)], progress=False)
         for plan in [p.strip() for p in args.plans.split(",") if p.strip()]:
             t0 = time.monotonic()
-            summary = asyncio.run(run_batch(store, config_for(plan), run_name=plan,
-                                            limit=args.limit,
-                                            quality=QualityConfig(judge=False)))
+            summary = asyncio.run(
+                run_batch(
+                    store,
+                    config_for(plan),
+                    run_name=plan,
+                    limit=args.limit,
+                    quality=QualityConfig(judge=False),
+                )
+            )
             took = time.monotonic() - t0
             row = store.query_one(
                 "SELECT SUM(completion_tokens), SUM(emails), COUNT(*) FROM results "
-                "WHERE run_id = ? AND status = 'done'", (summary.run_id,))
-            timings[plan] = {"seconds_this_call": round(took, 1),
-                             "completion_tokens_per_email": round((row[0] or 0) / max(row[1] or 1, 1), 1),
-                             "done": row[2], "failed": summary.failed}
-            print(f"[{plan}] {summary.done} done, {summary.failed} failed in {took:.0f} s; "
-                  f"{timings[plan]['completion_tokens_per_email']} completion tokens per email",
-                  flush=True)
+                "WHERE run_id = ? AND status = 'done'",
+                (summary.run_id,),
+            )
+            timings[plan] = {
+                "seconds_this_call": round(took, 1),
+                "completion_tokens_per_email": round((row[0] or 0) / max(row[1] or 1, 1), 1),
+                "done": row[2],
+                "failed": summary.failed,
+            }
+            print(
+                f"[{plan}] {summary.done} done, {summary.failed} failed in {took:.0f} s; "
+                f"{timings[plan]['completion_tokens_per_email']} completion tokens per email",
+                flush=True,
+            )
         ids = [lab["message_id"] for lab in labels]
         texts = email_texts(store, ids)
         columns = {}
@@ -87,15 +100,26 @@ def main() -> None:
             record = get_run(store, plan)
             columns[plan] = score(labels, predictions_from_run(store, record, ids), texts)
         columns["majority"] = majority_baseline(labels)
-    print(f"\n{len(labels)} hand-labeled emails, split {args.split!r} "
-          f"(gold/enron-labels.jsonl); 95% bootstrap intervals over emails")
+    print(
+        f"\n{len(labels)} hand-labeled emails, split {args.split!r} "
+        f"(gold/enron-labels.jsonl); 95% bootstrap intervals over emails"
+    )
     print(score_table(columns))
-    print("\ncompletion tokens per email: " + ", ".join(
-        f"{k} {v['completion_tokens_per_email']}" for k, v in timings.items()))
+    print(
+        "\ncompletion tokens per email: "
+        + ", ".join(f"{k} {v['completion_tokens_per_email']}" for k, v in timings.items())
+    )
     print(machine_line())
-    (work / "scores.json").write_text(json.dumps(
-        {"split": args.split, "timings": timings,
-         "scores": {k: scores_as_dict(v) for k, v in columns.items()}}, indent=2))
+    (work / "scores.json").write_text(
+        json.dumps(
+            {
+                "split": args.split,
+                "timings": timings,
+                "scores": {k: scores_as_dict(v) for k, v in columns.items()},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,10 @@ def enron_dir() -> Path:
     env = os.environ.get("EMAILWB_ENRON_DIR")
     path = Path(env) if env else REPO.parent / "shared" / "data" / "enron"
     if not (path / "MANIFEST.tsv").exists():
-        raise ConfigError(f"the Enron dev set is not at {path}",
-                          hint="set EMAILWB_ENRON_DIR or place ../shared beside the repository")
+        raise ConfigError(
+            f"the Enron dev set is not at {path}",
+            hint="set EMAILWB_ENRON_DIR or place ../shared beside the repository",
+        )
     return path
 
 
@@ -97,8 +99,9 @@ async def run_both(store: Store, args: argparse.Namespace, settings: Any) -> dic
     if args.a == "default":
         ref = RunConfig.from_settings(settings, "default", plan="llm")
     else:
-        ref = RunConfig.from_settings(settings, "reference",
-                                      **({"sleep_between": 0.0} if args.no_sleep else {}))
+        ref = RunConfig.from_settings(
+            settings, "reference", **({"sleep_between": 0.0} if args.no_sleep else {})
+        )
     extra: dict[str, Any] = {"plan": "llm"}
     if args.b == "compact":
         extra["json_format"] = "compact"
@@ -106,15 +109,22 @@ async def run_both(store: Store, args: argparse.Namespace, settings: Any) -> dic
     timings = {}
     for name, cfg in ((f"ab-{args.a}", ref), (f"ab-{args.b}", default)):
         t0 = time.monotonic()
-        print(f"[{name}] {cfg.preset}: mode={cfg.mode} layout={cfg.layout} unit={cfg.unit} "
-              f"concurrency={cfg.concurrency} sleep={cfg.sleep_between}s "
-              f"json={'compact' if cfg.compact_json else 'schema'}", flush=True)
-        summary = await run_batch(store, cfg, run_name=name, quality=quality,
-                                  api_key=settings.api_key)
+        print(
+            f"[{name}] {cfg.preset}: mode={cfg.mode} layout={cfg.layout} unit={cfg.unit} "
+            f"concurrency={cfg.concurrency} sleep={cfg.sleep_between}s "
+            f"json={'compact' if cfg.compact_json else 'schema'}",
+            flush=True,
+        )
+        summary = await run_batch(
+            store, cfg, run_name=name, quality=quality, api_key=settings.api_key
+        )
         timings[name] = time.monotonic() - t0
-        print(f"[{name}] {summary.status}: {summary.done} done, {summary.failed} failed of "
-              f"{summary.total} units ({summary.emails_done} emails) in {timings[name]:.1f} s "
-              f"= {summary.emails_per_min:.1f} emails/min", flush=True)
+        print(
+            f"[{name}] {summary.status}: {summary.done} done, {summary.failed} failed of "
+            f"{summary.total} units ({summary.emails_done} emails) in {timings[name]:.1f} s "
+            f"= {summary.emails_per_min:.1f} emails/min",
+            flush=True,
+        )
     return timings
 
 
@@ -134,18 +144,43 @@ async def backend_settings(args: argparse.Namespace, db: Path):  # type: ignore[
 def key_numbers(comp: Any) -> dict[str, Any]:
     m = {d.metric: d for d in comp.metrics}
     sa, sb = comp.speed["a"], comp.speed["b"]
-    speedup = (sb["emails_per_min"] / sa["emails_per_min"]
-               if sa.get("emails_per_min") and sb.get("emails_per_min") else None)
+    speedup = (
+        sb["emails_per_min"] / sa["emails_per_min"]
+        if sa.get("emails_per_min") and sb.get("emails_per_min")
+        else None
+    )
     lost = [d.metric for d in comp.metrics if d.in_verdict and d.verdict != "non-inferior"]
-    fields = {f: {"reference": m[f].mean_a, "default": m[f].mean_b, "delta": m[f].delta,
-                  "ci": [m[f].low, m[f].high]} for f in FIELDS if f in m}
-    return {"verdict": comp.verdict, "explanation": comp.explanation, "pairs": comp.pairs,
-            "emails": comp.emails, "speedup": speedup, "not_shown_non_inferior": lost,
-            "metrics": {d.metric: {"reference": d.mean_a, "default": d.mean_b, "delta": d.delta,
-                                   "ci": [d.low, d.high], "verdict": d.verdict}
-                        for d in comp.metrics},
-            "grounding_by_field": fields, "agreement": comp.agreement,
-            "speed": {"reference": sa, "default": sb}}
+    fields = {
+        f: {
+            "reference": m[f].mean_a,
+            "default": m[f].mean_b,
+            "delta": m[f].delta,
+            "ci": [m[f].low, m[f].high],
+        }
+        for f in FIELDS
+        if f in m
+    }
+    return {
+        "verdict": comp.verdict,
+        "explanation": comp.explanation,
+        "pairs": comp.pairs,
+        "emails": comp.emails,
+        "speedup": speedup,
+        "not_shown_non_inferior": lost,
+        "metrics": {
+            d.metric: {
+                "reference": d.mean_a,
+                "default": d.mean_b,
+                "delta": d.delta,
+                "ci": [d.low, d.high],
+                "verdict": d.verdict,
+            }
+            for d in comp.metrics
+        },
+        "grounding_by_field": fields,
+        "agreement": comp.agreement,
+        "speed": {"reference": sa, "default": sb},
+    }
 
 
 def prepare(args: argparse.Namespace) -> tuple[Path, Path, Path]:
@@ -174,22 +209,34 @@ def finish(args: argparse.Namespace, work: Path, db: Path, timings: dict[str, fl
         report = write_report(store, f"ab-{args.b}", work / "quality_ab.html")
         ref_report = write_report(store, f"ab-{args.a}", work / f"quality_ab_{args.a}.html")
     numbers = key_numbers(comp)
-    numbers.update({"a": args.a, "b": args.b, "n": args.n, "sim": args.sim,
-                    "no_sleep": args.no_sleep,
-                    "wall_s": timings, "report": str(report),
-                    "reference_report": str(ref_report)})
+    numbers.update(
+        {
+            "a": args.a,
+            "b": args.b,
+            "n": args.n,
+            "sim": args.sim,
+            "no_sleep": args.no_sleep,
+            "wall_s": timings,
+            "report": str(report),
+            "reference_report": str(ref_report),
+        }
+    )
     (work / "quality_ab.json").write_text(json.dumps(numbers, indent=2, default=str))
     print()
     print(comp.text())
     print()
     if numbers["speedup"]:
-        print(f"speed-up of the {args.b} run over the {args.a} run: {numbers['speedup']:.2f}x "
-              f"(emails/min{'; sleeps dropped' if args.no_sleep else ''})")
+        print(
+            f"speed-up of the {args.b} run over the {args.a} run: {numbers['speedup']:.2f}x "
+            f"(emails/min{'; sleeps dropped' if args.no_sleep else ''})"
+        )
     if numbers["not_shown_non_inferior"]:
         print("not shown to be within the margin: " + ", ".join(numbers["not_shown_non_inferior"]))
         for f, v in numbers["grounding_by_field"].items():
-            print(f"  {f:<26} reference {_f(v['reference'])}  default {_f(v['default'])}  "
-                  f"delta {_f(v['delta'])}")
+            print(
+                f"  {f:<26} reference {_f(v['reference'])}  default {_f(v['default'])}  "
+                f"delta {_f(v['delta'])}"
+            )
     print(f"report: {report}\nnumbers: {work / 'quality_ab.json'}")
     if args.sim:
         print("(--sim: a simulated server answered; these numbers say nothing about a model)")
@@ -203,20 +250,38 @@ def _f(v: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200, help="emails (default 200)")
-    ap.add_argument("--pick", choices=["spread", "first"], default="spread",
-                    help="a deterministic spread over all mailboxes, or the first N")
-    ap.add_argument("--no-sleep", action="store_true",
-                    help="drop the reference's 2 s sleeps (speed only, not quality)")
-    ap.add_argument("--a", choices=["reference", "default"], default="reference",
-                    help="the A side: the reference design (default) or emailwb's defaults")
-    ap.add_argument("--b", choices=["default", "compact"], default="default",
-                    help="the B side: emailwb's defaults (default) or the defaults with "
-                         "compact JSON (json_format='compact')")
+    ap.add_argument(
+        "--pick",
+        choices=["spread", "first"],
+        default="spread",
+        help="a deterministic spread over all mailboxes, or the first N",
+    )
+    ap.add_argument(
+        "--no-sleep",
+        action="store_true",
+        help="drop the reference's 2 s sleeps (speed only, not quality)",
+    )
+    ap.add_argument(
+        "--a",
+        choices=["reference", "default"],
+        default="reference",
+        help="the A side: the reference design (default) or emailwb's defaults",
+    )
+    ap.add_argument(
+        "--b",
+        choices=["default", "compact"],
+        default="default",
+        help="the B side: emailwb's defaults (default) or the defaults with "
+        "compact JSON (json_format='compact')",
+    )
     ap.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin")
     ap.add_argument("--sample-every", type=int, default=100, help="deep-check every Nth email")
     ap.add_argument("--no-judge", action="store_true", help="no judge second opinions")
-    ap.add_argument("--workdir", default=str(REPO / "out" / "quality_ab"),
-                    help="where the store, the report and the numbers go")
+    ap.add_argument(
+        "--workdir",
+        default=str(REPO / "out" / "quality_ab"),
+        help="where the store, the report and the numbers go",
+    )
     ap.add_argument("--sim", action="store_true", help="a simulated server instead of the model")
     args = ap.parse_args(argv)
     if args.a == args.b:

@@ -111,15 +111,29 @@ class Level:
 
     def row(self, ref: float | None = None) -> list[Any]:
         runs = " / ".join(f"{r:,.1f}" for r in self.rates)
-        spread = (max(self.rates) / min(self.rates) - 1) * 100 if len(self.rates) > 1 and \
-            min(self.rates) > 0 else 0.0
-        out: list[Any] = [self.label, sum(self.emails), f"{sum(self.elapsed):.1f}", runs,
-                          f"±{spread / 2:.0f}%" if len(self.rates) > 1 else "-",
-                          self.rate, ",".join(map(str, self.limits)), self.failed]
+        spread = (
+            (max(self.rates) / min(self.rates) - 1) * 100
+            if len(self.rates) > 1 and min(self.rates) > 0
+            else 0.0
+        )
+        out: list[Any] = [
+            self.label,
+            sum(self.emails),
+            f"{sum(self.elapsed):.1f}",
+            runs,
+            f"±{spread / 2:.0f}%" if len(self.rates) > 1 else "-",
+            self.rate,
+            ",".join(map(str, self.limits)),
+            self.failed,
+        ]
         if ref is not None:
-            out += [self.retries, self.completion_tokens / max(sum(self.emails), 1),
-                    self.tokens_per_s, " / ".join(f"{c:.1f}" for c in self.other) or "-",
-                    f"{self.rate / ref:.2f}x"]
+            out += [
+                self.retries,
+                self.completion_tokens / max(sum(self.emails), 1),
+                self.tokens_per_s,
+                " / ".join(f"{c:.1f}" for c in self.other) or "-",
+                f"{self.rate / ref:.2f}x",
+            ]
         return out
 
     def add(self, summary: Any) -> None:
@@ -132,8 +146,16 @@ class Level:
         self.completion_tokens += summary.completion_tokens
 
 
-HEAD = ["concurrency", "emails", "seconds", "emails/min per run", "spread", "emails/min",
-        "final limit", "failed"]
+HEAD = [
+    "concurrency",
+    "emails",
+    "seconds",
+    "emails/min per run",
+    "spread",
+    "emails/min",
+    "final limit",
+    "failed",
+]
 
 
 def throughput_only() -> dict[str, Any]:
@@ -146,23 +168,38 @@ def throughput_only() -> dict[str, Any]:
 
 
 # --- (a) the simulated server ------------------------------------------------------------------
-async def sim_run(store: Store, kind: str, slots: int, service: float,
-                  concurrency: int | str, units: int, name: str) -> Any:
+async def sim_run(
+    store: Store,
+    kind: str,
+    slots: int,
+    service: float,
+    concurrency: int | str,
+    units: int,
+    name: str,
+) -> Any:
     async with SimServer(kind=kind, slots=slots, service_time=service) as srv:
         backend = make_backend("openai", srv.url, srv.model)
         try:
-            cfg = RunConfig.default(backend="openai", urls=[srv.url], model=srv.model,
-                                    concurrency=concurrency, plan="llm")
-            return await run_batch(store, cfg, backend=backend, run_name=name, limit=units,
-                                   **throughput_only())
+            cfg = RunConfig.default(
+                backend="openai",
+                urls=[srv.url],
+                model=srv.model,
+                concurrency=concurrency,
+                plan="llm",
+            )
+            return await run_batch(
+                store, cfg, backend=backend, run_name=name, limit=units, **throughput_only()
+            )
         finally:
             await backend.aclose()
 
 
 def part_a(args: argparse.Namespace, folder: Path) -> tuple[float, str]:
     k, service = args.sim_slots, args.sim_service
-    print(f"\n(a) simulated llama-server: K={k} slots, {service:g} s per request "
-          f"(the ceiling is {k / service * 60:,.0f} emails/min)")
+    print(
+        f"\n(a) simulated llama-server: K={k} slots, {service:g} s per request "
+        f"(the ceiling is {k / service * 60:,.0f} emails/min)"
+    )
     mails = {}
     for m in manifest():  # one message per content group: one LLM call per email
         mails.setdefault(m.group, m)
@@ -182,12 +219,14 @@ def part_a(args: argparse.Namespace, folder: Path) -> tuple[float, str]:
     order: list[int | str] = ["auto", *SIM_LEVELS]
     for p in range(args.sim_passes):
         for c in order if p % 2 == 0 else order[::-1]:
-            s = asyncio.run(sim_run(store, "llama-server", k, service, c, size(c),
-                                    f"sim-{c}-{p}"))
+            s = asyncio.run(sim_run(store, "llama-server", k, service, c, size(c), f"sim-{c}-{p}"))
             levels[str(c)].add(s)
-            print(f"  pass {p + 1} concurrency {c!s:>4}: {s.emails_done:4d} emails in "
-                  f"{s.elapsed_s:5.1f} s = {s.emails_per_min:8,.1f} emails/min "
-                  f"(final limit {s.final_limit})", flush=True)
+            print(
+                f"  pass {p + 1} concurrency {c!s:>4}: {s.emails_done:4d} emails in "
+                f"{s.elapsed_s:5.1f} s = {s.emails_per_min:8,.1f} emails/min "
+                f"(final limit {s.final_limit})",
+                flush=True,
+            )
     hintless = Level("auto, no slots hint")
     if args.sim_hintless:  # for information: a server that does not report its slots
         s = asyncio.run(sim_run(store, "openai", k, service, "auto", size("auto"), "sim-nohint"))
@@ -201,18 +240,23 @@ def part_a(args: argparse.Namespace, folder: Path) -> tuple[float, str]:
         rows.append(hintless.row())
     print()
     print(table(HEAD, rows))
-    line = (f"(a) auto / best fixed ({best.label}): {auto.rate:,.1f} / {best.rate:,.1f} = "
-            f"{ratio:.3f} (goal >= {GOAL})")
+    line = (
+        f"(a) auto / best fixed ({best.label}): {auto.rate:,.1f} / {best.rate:,.1f} = "
+        f"{ratio:.3f} (goal >= {GOAL})"
+    )
     if hintless.rates:
-        line += (f"; without a slots hint auto reaches {hintless.rate / best.rate:.3f} "
-                 "(information, not a goal)")
+        line += (
+            f"; without a slots hint auto reaches {hintless.rate / best.rate:.3f} "
+            "(information, not a goal)"
+        )
     print(line)
     return ratio, line
 
 
 # --- (b) the embedded llama-server ---------------------------------------------------------------
-def local_run(store: Store, cfg: RunConfig, name: str, level: Level,
-              limit: int | None = None) -> None:
+def local_run(
+    store: Store, cfg: RunConfig, name: str, level: Level, limit: int | None = None
+) -> None:
     """One run with a fresh embedded server; its numbers go to ``level``."""
     t, other = time.monotonic(), OtherLoad()
     s = asyncio.run(run_batch(store, cfg, run_name=name, limit=limit, **throughput_only()))
@@ -221,11 +265,13 @@ def local_run(store: Store, cfg: RunConfig, name: str, level: Level,
     if cores is not None:
         level.other.append(cores)
     busy = f"others used {cores:.1f} of {os.cpu_count()} cores" if cores is not None else ""
-    print(f"  {name:<16} {s.emails_done:3d} emails ({s.failed} failed, {s.retries} retries) in "
-          f"{s.elapsed_s:6.1f} s = {s.emails_per_min:6.2f} emails/min, "
-          f"{s.completion_tokens / max(s.session_done, 1):.0f} reply tokens/email, final limit "
-          f"{s.final_limit} (with server start {time.monotonic() - t:.0f} s; {busy})",
-          flush=True)
+    print(
+        f"  {name:<16} {s.emails_done:3d} emails ({s.failed} failed, {s.retries} retries) in "
+        f"{s.elapsed_s:6.1f} s = {s.emails_per_min:6.2f} emails/min, "
+        f"{s.completion_tokens / max(s.session_done, 1):.0f} reply tokens/email, final limit "
+        f"{s.final_limit} (with server start {time.monotonic() - t:.0f} s; {busy})",
+        flush=True,
+    )
 
 
 def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
@@ -233,11 +279,11 @@ def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
     per, rounds = args.local_emails, args.local_rounds
     slots = RunConfig.default().slots
     mails = distinct_sample(per * rounds, seed=args.seed)
-    batches = [mails[r * per:(r + 1) * per] for r in range(rounds)]
+    batches = [mails[r * per : (r + 1) * per] for r in range(rounds)]
     stores = [store_with(folder, f"local{r}", b) for r, b in enumerate(batches)]
     by_size = sorted(mails, key=lambda m: m.bytes)  # the reference: a spread of sizes
     step = max(1, len(by_size) // max(args.ref_emails, 1))
-    ref_mails = by_size[step // 2::step][: args.ref_emails]
+    ref_mails = by_size[step // 2 :: step][: args.ref_emails]
     ref_store = store_with(folder, "reference", ref_mails)
 
     def size(c: str) -> int | None:
@@ -246,12 +292,14 @@ def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
         it would take the longest)."""
         return None if c == "auto" or 2 * int(c) >= slots else max(2, per // 2)
 
-    print(f"\n(b) embedded llama-server (SmolLM2-135M, {slots} slots, a "
-          f"fresh server per run): {rounds} rounds of {per} distinct Enron emails per level "
-          f"(other emails each round, the same for every level within a round, levels below "
-          f"{slots / 2:g} in flight on the first {max(2, per // 2)}; "
-          f"{sum(m.bytes for m in mails):,} bytes in all); the reference on {len(ref_mails)} "
-          "of them, between the rounds")
+    print(
+        f"\n(b) embedded llama-server (SmolLM2-135M, {slots} slots, a "
+        f"fresh server per run): {rounds} rounds of {per} distinct Enron emails per level "
+        f"(other emails each round, the same for every level within a round, levels below "
+        f"{slots / 2:g} in flight on the first {max(2, per // 2)}; "
+        f"{sum(m.bytes for m in mails):,} bytes in all); the reference on {len(ref_mails)} "
+        "of them, between the rounds"
+    )
     runs: dict[str, Level] = {c: Level(c) for c in [*levels, "auto"]}
     ref = Level("reference")
     order = [*levels, "auto"]  # auto next to the largest fixed levels in every round
@@ -268,20 +316,36 @@ def part_b(args: argparse.Namespace, folder: Path) -> tuple[float, float, str]:
     ratio = auto.rate / best.rate
     speedup = auto.rate / ref.rate
     print()
-    print(table([*HEAD, "retries", "reply tokens/email", "completion tok/s", "others' cores",
-                 "vs reference"],
-                [lv.row(ref.rate) for lv in [*(runs[c] for c in levels), auto, ref]]))
-    line = (f"(b) auto / best fixed ({best.label}): {auto.rate:.2f} / {best.rate:.2f} = "
-            f"{ratio:.3f} (goal >= {GOAL}); speed-up over the reference design: "
-            f"{auto.rate:.2f} / {ref.rate:.2f} = {speedup:.2f}x")
+    print(
+        table(
+            [
+                *HEAD,
+                "retries",
+                "reply tokens/email",
+                "completion tok/s",
+                "others' cores",
+                "vs reference",
+            ],
+            [lv.row(ref.rate) for lv in [*(runs[c] for c in levels), auto, ref]],
+        )
+    )
+    line = (
+        f"(b) auto / best fixed ({best.label}): {auto.rate:.2f} / {best.rate:.2f} = "
+        f"{ratio:.3f} (goal >= {GOAL}); speed-up over the reference design: "
+        f"{auto.rate:.2f} / {ref.rate:.2f} = {speedup:.2f}x"
+    )
     print(line)
     per_round = [auto.rates[r] / max(runs[c].rates[r] for c in levels) for r in range(rounds)]
-    print("    per round (the same emails for every level): auto / best fixed = "
-          + ", ".join(f"{x:.3f}" for x in per_round))
+    print(
+        "    per round (the same emails for every level): auto / best fixed = "
+        + ", ".join(f"{x:.3f}" for x in per_round)
+    )
     best_tok = max((runs[c] for c in levels), key=lambda lv: lv.tokens_per_s)
-    print(f"    for information, by completion tokens/s (blind to how long the replies came "
-          f"out; greedy decoding still varies with the batch): auto / best fixed "
-          f"({best_tok.label}) = {auto.tokens_per_s / best_tok.tokens_per_s:.3f}")
+    print(
+        f"    for information, by completion tokens/s (blind to how long the replies came "
+        f"out; greedy decoding still varies with the batch): auto / best fixed "
+        f"({best_tok.label}) = {auto.tokens_per_s / best_tok.tokens_per_s:.3f}"
+    )
     return ratio, speedup, line
 
 
@@ -289,15 +353,28 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sim-slots", type=int, default=8)
     ap.add_argument("--sim-service", type=float, default=0.2, help="seconds per request")
-    ap.add_argument("--sim-seconds", type=float, default=10.0,
-                    help="about how long each run lasts at its expected rate")
+    ap.add_argument(
+        "--sim-seconds",
+        type=float,
+        default=10.0,
+        help="about how long each run lasts at its expected rate",
+    )
     ap.add_argument("--sim-passes", type=int, default=2)
-    ap.add_argument("--sim-hintless", action=argparse.BooleanOptionalAction, default=True,
-                    help="also run auto against a server that does not report its slots")
-    ap.add_argument("--local-emails", type=int, default=16,
-                    help="distinct emails per level and round")
-    ap.add_argument("--local-rounds", type=int, default=2,
-                    help="rounds over the levels, alternating their order")
+    ap.add_argument(
+        "--sim-hintless",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run auto against a server that does not report its slots",
+    )
+    ap.add_argument(
+        "--local-emails", type=int, default=16, help="distinct emails per level and round"
+    )
+    ap.add_argument(
+        "--local-rounds",
+        type=int,
+        default=2,
+        help="rounds over the levels, alternating their order",
+    )
     ap.add_argument("--local-levels", default="1,2,4")
     ap.add_argument("--ref-emails", type=int, default=5)
     ap.add_argument("--seed", type=int, default=4, help="which Enron emails")
@@ -315,10 +392,10 @@ def main() -> int:
             lines.append(line)
         if not args.skip_local:
             ratio, speedup, line = part_b(args, Path(tmp))
-            results.append(("(b) embedded llama-server: auto / best fixed >= 0.95",
-                             ratio >= GOAL))
-            results.append((f"(b) faster than the reference design ({speedup:.2f}x)",
-                             speedup > 1.0))
+            results.append(("(b) embedded llama-server: auto / best fixed >= 0.95", ratio >= GOAL))
+            results.append(
+                (f"(b) faster than the reference design ({speedup:.2f}x)", speedup > 1.0)
+            )
             lines.append(line)
     print(f"\nsummary ({clock.s / 60:.1f} min, {machine_line()}):")
     for line in lines:

@@ -62,8 +62,11 @@ class LoggedSimServer(SimServer):
     def __init__(self, log_path: Path | None, **kwargs: Any) -> None:
         super().__init__(answer=marked_answer, **kwargs)
         self._seq = itertools.count()
-        self._fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) \
-            if log_path is not None else None
+        self._fd = (
+            os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if log_path is not None
+            else None
+        )
 
     def _log(self, record: dict[str, Any]) -> None:
         if self._fd is not None:  # one write() per line on an O_APPEND file: lines never mix
@@ -75,8 +78,15 @@ class LoggedSimServer(SimServer):
             return await super()._chat(request)
         n = next(self._seq)
         _REQUEST_NO.set(n)
-        self._log({"event": "start", "n": n, "t": time.time(), "pid": os.getpid(),
-                   "key": prompt_key(last_user(body))})
+        self._log(
+            {
+                "event": "start",
+                "n": n,
+                "t": time.time(),
+                "pid": os.getpid(),
+                "key": prompt_key(last_user(body)),
+            }
+        )
         status: int | str = "cut"
         try:
             resp = await super()._chat(request)
@@ -98,8 +108,13 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    srv = LoggedSimServer(Path(args.log) if args.log else None, kind=args.kind,
-                          slots=args.slots, service_time=args.service_time, port=args.port)
+    srv = LoggedSimServer(
+        Path(args.log) if args.log else None,
+        kind=args.kind,
+        slots=args.slots,
+        service_time=args.service_time,
+        port=args.port,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -109,25 +124,40 @@ async def serve(args: argparse.Namespace) -> None:
         await stop.wait()
 
 
-def spawn(folder: Path, *, kind: str = "openai", slots: int = 8, service_time: float = 0.05,
-          log: Path | None = None, new_session: bool = False
-          ) -> tuple[subprocess.Popen[str], str, str]:
+def spawn(
+    folder: Path,
+    *,
+    kind: str = "openai",
+    slots: int = 8,
+    service_time: float = 0.05,
+    log: Path | None = None,
+    new_session: bool = False,
+) -> tuple[subprocess.Popen[str], str, str]:
     """Start this script as a child process and wait for it: ``(process, url, model)``.
 
     Its stderr goes to ``folder/server.err`` (a full pipe would stall the server); a server
     that does not come up is killed and its stderr raised. Stop it with ``terminate()``.
     """
     err = folder / "server.err"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--kind", kind, "--slots", str(slots),
-           "--service-time", str(service_time), *(["--log", str(log)] if log else [])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err.open("w"), text=True,
-                            start_new_session=new_session)
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--kind",
+        kind,
+        "--slots",
+        str(slots),
+        "--service-time",
+        str(service_time),
+        *(["--log", str(log)] if log else []),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=err.open("w"), text=True, start_new_session=new_session
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("READY "):
         proc.kill()
-        raise RuntimeError(f"the simulated server did not start: {line}"
-                           f"{err.read_text()[-2000:]}")
+        raise RuntimeError(f"the simulated server did not start: {line}{err.read_text()[-2000:]}")
     _, url, model = line.split()
     return proc, url, model
 

@@ -43,8 +43,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         summary = ingest(store, args.paths, progress=not args.quiet)
     print(summary)
     if summary.nothing_ingested:
-        print("emailwb: nothing could be ingested from what was given (reasons above)",
-              file=sys.stderr)
+        print(
+            "emailwb: nothing could be ingested from what was given (reasons above)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -87,7 +89,9 @@ def _parse_options(pairs: Sequence[str] | None) -> dict[str, object]:
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--option needs KEY=VALUE, got {pair!r}", hint="e.g. --option num_ctx=4096")
+            raise ConfigError(
+                f"--option needs KEY=VALUE, got {pair!r}", hint="e.g. --option num_ctx=4096"
+            )
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -95,8 +99,9 @@ def _parse_options(pairs: Sequence[str] | None) -> dict[str, object]:
     return out
 
 
-def _progress_printer(quiet: bool) -> tuple[Callable[[MetricsSnapshot], None] | None,
-                                             contextlib.AbstractContextManager[Any]]:
+def _progress_printer(
+    quiet: bool,
+) -> tuple[Callable[[MetricsSnapshot], None] | None, contextlib.AbstractContextManager[Any]]:
     """A rich progress bar fed by the processor's metric snapshots (or nothing when quiet)."""
     if quiet:
         return None, contextlib.nullcontext()
@@ -106,25 +111,33 @@ def _progress_printer(quiet: bool) -> tuple[Callable[[MetricsSnapshot], None] | 
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("units · {task.fields[rate]:>5.1f} units/min ({task.fields[emails]:,} emails "
-                   "covered)"),
+        TextColumn(
+            "units · {task.fields[rate]:>5.1f} units/min ({task.fields[emails]:,} emails covered)"
+        ),
         TextColumn("in flight {task.fields[inflight]:>2}"),
         TextColumn("retries {task.fields[retries]}"),
         TextColumn("failed {task.fields[failed]}"),
         TextColumn("ETA {task.fields[eta]}"),
         transient=False,
     )
-    task = progress.add_task("processing", total=None, rate=0.0, emails=0, inflight=0,
-                             retries=0, failed=0, eta="?")
+    task = progress.add_task(
+        "processing", total=None, rate=0.0, emails=0, inflight=0, retries=0, failed=0, eta="?"
+    )
 
     def on_progress(snap: MetricsSnapshot) -> None:
         # one unit throughout: the bar, its rate and the ETA count units (an LLM call each,
         # a content group by default); the emails they cover are shown beside
         eta = "?" if snap.eta_s is None else f"{int(snap.eta_s) // 60}m{int(snap.eta_s) % 60:02d}s"
         progress.update(
-            task, total=snap.total, completed=snap.done + snap.failed, rate=snap.units_per_min,
-            emails=snap.emails_done, inflight=snap.in_flight, retries=snap.retries,
-            failed=snap.failed, eta=eta,
+            task,
+            total=snap.total,
+            completed=snap.done + snap.failed,
+            rate=snap.units_per_min,
+            emails=snap.emails_done,
+            inflight=snap.in_flight,
+            retries=snap.retries,
+            failed=snap.failed,
+            eta=eta,
         )
 
     return on_progress, progress
@@ -139,10 +152,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from emailwb.store.ingest import ingest
 
     settings = load_settings(
-        db=args.db, backend=args.backend, urls=args.url or None, model=args.model,
-        concurrency=args.concurrency, timeout=args.timeout, llama_server=args.llama_server,
-        slots=args.slots, chain=True if args.chain else None, max_tokens=args.max_tokens,
-        sample_every=args.sample_every, json_format=args.json_format, plan=args.plan,
+        db=args.db,
+        backend=args.backend,
+        urls=args.url or None,
+        model=args.model,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        llama_server=args.llama_server,
+        slots=args.slots,
+        chain=True if args.chain else None,
+        max_tokens=args.max_tokens,
+        sample_every=args.sample_every,
+        json_format=args.json_format,
+        plan=args.plan,
     )
     from emailwb.settings import RunConfig
 
@@ -171,25 +193,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 started.append(proc)
 
                 def first_sigint() -> None:
-                    print("\nstopping: finishing the requests in flight (Ctrl-C again to cancel them)",
-                          file=sys.stderr)
+                    print(
+                        "\nstopping: finishing the requests in flight (Ctrl-C again to cancel them)",
+                        file=sys.stderr,
+                    )
                     proc.request_stop(cancel_inflight=False)
-                    loop.add_signal_handler(signal.SIGINT, lambda: proc.request_stop(cancel_inflight=True))
+                    loop.add_signal_handler(
+                        signal.SIGINT, lambda: proc.request_stop(cancel_inflight=True)
+                    )
 
                 loop.add_signal_handler(signal.SIGINT, first_sigint)
-                loop.add_signal_handler(signal.SIGTERM, lambda: proc.request_stop(cancel_inflight=True))
+                loop.add_signal_handler(
+                    signal.SIGTERM, lambda: proc.request_stop(cancel_inflight=True)
+                )
 
             if args.canary_of:
                 from emailwb.engine.canary import canary
 
                 summary, comparison = await canary(
-                    store, args.canary_of, config, sample=args.sample, run_name=args.run_name,
-                    quality=quality.config, api_key=settings.api_key, margin=args.margin,
-                    on_progress=on_progress, on_start=on_start, limit=args.limit)
+                    store,
+                    args.canary_of,
+                    config,
+                    sample=args.sample,
+                    run_name=args.run_name,
+                    quality=quality.config,
+                    api_key=settings.api_key,
+                    margin=args.margin,
+                    on_progress=on_progress,
+                    on_start=on_start,
+                    limit=args.limit,
+                )
                 return summary, (started[-1] if started else None), comparison
             summary = await run_batch(
-                store, config, run_name=args.run_name, limit=args.limit, api_key=settings.api_key,
-                on_progress=on_progress, on_start=on_start, quality=quality,
+                store,
+                config,
+                run_name=args.run_name,
+                limit=args.limit,
+                api_key=settings.api_key,
+                on_progress=on_progress,
+                on_start=on_start,
+                quality=quality,
             )
             return summary, (started[-1] if started else None), None
 
@@ -201,15 +244,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{s.elapsed_s:.1f} s = {s.emails_per_min:.1f} emails/min"
     )
     if s.failed:
-        print("failures keep their reason: `emailwb status --json`; re-queue with `emailwb retry-failed`")
+        print(
+            "failures keep their reason: `emailwb status --json`; re-queue with `emailwb retry-failed`"
+        )
     plan = s.config.get("plan", "default")
     stage = s.config.get("facts_stage")
     if stage and stage.get("emails"):
         print(f"facts stage (before the run): {stage['emails']} emails in {stage['seconds']:.1f} s")
     if s.grounding is not None:
-        print(f"grounding: {s.grounding:.0%} of the extracted strings are in the emails "
-              f"(plan {plan!r}); accuracy on hand labels: "
-              f"`emailwb score --labels gold/enron-labels.jsonl{_db_flag(settings.db)} --run {s.name}`")
+        print(
+            f"grounding: {s.grounding:.0%} of the extracted strings are in the emails "
+            f"(plan {plan!r}); accuracy on hand labels: "
+            f"`emailwb score --labels gold/enron-labels.jsonl{_db_flag(settings.db)} --run {s.name}`"
+        )
     for warning in s.warnings:
         print(f"WARNING: {warning}")
     if proc is not None and getattr(proc, "quality", None) is not None and proc.quality.alerts:
@@ -236,9 +283,11 @@ def _next_steps(db: Path, run_name: str, pending: int) -> list[str]:
         "report.html` a page to share; notebooks: `.venv/bin/jupyter lab notebooks/`",
     ]
     if pending:
-        lines.append(f"{pending} units still pending: run the same command again (without "
-                     "--limit for all of them); it goes on where this stopped and asks nothing "
-                     "done twice")
+        lines.append(
+            f"{pending} units still pending: run the same command again (without "
+            "--limit for all of them); it goes on where this stopped and asks nothing "
+            "done twice"
+        )
     return lines
 
 
@@ -247,10 +296,14 @@ def _quality_watch(args: argparse.Namespace, settings: Settings) -> QualityWatch
     from emailwb.quality.watch import QualityConfig, QualityWatch
 
     config = QualityConfig.from_settings(
-        settings, on_drift=args.on_drift, rollback_to=args.rollback_to,
+        settings,
+        on_drift=args.on_drift,
+        rollback_to=args.rollback_to,
         judge=False if args.no_judge else None,
         judge_backend=args.judge_backend or ("ollama" if args.judge_url else None),
-        judge_urls=args.judge_url or None, judge_model=args.judge_model)
+        judge_urls=args.judge_url or None,
+        judge_model=args.judge_model,
+    )
     return QualityWatch(config, api_key=getattr(settings, "api_key", None))
 
 
@@ -269,8 +322,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if not run:
         print(f"no runs yet in {settings.db}; start one with `emailwb run`")
         return 0
-    print(f"run {run['name']!r} ({run['status']}): {status['done']} done, {status['failed']} failed, "
-          f"{status['pending']} pending of {status['total']} units")
+    print(
+        f"run {run['name']!r} ({run['status']}): {status['done']} done, {status['failed']} failed, "
+        f"{status['pending']} pending of {status['total']} units"
+    )
     for f in status.get("failures", []):
         print(f"  {f['n']:>5} failed: {f['error']}: {f['example']}")
     for alert in ((status.get("live") or {}).get("quality") or {}).get("alerts", []):
@@ -286,7 +341,9 @@ def _cmd_retry_failed(args: argparse.Namespace) -> int:
     with Store(settings.db) as store:
         n = retry_failed(store, args.run)
         store.flush()
-    print(f"re-queued {n} failed units; run `emailwb run` with the same settings (or --run-name) to process them")
+    print(
+        f"re-queued {n} failed units; run `emailwb run` with the same settings (or --run-name) to process them"
+    )
     return 0
 
 
@@ -305,10 +362,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         nested = [c for c, t in zip(df.columns, df.dtypes, strict=True) if t.is_nested()]
         df.with_columns([df[c].cast(str) for c in nested] if nested else []).write_csv(out)
     else:
-        raise ConfigError(f"unknown export format {fmt!r}", hint="use --format parquet or --format csv")
+        raise ConfigError(
+            f"unknown export format {fmt!r}", hint="use --format parquet or --format csv"
+        )
     counts = dict(df.group_by("status").len().iter_rows())
-    print(f"wrote {df.height} emails to {out}: " + ", ".join(
-        f"{counts[k]} {k}" for k in ("done", "failed", "pending") if counts.get(k)))
+    print(
+        f"wrote {df.height} emails to {out}: "
+        + ", ".join(f"{counts[k]} {k}" for k in ("done", "failed", "pending") if counts.get(k))
+    )
     return 0
 
 
@@ -323,8 +384,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps(comp.as_dict(), indent=2, sort_keys=True, default=str))
     else:
         print(comp.text())
-        print(f"\nstored as comparison {comp.id}; `emailwb report {comp.run_b} --out FILE.html` "
-              "shows it with charts")
+        print(
+            f"\nstored as comparison {comp.id}; `emailwb report {comp.run_b} --out FILE.html` "
+            "shows it with charts"
+        )
     return 0
 
 
@@ -334,9 +397,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
-        path = write_report(store, args.run, args.out, compare_with=args.compare_with,
-                            margin=args.margin)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in a browser)")
+        path = write_report(
+            store, args.run, args.out, compare_with=args.compare_with, margin=args.margin
+        )
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in a browser)"
+    )
     return 0
 
 
@@ -353,13 +419,20 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             from emailwb.quality.judge import judge_missing
 
             if not args.judge_url:
-                raise ConfigError("--judge needs the judge's server",
-                                  hint="pass --judge-url URL --judge-model MODEL "
-                                       "(an Ollama or OpenAI-compatible server)")
+                raise ConfigError(
+                    "--judge needs the judge's server",
+                    hint="pass --judge-url URL --judge-model MODEL "
+                    "(an Ollama or OpenAI-compatible server)",
+                )
 
             async def judge() -> int:
-                backend = make_backend(args.judge_backend, args.judge_url, args.judge_model,
-                                       settings.api_key, {"temperature": 0.0})
+                backend = make_backend(
+                    args.judge_backend,
+                    args.judge_url,
+                    args.judge_model,
+                    settings.api_key,
+                    {"temperature": 0.0},
+                )
                 try:
                     return await judge_missing(store, args.run, backend)
                 finally:
@@ -369,17 +442,29 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         queue = queue_df(store, args.run)
         acc = accuracy(store, args.run)
     if args.json:
-        print(json.dumps({"queued": queue.height,
-                          "labelled": int((queue["labelled"] > 0).sum()) if queue.height else 0,
-                          "accuracy": acc.to_dicts()}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "queued": queue.height,
+                    "labelled": int((queue["labelled"] > 0).sum()) if queue.height else 0,
+                    "accuracy": acc.to_dicts(),
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return 0
     labelled = int((queue["labelled"] > 0).sum()) if queue.height else 0
-    print(f"audit queue: {queue.height} units, {labelled} labelled "
-          "(label them in notebooks/04_audit.ipynb)")
+    print(
+        f"audit queue: {queue.height} units, {labelled} labelled "
+        "(label them in notebooks/04_audit.ipynb)"
+    )
     for r in acc.iter_rows(named=True):
         if r["n"]:
-            print(f"  {r['field']:<16} {r['correct']:>4}/{r['n']:<4} = {r['accuracy']:.2f} "
-                  f"[{r['low']:.2f}, {r['high']:.2f}]")
+            print(
+                f"  {r['field']:<16} {r['correct']:>4}/{r['n']:<4} = {r['accuracy']:.2f} "
+                f"[{r['low']:.2f}, {r['high']:.2f}]"
+            )
     return 0
 
 
@@ -392,12 +477,21 @@ def _cmd_score(args: argparse.Namespace) -> int:
     with Store(settings.db) as store:
         report = score_runs(store, labels, args.run or [], split=args.split)
     if report.missing:
-        print(f"emailwb: {report.missing} of {len(labels)} labeled emails are not in "
-              f"{settings.db}; scored the {report.scored} present (ingest the labeled emails "
-              "first, e.g. `emailwb ingest ../shared/data/enron/maildir`)", file=sys.stderr)
+        print(
+            f"emailwb: {report.missing} of {len(labels)} labeled emails are not in "
+            f"{settings.db}; scored the {report.scored} present (ingest the labeled emails "
+            "first, e.g. `emailwb ingest ../shared/data/enron/maildir`)",
+            file=sys.stderr,
+        )
     if args.json:
-        print(json.dumps({"labels": str(args.labels), **report.as_dict()}, indent=2,
-                         sort_keys=True, default=str))
+        print(
+            json.dumps(
+                {"labels": str(args.labels), **report.as_dict()},
+                indent=2,
+                sort_keys=True,
+                default=str,
+            )
+        )
         return 0
     print(report.text())
     return 0
@@ -411,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="parse, clean, deduplicate and thread mail into the store")
-    p.add_argument("paths", nargs="+", help="maildir folders, .eml folders, mbox, CSV or Parquet files")
+    p.add_argument(
+        "paths", nargs="+", help="maildir folders, .eml folders, mbox, CSV or Parquet files"
+    )
     _add_db(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_ingest)
@@ -428,44 +524,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("run", help="ingest PATHS (if given) and process pending emails with an LLM")
-    p.add_argument("paths", nargs="*", help="mail to ingest first (default: the bundled sample when the store is empty)")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        help="mail to ingest first (default: the bundled sample when the store is empty)",
+    )
     _add_db(p)
-    p.add_argument("--backend", choices=["local", "ollama", "openai"], help="default: local (embedded llama-server)")
+    p.add_argument(
+        "--backend",
+        choices=["local", "ollama", "openai"],
+        help="default: local (embedded llama-server)",
+    )
     p.add_argument("--url", action="append", help="server URL; repeat for several endpoints")
     p.add_argument("--model", help="model name (ollama/openai) or a GGUF path (local)")
     p.add_argument("--concurrency", help="'auto' (default) or a number of requests in flight")
     p.add_argument("--limit", type=int, help="process at most this many units in this session")
     p.add_argument("--run-name", help="resume or start the run with this name")
-    p.add_argument("--preset", choices=["default", "reference"], default="default",
-                   help="'reference' reproduces the original design (the A/B baseline)")
-    p.add_argument("--plan", choices=sorted(PLANS),
-                   help="where each field comes from: 'default' (each field from its best "
-                        "source on the hand labels), 'facts' (no model at all: a mailbox's "
-                        "entities in minutes), 'llm' (every field by the model), 'choice' "
-                        "(the model picks among extracted candidates); see README")
+    p.add_argument(
+        "--preset",
+        choices=["default", "reference"],
+        default="default",
+        help="'reference' reproduces the original design (the A/B baseline)",
+    )
+    p.add_argument(
+        "--plan",
+        choices=sorted(PLANS),
+        help="where each field comes from: 'default' (each field from its best "
+        "source on the hand labels), 'facts' (no model at all: a mailbox's "
+        "entities in minutes), 'llm' (every field by the model), 'choice' "
+        "(the model picks among extracted candidates); see README",
+    )
     p.add_argument("--chain", action="store_true", help="send whole threads as one unit")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="server/model option (repeatable)")
+    p.add_argument(
+        "--option", action="append", metavar="KEY=VALUE", help="server/model option (repeatable)"
+    )
     p.add_argument("--timeout", type=float, help="seconds per request")
     p.add_argument("--max-tokens", type=int, help="completion tokens per request")
     p.add_argument("--llama-server", help="path to a llama-server binary (local backend)")
     p.add_argument("--slots", type=int, help="parallel slots of the embedded llama-server")
-    p.add_argument("--json-format", choices=["schema", "compact"],
-                   help="constrain replies with the JSON schema (default), or with the same "
-                        "schema as a whitespace-free grammar (llama-server only; faster, see "
-                        "README 'Compact JSON' for what it did to quality)")
+    p.add_argument(
+        "--json-format",
+        choices=["schema", "compact"],
+        help="constrain replies with the JSON schema (default), or with the same "
+        "schema as a whitespace-free grammar (llama-server only; faster, see "
+        "README 'Compact JSON' for what it did to quality)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--sample-every", type=int, help="deep-check every Nth email (default 100)")
     p.add_argument("--no-judge", action="store_true", help="sample for audits, ask no judge")
-    p.add_argument("--judge-backend", choices=["same", "ollama", "openai"],
-                   help="the judge's server kind (default: the run's own backend)")
+    p.add_argument(
+        "--judge-backend",
+        choices=["same", "ollama", "openai"],
+        help="the judge's server kind (default: the run's own backend)",
+    )
     p.add_argument("--judge-url", action="append", help="the judge's server URL")
     p.add_argument("--judge-model", help="the judge's model")
-    p.add_argument("--on-drift", choices=["off", "alert", "pause", "rollback"],
-                   help="what a quality drift does (default: alert)")
-    p.add_argument("--rollback-to", metavar="RUN", help="the run whose configuration a rollback "
-                   "returns to (default: the run's first configuration)")
-    p.add_argument("--canary-of", metavar="RUN_A", help="run this configuration on a sample of "
-                   "RUN_A's emails, then compare it with RUN_A")
+    p.add_argument(
+        "--on-drift",
+        choices=["off", "alert", "pause", "rollback"],
+        help="what a quality drift does (default: alert)",
+    )
+    p.add_argument(
+        "--rollback-to",
+        metavar="RUN",
+        help="the run whose configuration a rollback "
+        "returns to (default: the run's first configuration)",
+    )
+    p.add_argument(
+        "--canary-of",
+        metavar="RUN_A",
+        help="run this configuration on a sample of RUN_A's emails, then compare it with RUN_A",
+    )
     p.add_argument("--sample", type=int, default=50, help="emails in the canary (default 50)")
     p.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin (canary)")
     p.set_defaults(func=_cmd_run)
@@ -492,8 +621,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_a", help="the baseline run (name or id)")
     p.add_argument("run_b", help="the candidate run (name or id)")
     _add_db(p)
-    p.add_argument("--margin", type=float, default=0.05,
-                   help="how much worse B may be on each quality share (default 0.05)")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.05,
+        help="how much worse B may be on each quality share (default 0.05)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_compare)
 
@@ -518,8 +651,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score runs against hand labels (accuracy, F1, grounding)")
     p.add_argument("--labels", required=True, help="JSONL file of hand labels")
     p.add_argument("--split", choices=["dev", "test"], help="score only the labels of this split")
-    p.add_argument("--run", nargs="+", action="extend", metavar="NAME",
-                   help="run names or ids, one column each (default: the latest run)")
+    p.add_argument(
+        "--run",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="run names or ids, one column each (default: the latest run)",
+    )
     _add_db(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_score)

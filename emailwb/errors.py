@@ -92,8 +92,10 @@ class BackendUnavailable(BackendError):
     """Connection refused or reset, DNS failure, or the server went away mid-request."""
 
     transient = True
-    hint = ("start the server (or check the URL); a run in progress retries it on its own, a "
-            "stopped one resumes when you run the same command again")
+    hint = (
+        "start the server (or check the URL); a run in progress retries it on its own, a "
+        "stopped one resumes when you run the same command again"
+    )
 
 
 class BackendTimeout(BackendError):
@@ -159,8 +161,9 @@ class SchemaViolation(BackendError):
         raw: str | None = None,
         finish_reason: str | None = None,
     ) -> None:
-        super().__init__(message, hint=hint, endpoint=endpoint, status=status,
-                         retry_after=retry_after, raw=raw)
+        super().__init__(
+            message, hint=hint, endpoint=endpoint, status=status, retry_after=retry_after, raw=raw
+        )
         self.finish_reason = finish_reason
 
 

@@ -130,8 +130,9 @@ class RunConfig(BaseModel):
     backend: Literal["local", "ollama", "openai"] = "local"
     urls: list[str] = Field(default_factory=list)
     model: str | None = None  # model name, or a GGUF path for the local backend
-    options: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0,
-                                                             "num_predict": 768})
+    options: dict[str, Any] = Field(
+        default_factory=lambda: {"temperature": 0.0, "num_predict": 768}
+    )
     concurrency: int | Literal["auto"] = "auto"
     max_concurrency: int = 64
     timeout: float = 120.0  # seconds per request
@@ -183,8 +184,10 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _format_fits_backend(self) -> RunConfig:
         if self.json_format == "compact" and self.backend == "ollama":
-            raise ValueError("json_format 'compact' sends a GBNF grammar, which Ollama's API "
-                             "does not take: use 'schema' with the ollama backend")
+            raise ValueError(
+                "json_format 'compact' sends a GBNF grammar, which Ollama's API "
+                "does not take: use 'schema' with the ollama backend"
+            )
         return self
 
     @property
@@ -212,9 +215,18 @@ class RunConfig(BaseModel):
         email before the instructions (no prompt prefix shared between requests), and the
         server's own JSON-schema constraint (whitespace allowed, as it pretty-prints).
         """
-        base = {"preset": "reference", "plan": "reference", "mode": "raw", "dedup": False, "chain": False,
-                "concurrency": 1, "layout": "email_first", "sleep_between": 2.0,
-                "write_mode": "connection_per_write", "json_format": "schema"}
+        base = {
+            "preset": "reference",
+            "plan": "reference",
+            "mode": "raw",
+            "dedup": False,
+            "chain": False,
+            "concurrency": 1,
+            "layout": "email_first",
+            "sleep_between": 2.0,
+            "write_mode": "connection_per_write",
+            "json_format": "schema",
+        }
         return cls(**{**base, **overrides})
 
     @classmethod
@@ -222,23 +234,30 @@ class RunConfig(BaseModel):
         """``"default"`` or ``"reference"``."""
         presets = {"default": cls.default, "reference": cls.reference}
         if name not in presets:
-            raise ConfigError(f"unknown run configuration {name!r}",
-                              hint="use 'default' or 'reference'")
+            raise ConfigError(
+                f"unknown run configuration {name!r}", hint="use 'default' or 'reference'"
+            )
         return presets[name](**overrides)
 
     @classmethod
     def from_settings(cls, settings: Any, preset: str = "default", **overrides: Any) -> RunConfig:
         """Build from ``emailwb.settings.Settings`` (the API key stays out: pass it separately)."""
         base: dict[str, Any] = {
-            "backend": settings.backend, "urls": list(settings.urls), "model": settings.model,
-            "options": {"temperature": settings.temperature,
-                        "num_predict": settings.max_tokens},
+            "backend": settings.backend,
+            "urls": list(settings.urls),
+            "model": settings.model,
+            "options": {"temperature": settings.temperature, "num_predict": settings.max_tokens},
             "concurrency": settings.concurrency_value(),
-            "max_concurrency": settings.max_concurrency, "timeout": settings.timeout,
-            "retries": settings.retries, "token_budget": settings.token_budget,
-            "chain": settings.chain, "slots": settings.slots,
-            "ctx_per_slot": settings.ctx_per_slot, "llama_server": settings.llama_server,
-            "json_format": settings.json_format, "plan": settings.plan,
+            "max_concurrency": settings.max_concurrency,
+            "timeout": settings.timeout,
+            "retries": settings.retries,
+            "token_budget": settings.token_budget,
+            "chain": settings.chain,
+            "slots": settings.slots,
+            "ctx_per_slot": settings.ctx_per_slot,
+            "llama_server": settings.llama_server,
+            "json_format": settings.json_format,
+            "plan": settings.plan,
         }
         if preset == "reference":  # the reference design keeps its own defining choices
             for key in ("concurrency", "chain", "json_format", "plan"):

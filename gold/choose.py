@@ -22,8 +22,15 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-QUOTAS = {"delainey-d": 36, "dean-c": 36, "beck-s": 14, "dasovich-j": 14,
-          "blair-l": 12, "baughman-d": 12, "arnold-j": 12}
+QUOTAS = {
+    "delainey-d": 36,
+    "dean-c": 36,
+    "beck-s": 14,
+    "dasovich-j": 14,
+    "blair-l": 12,
+    "baughman-d": 12,
+    "arnold-j": 12,
+}
 MIN_CHARS, MAX_CHARS = 200, 6_000
 SEED = 20261206
 
@@ -60,9 +67,16 @@ def select(enron: Path) -> list[dict[str, str]]:
                     row = folders[folder].pop()
                     n = len(body_text(enron / row["path"]).strip())
                     if MIN_CHARS <= n <= MAX_CHARS:
-                        chosen.append({"path": row["path"], "message_id": row["message_id"],
-                                       "user": user, "folder": folder, "chars": str(n),
-                                       "split": split_of(row["message_id"])})
+                        chosen.append(
+                            {
+                                "path": row["path"],
+                                "message_id": row["message_id"],
+                                "user": user,
+                                "folder": folder,
+                                "chars": str(n),
+                                "split": split_of(row["message_id"]),
+                            }
+                        )
                         picked += 1
                         break
     return chosen
@@ -70,10 +84,16 @@ def select(enron: Path) -> list[dict[str, str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--enron", default=str(Path(__file__).resolve().parents[2] / "shared/data/enron"))
+    ap.add_argument(
+        "--enron", default=str(Path(__file__).resolve().parents[2] / "shared/data/enron")
+    )
     args = ap.parse_args()
-    out = csv.DictWriter(sys.stdout, ["path", "message_id", "user", "folder", "chars", "split"],
-                         delimiter="\t", lineterminator="\n")
+    out = csv.DictWriter(
+        sys.stdout,
+        ["path", "message_id", "user", "folder", "chars", "split"],
+        delimiter="\t",
+        lineterminator="\n",
+    )
     out.writeheader()
     out.writerows(select(Path(args.enron)))
 

@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from emailwb.mail.message import parse_email
 from emailwb.facts import extract_many, judge
+from emailwb.mail.message import parse_email
 from emailwb.quality.gold import (
     load_labels,
     majority_baseline,
@@ -31,8 +31,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="dev")
     ap.add_argument("--show")
-    ap.add_argument("--enron", default=os.environ.get(
-        "EMAILWB_ENRON_DIR", str(HERE.parents[1] / "shared/data/enron")))
+    ap.add_argument(
+        "--enron",
+        default=os.environ.get("EMAILWB_ENRON_DIR", str(HERE.parents[1] / "shared/data/enron")),
+    )
     args = ap.parse_args()
     labels = load_labels(HERE / "enron-labels.jsonl", split=args.split)
     emails = [parse_email(Path(args.enron, lab["path"]).read_bytes()) for lab in labels]
@@ -41,28 +43,41 @@ def main() -> None:
     preds = {}
     for lab, email, f in zip(labels, emails, facts, strict=True):
         j = judge(email)
-        preds[lab["message_id"]] = {**f.result_fields(), "email_type": j.email_type,
-                                    "priority": j.priority, "has_action_item": j.has_action_item}
+        preds[lab["message_id"]] = {
+            **f.result_fields(),
+            "email_type": j.email_type,
+            "priority": j.priority,
+            "has_action_item": j.has_action_item,
+        }
     took = time.perf_counter() - t0
     texts = {lab["message_id"]: e.body for lab, e in zip(labels, emails, strict=True)}
-    print(score_table({"facts+rules": score(labels, preds, texts),
-                       "majority": majority_baseline(labels)}))
+    print(
+        score_table(
+            {"facts+rules": score(labels, preds, texts), "majority": majority_baseline(labels)}
+        )
+    )
     print(f"({len(labels)} emails, {took:.1f} s)")
     if args.show:
         for lab in labels:
             p = preds[lab["message_id"]]
             if args.show in ("email_type", "priority", "has_action_item"):
                 if p[args.show] != lab[args.show]:
-                    print(f"{lab['path']}: predicted {p[args.show]!r}, label {lab[args.show]!r}"
-                          f"  ({lab['notes'][:90]})")
+                    print(
+                        f"{lab['path']}: predicted {p[args.show]!r}, label {lab[args.show]!r}"
+                        f"  ({lab['notes'][:90]})"
+                    )
                 continue
             tp, fp, fn = match_counts(args.show, p, lab)
             if fp or fn:
                 vals = p[args.show]
-                vals = [v.get("name") or v.get("date") or v.get("context") if isinstance(v, dict)
-                        else v for v in vals]
-                print(f"{lab['path']}: tp {tp} fp {fp} fn {fn}\n   predicted {vals}\n"
-                      f"   labels    {lab[args.show]}")
+                vals = [
+                    v.get("name") or v.get("date") or v.get("context") if isinstance(v, dict) else v
+                    for v in vals
+                ]
+                print(
+                    f"{lab['path']}: tp {tp} fp {fp} fn {fn}\n   predicted {vals}\n"
+                    f"   labels    {lab[args.show]}"
+                )
 
 
 if __name__ == "__main__":

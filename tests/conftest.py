@@ -27,7 +27,9 @@ def enron_dir() -> Path:
     """The 6,446-message Enron dev set beside the checkout (../shared/data/enron)."""
     path = _enron_dir()
     if not (path / "MANIFEST.tsv").exists():
-        pytest.fail(f"Enron data not found at {path}: set EMAILWB_ENRON_DIR or place ../shared beside the repo")
+        pytest.fail(
+            f"Enron data not found at {path}: set EMAILWB_ENRON_DIR or place ../shared beside the repo"
+        )
     return path
 
 

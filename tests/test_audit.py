@@ -68,12 +68,20 @@ def test_the_sample_is_queued_and_loads_with_email_json_grounding_and_judge(st):
 def test_labels_give_accuracy_with_wilson_intervals(st):
     units = SAMPLED[:3]
     for i, u in enumerate(units):
-        audit.save_labels(st, "A", u, {"people": "correct" if i < 2 else "incorrect",
-                                       "amounts": "correct"}, note=f"checked {u}", auditor="qa")
+        audit.save_labels(
+            st,
+            "A",
+            u,
+            {"people": "correct" if i < 2 else "incorrect", "amounts": "correct"},
+            note=f"checked {u}",
+            auditor="qa",
+        )
     acc = {r["field"]: r for r in audit.accuracy(st, "A").to_dicts()}
     assert acc["people"]["n"] == 3 and acc["people"]["correct"] == 2
     low, high = wilson_interval(2, 3)
-    assert acc["people"]["low"] == pytest.approx(low) and acc["people"]["high"] == pytest.approx(high)
+    assert acc["people"]["low"] == pytest.approx(low) and acc["people"]["high"] == pytest.approx(
+        high
+    )
     assert acc["people"]["judge_n"] == 3 and acc["people"]["judge_agrees"] == pytest.approx(2 / 3)
     assert acc["amounts"]["accuracy"] == 1.0 and acc["dates"]["n"] == 0
     item = audit.load_item(st, "A", units[2])
@@ -116,13 +124,21 @@ def test_the_panel_walks_the_queue_and_reports_errors_in_its_output(st):
 
 
 def test_email_content_is_escaped(st):
-    email = {"sender": "x@y.com", "sender_name": "<b>Boss</b>", "subject": "<script>alert(1)</script>",
-             "to_addrs": '["a@b.com"]', "new_text": "<img src=x onerror=alert(2)>", "body": "</pre>"}
+    email = {
+        "sender": "x@y.com",
+        "sender_name": "<b>Boss</b>",
+        "subject": "<script>alert(1)</script>",
+        "to_addrs": '["a@b.com"]',
+        "new_text": "<img src=x onerror=alert(2)>",
+        "body": "</pre>",
+    }
     html = audit_panel.email_html([email])
     assert "<script>" not in html and "<img" not in html and "<b>Boss" not in html
     assert "&lt;script&gt;" in html and "&lt;/pre&gt;" in html
     data = {"summary": "<script>x</script>", "people": [{"name": "<i>Eve</i>"}]}
-    assert "<script>" not in audit_panel.json_html(data) and "&lt;i&gt;Eve" in audit_panel.json_html(data)
+    assert "<script>" not in audit_panel.json_html(
+        data
+    ) and "&lt;i&gt;Eve" in audit_panel.json_html(data)
 
 
 def test_audit_cli(db: Path, capsys):
@@ -133,15 +149,21 @@ def test_audit_cli(db: Path, capsys):
 
 @pytest.mark.timeout(180)
 def test_notebook_04_runs_headless(db: Path, tmp_path: Path):
-    nb = execute(REPO / "notebooks" / "04_audit.ipynb",
-                 {"db": str(db), "run": "C", "auditor": "ci", "autolabel": True},
-                 out=tmp_path / "04.ipynb", cwd=REPO / "notebooks", timeout=120)
+    nb = execute(
+        REPO / "notebooks" / "04_audit.ipynb",
+        {"db": str(db), "run": "C", "auditor": "ci", "autolabel": True},
+        out=tmp_path / "04.ipynb",
+        cwd=REPO / "notebooks",
+        timeout=120,
+    )
     text = outputs_text(nb)
     assert f"{len(SAMPLED)} emails in the audit queue of run 'C'" in text
     assert "saved 7 labels" in text  # every field the judge was sure about
     with Store(db) as store:
-        n = store.scalar("SELECT COUNT(*) FROM audits a JOIN runs r ON r.id = a.run_id "
-                         "WHERE r.name = 'C' AND a.auditor = 'ci' AND a.label IS NOT NULL")
+        n = store.scalar(
+            "SELECT COUNT(*) FROM audits a JOIN runs r ON r.id = a.run_id "
+            "WHERE r.name = 'C' AND a.auditor = 'ci' AND a.label IS NOT NULL"
+        )
     assert n == 7
 
 

@@ -20,9 +20,16 @@ from emailwb.engine.autotune import (
 from emailwb.errors import ConfigError
 
 
-def fifo_server(ctrl: Controller, slots: Callable[[float], int], service: float, until: float,
-                *, queue_limit: int | None = None, jitter: float = 0.0,
-                seed: int = 1) -> tuple[float, list[tuple[float, int]]]:
+def fifo_server(
+    ctrl: Controller,
+    slots: Callable[[float], int],
+    service: float,
+    until: float,
+    *,
+    queue_limit: int | None = None,
+    jitter: float = 0.0,
+    seed: int = 1,
+) -> tuple[float, list[tuple[float, int]]]:
     """A closed loop: ``ctrl.limit`` requests always in flight against a server with
     ``slots(t)`` slots, a FIFO queue (503 beyond ``queue_limit`` waiting) and a fixed
     service time. Returns (completions per second, [(t, limit)] after each completion)."""
@@ -95,7 +102,9 @@ def test_queues_at_most_half_the_slots_a_server_declares():
     rate, trace = fifo_server(ctrl, lambda t: 4, 1.0, 400, jitter=0.5, seed=5)
     assert max(limit for _, limit in trace) <= 6 == ctrl.describe()["ceiling"]
     assert rate >= 0.9 * 4
-    assert AutoConcurrency(slots_hint=8).ceiling == 12 and AutoConcurrency(slots_hint=1).ceiling == 2
+    assert (
+        AutoConcurrency(slots_hint=8).ceiling == 12 and AutoConcurrency(slots_hint=1).ceiling == 2
+    )
     # without a hint nothing is known: the search may go past the knee and come back
     assert AutoConcurrency().ceiling == 64
 
@@ -222,8 +231,9 @@ async def test_against_a_real_simulated_server(store, slow_server):
     url, model = slow_server
     backend = make_backend("openai", url, model)
     config = RunConfig.default(backend="openai", urls=[url], model=model)
-    proc = Processor(store, config, backend, run_name="auto",
-                     quality=QualityConfig(enabled=False, judge=False))
+    proc = Processor(
+        store, config, backend, run_name="auto", quality=QualityConfig(enabled=False, judge=False)
+    )
     summary = await proc.run_to_end()
     await backend.aclose()
     ctrl = proc.controller

@@ -32,8 +32,11 @@ from emailwb.testing.servers import SimServer
 SECRET = "sk-test-DO-NOT-LEAK-1234"
 MESSAGES = [
     {"role": "system", "content": "You read one business email."},
-    {"role": "user", "content": "From: Jeff <jeff@enron.com>\nSubject: Deal 123456\n\n"
-     "We sold 10,000 MMBtu to Dynegy at $4.25. Can you confirm by Friday?"},
+    {
+        "role": "user",
+        "content": "From: Jeff <jeff@enron.com>\nSubject: Deal 123456\n\n"
+        "We sold 10,000 MMBtu to Dynegy at $4.25. Can you confirm by Friday?",
+    },
 ]
 
 
@@ -78,8 +81,9 @@ def server(kind, request):
 
 
 def req(stream: bool = True, timeout: float = 5.0, key: str = "m1") -> LLMRequest:
-    return LLMRequest(MESSAGES, output_json_schema(), {"temperature": 0}, key=key,
-                      stream=stream, timeout=timeout)
+    return LLMRequest(
+        MESSAGES, output_json_schema(), {"temperature": 0}, key=key, stream=stream, timeout=timeout
+    )
 
 
 # --- the happy path -----------------------------------------------------------------------
@@ -102,8 +106,13 @@ async def test_complete_reads_data_tokens_and_ttft(server, session, stream):
 
 
 async def test_ollama_request_body(ollama_server, session):
-    backend = OllamaBackend(ollama_server.url, model=ollama_server.model, session=session,
-                            options={"num_ctx": 4096}, keep_alive="1h")
+    backend = OllamaBackend(
+        ollama_server.url,
+        model=ollama_server.model,
+        session=session,
+        options={"num_ctx": 4096},
+        keep_alive="1h",
+    )
     await backend.complete(req())
     body = ollama_server.chat_requests[-1].body
     assert body["format"] == output_json_schema()
@@ -113,8 +122,9 @@ async def test_ollama_request_body(ollama_server, session):
 
 
 async def test_openai_request_body(openai_server, session):
-    backend = OpenAIBackend(openai_server.url, model=openai_server.model, session=session,
-                            options={"num_predict": 300})
+    backend = OpenAIBackend(
+        openai_server.url, model=openai_server.model, session=session, options={"num_predict": 300}
+    )
     await backend.complete(req())
     body = openai_server.chat_requests[-1].body
     rf = body["response_format"]
@@ -192,8 +202,11 @@ async def test_retry_after_as_http_date(session):
     from email.utils import formatdate
 
     async def app_503(request):
-        return aiohttp.web.json_response({"error": "busy"}, status=503, headers={
-            "Retry-After": formatdate(timeval=None, usegmt=True)})
+        return aiohttp.web.json_response(
+            {"error": "busy"},
+            status=503,
+            headers={"Retry-After": formatdate(timeval=None, usegmt=True)},
+        )
 
     app = aiohttp.web.Application()
     app.router.add_post("/api/chat", app_503)
@@ -248,8 +261,9 @@ async def test_unknown_model_and_no_model(ollama_server, session):
 
 # --- info, warm-up, environment, secrets --------------------------------------------------
 async def test_ollama_info_and_warm(ollama_server, session):
-    backend = OllamaBackend(ollama_server.url, model=ollama_server.model, session=session,
-                            options={"num_ctx": 2048})
+    backend = OllamaBackend(
+        ollama_server.url, model=ollama_server.model, session=session, options={"num_ctx": 2048}
+    )
     info = await backend.info()
     assert info.digest == "sha256:" + "5" * 64 and info.server_kind == "ollama"
     assert info.version == "0.0.0-sim" and info.options == {"num_ctx": 2048}
@@ -271,9 +285,15 @@ async def test_openai_info_slots_kind_and_no_key(session, monkeypatch):
         assert info.model == srv.model and info.version == "b0-sim"
         c = await backend.complete(req())
         await backend.warm()
-        everything = " ".join([repr(info), json.dumps(info.as_dict()), repr(backend),
-                               repr(c), json.dumps({u: s.as_dict() for u, s in
-                                                    backend.stats.items()})])
+        everything = " ".join(
+            [
+                repr(info),
+                json.dumps(info.as_dict()),
+                repr(backend),
+                repr(c),
+                json.dumps({u: s.as_dict() for u, s in backend.stats.items()}),
+            ]
+        )
         assert SECRET not in everything
         wrong = OpenAIBackend(srv.url, api_key="sk-wrong", model=srv.model, session=session)
         with pytest.raises(BackendRequestError, match="not authorised") as info_err:
@@ -304,8 +324,9 @@ async def test_environment_urls(ollama_server, session, monkeypatch):
 
 
 def test_check_ollama_options():
-    warns = check_ollama_options({"low_vram": True, "f16_kv": True, "num_ctx": 8192,
-                                  "temperature": 0.1, "tempreature": 1})
+    warns = check_ollama_options(
+        {"low_vram": True, "f16_kv": True, "num_ctx": 8192, "temperature": 0.1, "tempreature": 1}
+    )
     text = "\n".join(warns)
     assert len(warns) == 4
     assert "'low_vram' does nothing" in text and "'f16_kv' does nothing" in text
@@ -352,11 +373,14 @@ def test_make_backend_kinds(monkeypatch):
 async def test_router_work_follows_speed_and_survives_a_death(session):
     total, workers = 240, 10
     async with contextlib.AsyncExitStack() as stack:
-        servers = [await stack.enter_async_context(SimServer("ollama", slots=2, service_time=t))
-                   for t in (0.01, 0.03, 0.09)]
+        servers = [
+            await stack.enter_async_context(SimServer("ollama", slots=2, service_time=t))
+            for t in (0.01, 0.03, 0.09)
+        ]
         fast, medium, _slow = servers
-        router = make_backend("ollama", [s.url for s in servers], model=fast.model,
-                              session=session, cooldown=60)
+        router = make_backend(
+            "ollama", [s.url for s in servers], model=fast.model, session=session, cooldown=60
+        )
         todo = iter(range(total))
         done = 0
         before: list[int] = []
@@ -364,8 +388,11 @@ async def test_router_work_follows_speed_and_survives_a_death(session):
         async def worker() -> None:
             nonlocal done, before
             for i in todo:
-                r = LLMRequest([{"role": "user", "content": f"Subject: n{i}\n\nmail {i}"}],
-                               key=str(i), timeout=10)
+                r = LLMRequest(
+                    [{"role": "user", "content": f"Subject: n{i}\n\nmail {i}"}],
+                    key=str(i),
+                    timeout=10,
+                )
                 c = await router.complete(r)  # failover hides the death: no errors here
                 assert c.key == str(i)
                 done += 1
@@ -424,8 +451,7 @@ async def test_router_passes_other_errors_through(session):
 
 
 async def test_router_avoids_an_overloaded_endpoint_while_retry_after_runs(session):
-    async with SimServer("ollama", faults=FaultPlan(retry_after=30)) as a, \
-            SimServer("ollama") as b:
+    async with SimServer("ollama", faults=FaultPlan(retry_after=30)) as a, SimServer("ollama") as b:
         router = Router([backend_for(a, session), backend_for(b, session)])
         a.inject("http503")
         with pytest.raises(BackendOverloaded):

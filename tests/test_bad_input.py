@@ -19,8 +19,10 @@ from emailwb.mail.message import EmailParseError, parse_email
 from emailwb.mail.sources import HEAD_BYTES, iter_mbox, parse_message
 from emailwb.store.ingest import ingest
 
-GOOD = (b"Message-ID: <good-%d@example.com>\nDate: Mon, 1 Jan 2001 10:00:00 +0000\n"
-        b"From: alice@example.com\nTo: bob@example.com\nSubject: Good %d\n\nAll fine.\n")
+GOOD = (
+    b"Message-ID: <good-%d@example.com>\nDate: Mon, 1 Jan 2001 10:00:00 +0000\n"
+    b"From: alice@example.com\nTo: bob@example.com\nSubject: Good %d\n\nAll fine.\n"
+)
 
 
 def good(n: int) -> bytes:
@@ -90,23 +92,31 @@ def test_headers_cut_in_the_first_line_are_an_error(store, tmp_path):
 
 
 def test_truncated_headers_keep_the_message_and_report_it(store, tmp_path):
-    raw = (b"Message-ID: <cut@example.com>\nDate: Mon, 1 Jan 2001 10:00:00 +0000\n"
-           b"From: carol@example.com\nSubj")
+    raw = (
+        b"Message-ID: <cut@example.com>\nDate: Mon, 1 Jan 2001 10:00:00 +0000\n"
+        b"From: carol@example.com\nSubj"
+    )
     summary, _ = run(store, tmp_path, "cut.eml", raw)
     assert (summary.messages_new, summary.errors, summary.warnings) == (3, 0, 1)
     assert store.scalar("SELECT sender FROM emails WHERE message_id = 'cut@example.com'") == (
-        "carol@example.com")
+        "carol@example.com"
+    )
     reason = errors(store)["cut.eml"]["reason"]
     assert reason.startswith("stored with defects") and "no blank line" in reason
 
 
-@pytest.mark.parametrize("charset, body, note", [
-    ("x-klingon", "café".encode("latin-1"), "unknown charset 'x-klingon'"),
-    ("us-ascii", "naïve café".encode(), "body is not valid 'us-ascii'"),
-])
+@pytest.mark.parametrize(
+    "charset, body, note",
+    [
+        ("x-klingon", "café".encode("latin-1"), "unknown charset 'x-klingon'"),
+        ("us-ascii", "naïve café".encode(), "body is not valid 'us-ascii'"),
+    ],
+)
 def test_unknown_or_lying_charset_keeps_a_decoded_message(store, tmp_path, charset, body, note):
-    raw = (b"Message-ID: <cs@example.com>\nFrom: dan@example.com\nSubject: menu\n"
-           b"Content-Type: text/plain; charset=" + charset.encode() + b"\n\n" + body)
+    raw = (
+        b"Message-ID: <cs@example.com>\nFrom: dan@example.com\nSubject: menu\n"
+        b"Content-Type: text/plain; charset=" + charset.encode() + b"\n\n" + body
+    )
     summary, _ = run(store, tmp_path, "cs.eml", raw)
     assert (summary.errors, summary.warnings) == (0, 1)
     text = store.scalar("SELECT body FROM emails WHERE message_id = 'cs@example.com'")
@@ -142,27 +152,34 @@ def test_a_50_mb_message_is_refused_with_its_head_kept(store, tmp_path):
 
 def test_a_huge_base64_text_part_is_stored_truncated_and_reported(store, tmp_path):
     text = base64.encodebytes(b"meter reading 42\n" * 700_000)  # 12 MB decoded, 16 MB encoded
-    raw = (b"Message-ID: <b64@example.com>\nFrom: eve@example.com\nSubject: readings\n"
-           b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n" + text)
+    raw = (
+        b"Message-ID: <b64@example.com>\nFrom: eve@example.com\nSubject: readings\n"
+        b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n" + text
+    )
     summary, _ = run(store, tmp_path, "b64.eml", raw)
     assert (summary.errors, summary.warnings) == (0, 1)
-    row = store.query_one("SELECT e.body_chars, r.size FROM emails e JOIN raw_messages r"
-                          " ON r.id = e.raw_id WHERE e.message_id = 'b64@example.com'")
+    row = store.query_one(
+        "SELECT e.body_chars, r.size FROM emails e JOIN raw_messages r"
+        " ON r.id = e.raw_id WHERE e.message_id = 'b64@example.com'"
+    )
     assert row["body_chars"] <= 2_000_000 and row["size"] == len(raw)  # raw kept whole
     assert "truncated" in errors(store)["b64.eml"]["reason"]
 
 
 def test_a_huge_base64_attachment_is_a_good_message(store, tmp_path):
     blob = base64.encodebytes(os.urandom(9 * 1024 * 1024))
-    raw = (b"Message-ID: <att@example.com>\nFrom: eve@example.com\nSubject: model\n"
-           b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=XX\n\n--XX\n"
-           b"Content-Type: text/plain\n\nModel attached.\n--XX\n"
-           b"Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n"
-           b"Content-Disposition: attachment; filename=model.xls\n\n" + blob + b"--XX--\n")
+    raw = (
+        b"Message-ID: <att@example.com>\nFrom: eve@example.com\nSubject: model\n"
+        b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=XX\n\n--XX\n"
+        b"Content-Type: text/plain\n\nModel attached.\n--XX\n"
+        b"Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n"
+        b"Content-Disposition: attachment; filename=model.xls\n\n" + blob + b"--XX--\n"
+    )
     summary, _ = run(store, tmp_path, "att.eml", raw)
     assert (summary.messages_new, summary.errors, summary.warnings) == (3, 0, 0)
     assert store.scalar("SELECT body FROM emails WHERE message_id = 'att@example.com'") == (
-        "Model attached.")
+        "Model attached."
+    )
 
 
 def test_a_csv_without_a_raw_message_column(store, tmp_path):
@@ -204,16 +221,19 @@ def test_bad_messages_inside_an_mbox_are_numbered_and_the_rest_kept(store, tmp_p
 
 def test_a_huge_mbox_message_is_streamed_not_loaded():
     raw = b"From x Mon Jan  1 10:00:00 2001\n" + good(1) + b"z" * 5_000_000 + b"\n"
-    (n, head, size), = list(iter_mbox(io.BytesIO(raw), max_bytes=1_000_000))
+    ((n, head, size),) = list(iter_mbox(io.BytesIO(raw), max_bytes=1_000_000))
     assert n == 1 and size > 5_000_000 and len(head) <= HEAD_BYTES
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(
-    st.binary(max_size=2048),
-    st.tuples(st.integers(0, 200), st.binary(min_size=1, max_size=40)).map(
-        lambda m: good(7)[: m[0]] + m[1] + good(7)[m[0]:]),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=2048),
+        st.tuples(st.integers(0, 200), st.binary(min_size=1, max_size=40)).map(
+            lambda m: good(7)[: m[0]] + m[1] + good(7)[m[0] :]
+        ),
+    )
+)
 def test_any_bytes_give_a_row_or_an_error_record_never_an_exception(data):
     result = parse_message(data, "fuzz.eml")
     assert result[0] in ("ok", "err")

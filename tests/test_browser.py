@@ -39,25 +39,39 @@ from emailwb.ui.notebook import parameterize
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 PWNED = "window.__emailwb_pwned = 1"
 HOSTILE = (
     "Message-ID: <hostile@example.invalid>\nDate: Fri, 7 Dec 2001 10:00:00 -0800\n"
     "From: winner@lottery.example\nTo: trader@enron.com\n"
     "Subject: You have won the lottery <b>claim now</b>\n\n"
-    f"You have won! Act now: <script>{PWNED}</script> <img src=x onerror=\"{PWNED}\">\n"
-    "Free offer, limited time offer, click below.\n")
+    f'You have won! Act now: <script>{PWNED}</script> <img src=x onerror="{PWNED}">\n'
+    "Free offer, limited time offer, click below.\n"
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def _require_browser() -> None:
-    missing = [what for what, ok in (
-        ("/usr/bin/chromium (apt-get install chromium)", CHROMIUM.exists()),
-        ("the playwright package", _importable("playwright")),
-        ("the voila package", _importable("voila"))) if not ok]
+    missing = [
+        what
+        for what, ok in (
+            ("/usr/bin/chromium (apt-get install chromium)", CHROMIUM.exists()),
+            ("the playwright package", _importable("playwright")),
+            ("the voila package", _importable("voila")),
+        )
+        if not ok
+    ]
     if missing:
         msg = "browser test needs " + ", ".join(missing)
         if os.environ.get("EMAILWB_REQUIRE_BROWSER") == "1":
@@ -81,15 +95,32 @@ def _free_port() -> int:
 def voila(notebook: Path, workdir: Path) -> Iterator[str]:
     """Serve ``notebook`` with Voila on 127.0.0.1; yield its URL; stop it and its kernels."""
     port = _free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"),
-           "JUPYTER_RUNTIME_DIR": str(workdir / "jupyter-runtime"),
-           "JUPYTER_DATA_DIR": str(workdir / "jupyter-data"), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"),
+        "JUPYTER_RUNTIME_DIR": str(workdir / "jupyter-runtime"),
+        "JUPYTER_DATA_DIR": str(workdir / "jupyter-data"),
+        "PYTHONUNBUFFERED": "1",
+    }
     log = (workdir / "voila.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voila", notebook.name, "--no-browser", f"--port={port}",
-         "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--show_tracebacks=True"],
-        cwd=notebook.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "voila",
+            notebook.name,
+            "--no-browser",
+            f"--port={port}",
+            "--Voila.ip=127.0.0.1",
+            "--Voila.port_retries=0",
+            "--show_tracebacks=True",
+        ],
+        cwd=notebook.parent,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 60
@@ -128,8 +159,9 @@ async def chromium() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                           timeout=60_000)
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
+        )
         try:
             yield browser
         finally:
@@ -164,32 +196,49 @@ async def test_launch_panel_in_chromium(tmp_path: Path) -> None:
     with explore.open_store(db) as store:
         explore.ingest_mailbox(store, mailbox, progress=False, workers=0)
         explore.detect_types(store)
-        assert store.scalar("SELECT g.email_type FROM emails e JOIN content_groups g ON "
-                            "g.id = e.group_id WHERE e.message_id LIKE '%hostile%'") == "spam"
+        assert (
+            store.scalar(
+                "SELECT g.email_type FROM emails e JOIN content_groups g ON "
+                "g.id = e.group_id WHERE e.message_id LIKE '%hostile%'"
+            )
+            == "spam"
+        )
 
     async with SimServer(kind="ollama", slots=4, service_time=0.25) as srv:
         notebook = tmp_path / "launch.ipynb"
-        parameterize(REPO / "notebooks" / "02_launch.ipynb", {
-            "db": str(db), "mailbox": str(mailbox), "backend": "ollama", "url": srv.url,
-            "model": srv.model, "limit": 0, "run_name": "browser", "autorun": False}, notebook)
+        parameterize(
+            REPO / "notebooks" / "02_launch.ipynb",
+            {
+                "db": str(db),
+                "mailbox": str(mailbox),
+                "backend": "ollama",
+                "url": srv.url,
+                "model": srv.model,
+                "limit": 0,
+                "run_name": "browser",
+                "autorun": False,
+            },
+            notebook,
+        )
         with voila(notebook, tmp_path) as url:
             async with chromium() as browser:
                 page = await browser.new_page(viewport={"width": 1400, "height": 1000})
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 await page.goto(url, timeout=120_000)
-                await page.wait_for_selector("button.emailwb-start:not([disabled])",
-                                             timeout=120_000)
+                await page.wait_for_selector(
+                    "button.emailwb-start:not([disabled])", timeout=120_000
+                )
                 await page.wait_for_selector(".emailwb-live-charts .main-svg", timeout=60_000)
                 assert await _done(page) == 0 and await _points(page) == 0
 
                 await page.click("button.emailwb-start")
                 await _wait(page, lambda: _done_above(page, 0), 60, "a first unit done")
                 first_done, first_points = await _done(page), await _points(page)
-                await _wait(page, lambda: _points_above(page, first_points), 20,
-                            "the chart gaining points")
-                await _wait(page, lambda: _done_above(page, first_done), 20,
-                            "the counters moving")
+                await _wait(
+                    page, lambda: _points_above(page, first_points), 20, "the chart gaining points"
+                )
+                await _wait(page, lambda: _done_above(page, first_done), 20, "the counters moving")
                 await _wait(page, lambda: _state_is(page, "completed"), 90, "the run completing")
                 assert await _done(page) == 152
                 assert await _points(page) >= 3 * 10  # >= 3 points in each of 10 series
@@ -216,8 +265,9 @@ async def test_launch_panel_in_chromium(tmp_path: Path) -> None:
                 panel = page.locator(".emailwb-launch")
                 box = await panel.bounding_box()
                 assert box is not None
-                await page.set_viewport_size({"width": 1400,
-                                              "height": min(int(box["height"]) + 300, 4000)})
+                await page.set_viewport_size(
+                    {"width": 1400, "height": min(int(box["height"]) + 300, 4000)}
+                )
                 await asyncio.sleep(1.0)  # let plotly redraw at the new size
                 await panel.screenshot(path=str(shot))
                 assert not errors, errors

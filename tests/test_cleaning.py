@@ -166,7 +166,9 @@ def test_angle_quoted_lines_and_attribution_are_quoted_and_bottom_reply_kept() -
     parts = split_body(text)
     assert parts.new_text == "Yes, see you there."
     assert parts.quoted.splitlines() == [
-        'On Mon, 11 Dec 2000, "Dean, Clint" <clint@x.com>', "wrote:", "> Are you coming?",
+        'On Mon, 11 Dec 2000, "Dean, Clint" <clint@x.com>',
+        "wrote:",
+        "> Are you coming?",
         "> Let me know.",
     ]
 
@@ -198,8 +200,7 @@ def test_sentences_after_a_closing_are_not_a_signature() -> None:
 
 def test_trailing_name_title_phone_block_is_the_signature() -> None:
     text = (
-        "The filing is due Friday.\n\n"
-        "Jeff Dasovich\nDirector, Government Affairs\n(415) 782-7822\n"
+        "The filing is due Friday.\n\nJeff Dasovich\nDirector, Government Affairs\n(415) 782-7822\n"
     )
     parts = split_body(text)
     assert parts.new_text == "The filing is due Friday."

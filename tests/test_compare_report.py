@@ -142,18 +142,41 @@ async def test_canary_runs_b_on_a_sample_of_a_and_compares(store):
         again, _ = await canary(store, "A", config_b, sample=12, run_name="A-canary-2")
     assert summary.total == 12 and summary.done == 12  # only the sample ran
     assert comp.pairs == 12 and comp.verdict == "non-inferior"
-    first = {r[0] for r in store.query("SELECT group_id FROM results WHERE run_id = ?",
-                                       (summary.run_id,))}
-    second = {r[0] for r in store.query("SELECT group_id FROM results WHERE run_id = ?",
-                                        (again.run_id,))}
+    first = {
+        r[0]
+        for r in store.query("SELECT group_id FROM results WHERE run_id = ?", (summary.run_id,))
+    }
+    second = {
+        r[0] for r in store.query("SELECT group_id FROM results WHERE run_id = ?", (again.run_id,))
+    }
     assert first == second  # a deterministic sample
 
 
 def test_canary_from_the_command_line(db: Path, capsys):
     with ThreadedSim(answer=answers(bad_every=2)) as srv:
-        rc = cli.main(["run", "--db", str(db), "--backend", "ollama", "--url", srv.url,
-                       "--model", srv.model, "--canary-of", "A", "--sample", "10", "--quiet",
-                       "--run-name", "cli-canary", "--no-judge", "--plan", "llm"])
+        rc = cli.main(
+            [
+                "run",
+                "--db",
+                str(db),
+                "--backend",
+                "ollama",
+                "--url",
+                srv.url,
+                "--model",
+                srv.model,
+                "--canary-of",
+                "A",
+                "--sample",
+                "10",
+                "--quiet",
+                "--run-name",
+                "cli-canary",
+                "--no-judge",
+                "--plan",
+                "llm",
+            ]
+        )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "run 'cli-canary' completed: 10 done" in out
@@ -165,33 +188,62 @@ def test_notebook_05_runs_headless(db: Path, tmp_path: Path):
     from emailwb.ui.notebook import execute, outputs_text
 
     repo = Path(__file__).resolve().parents[1]
-    nb = execute(repo / "notebooks" / "05_compare.ipynb",
-                 {"db": str(db), "run_a": "A", "run_b": "C", "margin": 0.05,
-                  "labels_file": str(repo / "gold" / "enron-labels.jsonl")},
-                 out=tmp_path / "05.ipynb", cwd=repo / "notebooks", timeout=120)
+    nb = execute(
+        repo / "notebooks" / "05_compare.ipynb",
+        {
+            "db": str(db),
+            "run_a": "A",
+            "run_b": "C",
+            "margin": 0.05,
+            "labels_file": str(repo / "gold" / "enron-labels.jsonl"),
+        },
+        out=tmp_path / "05.ipynb",
+        cwd=repo / "notebooks",
+        timeout=120,
+    )
     text = outputs_text(nb)
     assert "verdict: INFERIOR" in text and "grounding *" in text
     # the runs cover the simulated mailbox, not the labeled Enron emails: said, not crashed
     assert "cannot score: none of the 136 labeled emails is in this store" in text
-    figures = [o for c in nb.cells for o in c.get("outputs", [])
-               if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    figures = [
+        o
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if "application/vnd.plotly.v1+json" in o.get("data", {})
+    ]
     assert len(figures) == 1
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(("a", "b"), [("reference", "default"), ("default", "compact")])
-def test_the_quality_ab_bench_runs_with_a_simulated_server(enron_dir: Path, tmp_path: Path,
-                                                           a: str, b: str):
+def test_the_quality_ab_bench_runs_with_a_simulated_server(
+    enron_dir: Path, tmp_path: Path, a: str, b: str
+):
     import os
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, str(repo / "bench" / "quality_ab.py"), "--sim", "--n", "12",
-         "--no-sleep", "--a", a, "--b", b, "--workdir", str(tmp_path)], capture_output=True,
+        [
+            sys.executable,
+            str(repo / "bench" / "quality_ab.py"),
+            "--sim",
+            "--n",
+            "12",
+            "--no-sleep",
+            "--a",
+            a,
+            "--b",
+            b,
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
         text=True,
-        timeout=170, env={**os.environ, "EMAILWB_ENRON_DIR": str(enron_dir)})
+        timeout=170,
+        env={**os.environ, "EMAILWB_ENRON_DIR": str(enron_dir)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"[ab-{a}] completed: 12 done" in proc.stdout
     assert f"[ab-{b}] completed: " in proc.stdout

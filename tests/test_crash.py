@@ -99,8 +99,14 @@ def pick_emails(enron: Path, dest: Path) -> int:
 def start_server(tmp: Path) -> tuple[subprocess.Popen[str], str, str, Path]:
     log = tmp / "requests.jsonl"
     try:
-        proc, url, model = spawn(tmp, kind="openai", slots=CONCURRENCY,
-                                 service_time=SERVICE_TIME, log=log, new_session=True)
+        proc, url, model = spawn(
+            tmp,
+            kind="openai",
+            slots=CONCURRENCY,
+            service_time=SERVICE_TIME,
+            log=log,
+            new_session=True,
+        )
     except RuntimeError as exc:
         pytest.fail(str(exc))
     return proc, url, model, log
@@ -112,18 +118,26 @@ def done_units(db: Path) -> set[int]:
         row = conn.execute("SELECT id FROM runs WHERE name = ?", (RUN,)).fetchone()
         if row is None:
             return set()
-        return {r[0] for r in conn.execute(
-            "SELECT group_id FROM results WHERE run_id = ? AND status = 'done'", row)}
+        return {
+            r[0]
+            for r in conn.execute(
+                "SELECT group_id FROM results WHERE run_id = ? AND status = 'done'", row
+            )
+        }
 
 
 def unit_starts_since(log: Path, spawned: float) -> list[dict[str, Any]]:
     """Requests (warm-up excepted) a client started at ``spawned`` may have sent."""
-    return [r for r in read_log(log) if r["event"] == "start"
-            and r["t"] >= spawned + STARTUP_S and r["key"] != WARM_KEY]
+    return [
+        r
+        for r in read_log(log)
+        if r["event"] == "start" and r["t"] >= spawned + STARTUP_S and r["key"] != WARM_KEY
+    ]
 
 
-def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(enron_dir: Path,
-                                                                 tmp_path: Path) -> None:
+def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(
+    enron_dir: Path, tmp_path: Path
+) -> None:
     seed = int(os.environ.get("EMAILWB_CRASH_SEED") or time.time_ns() % 1_000_000)
     print(f"crash test seed: {seed} (replay with EMAILWB_CRASH_SEED={seed})")
     rng = random.Random(seed)
@@ -132,11 +146,27 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(enron_dir: Path
     with Store(db) as store:
         ingest(store, [tmp_path / "mail"], progress=False)
         assert store.stats()["messages"] == emails == EMAILS
-        units = int(store.scalar(
-            "SELECT COUNT(*) FROM content_groups WHERE canonical_email_id IS NOT NULL"))
+        units = int(
+            store.scalar("SELECT COUNT(*) FROM content_groups WHERE canonical_email_id IS NOT NULL")
+        )
     server, url, model, log = start_server(tmp_path)
-    argv = [str(EMAILWB), "run", "--db", str(db), "--backend", "openai", "--url", url,
-            "--model", model, "--concurrency", str(CONCURRENCY), "--run-name", RUN, "--quiet"]
+    argv = [
+        str(EMAILWB),
+        "run",
+        "--db",
+        str(db),
+        "--backend",
+        "openai",
+        "--url",
+        url,
+        "--model",
+        model,
+        "--concurrency",
+        str(CONCURRENCY),
+        "--run-name",
+        RUN,
+        "--quiet",
+    ]
     kills: list[Kill] = []
     rate = 30.0  # units/s while running; re-estimated from each killed cycle
     finished: subprocess.CompletedProcess[str] | None = None
@@ -147,14 +177,19 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(enron_dir: Path
             spawned = time.time()
             out_path = tmp_path / f"cli-{cycle}.log"
             with out_path.open("w") as out_file:  # a file, not a pipe nobody reads
-                proc = subprocess.Popen(argv, stdout=out_file, stderr=subprocess.STDOUT,
-                                        text=True, start_new_session=True)
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=out_file,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,
+                )
             remaining = units - len(kills[-1].done_units if kills else ())
-            if mid_run_kills >= TARGET_KILLS or (mid_run_kills >= MIN_KILLS
-                                                 and remaining < 2 * CONCURRENCY):
+            if mid_run_kills >= TARGET_KILLS or (
+                mid_run_kills >= MIN_KILLS and remaining < 2 * CONCURRENCY
+            ):
                 proc.wait(60)  # enough kills: let this one finish
-                finished = subprocess.CompletedProcess(argv, proc.returncode,
-                                                       out_path.read_text())
+                finished = subprocess.CompletedProcess(argv, proc.returncode, out_path.read_text())
                 break
             early = rng.random() < 0.2
             if early:  # a kill during start-up (or just after it)
@@ -165,9 +200,11 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(enron_dir: Path
                     if proc.poll() is not None or time.monotonic() > deadline:
                         proc.kill()
                         proc.wait(10)
-                        pytest.fail(f"emailwb run exited (rc {proc.returncode}) or sent nothing "
-                                    f"before the kill (seed {seed}):\n"
-                                    f"{out_path.read_text()[-3000:]}")
+                        pytest.fail(
+                            f"emailwb run exited (rc {proc.returncode}) or sent nothing "
+                            f"before the kill (seed {seed}):\n"
+                            f"{out_path.read_text()[-3000:]}"
+                        )
                     time.sleep(0.01)
                 first = time.time()
                 # keep enough work for the kills still to come
@@ -175,15 +212,13 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(enron_dir: Path
                 delay = rng.uniform(0.0, max(0.1, min(1.0, budget)))
             time.sleep(max(0.0, first + delay - time.time()))
             if proc.poll() is not None:  # it finished before the moment came
-                finished = subprocess.CompletedProcess(argv, proc.returncode,
-                                                       out_path.read_text())
+                finished = subprocess.CompletedProcess(argv, proc.returncode, out_path.read_text())
                 break
             os.kill(proc.pid, signal.SIGKILL)
             at = time.time()
             proc.wait(10)
             assert proc.returncode == -signal.SIGKILL
-            kill = Kill(cycle, spawned, at, bool(unit_starts_since(log, spawned)),
-                        done_units(db))
+            kill = Kill(cycle, spawned, at, bool(unit_starts_since(log, spawned)), done_units(db))
             before = len(kills[-1].done_units) if kills else 0
             if kill.mid_run and not early and at - first > 0.05:
                 rate = 0.5 * rate + 0.5 * max(len(kill.done_units) - before, 1) / (at - first)
@@ -198,12 +233,15 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(enron_dir: Path
             server.kill()
     elapsed = time.monotonic() - started
     assert finished is not None
-    summary = (f"seed {seed}: {len(kills)} kills ({sum(k.mid_run for k in kills)} with requests "
-               f"in flight), committed at each: {[len(k.done_units) for k in kills]}; "
-               f"{elapsed:.1f} s")
+    summary = (
+        f"seed {seed}: {len(kills)} kills ({sum(k.mid_run for k in kills)} with requests "
+        f"in flight), committed at each: {[len(k.done_units) for k in kills]}; "
+        f"{elapsed:.1f} s"
+    )
     print(summary)
-    assert finished.returncode == 0 and f"run '{RUN}' completed" in finished.stdout, \
+    assert finished.returncode == 0 and f"run '{RUN}' completed" in finished.stdout, (
         f"{summary}\n{finished.stdout[-3000:]}"
+    )
     assert sum(k.mid_run for k in kills) >= MIN_KILLS, summary
 
     # --- exactly once, in the store ---
@@ -211,14 +249,20 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(enron_dir: Path
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         run_id = conn.execute("SELECT id FROM runs WHERE name = ?", (RUN,)).fetchone()[0]
-        rows = conn.execute("SELECT group_id, status, data FROM results WHERE run_id = ?",
-                            (run_id,)).fetchall()
+        rows = conn.execute(
+            "SELECT group_id, status, data FROM results WHERE run_id = ?", (run_id,)
+        ).fetchall()
         per_email = conn.execute(
             "SELECT e.id, COUNT(x.email_id), MIN(x.status) FROM emails e LEFT JOIN "
             "email_results x ON x.email_id = e.id AND x.run_id = ? GROUP BY e.id",
-            (run_id,)).fetchall()
-        groups = {r[0] for r in conn.execute(
-            "SELECT id FROM content_groups WHERE canonical_email_id IS NOT NULL")}
+            (run_id,),
+        ).fetchall()
+        groups = {
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM content_groups WHERE canonical_email_id IS NOT NULL"
+            )
+        }
     finally:
         conn.close()
     ids = [r[0] for r in rows]
@@ -242,7 +286,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(enron_dir: Path
         key_of[gid] = by_n[n]["key"]
         assert last_n[key_of[gid]] == n, (
             f"unit {gid} was asked again (request {last_n[key_of[gid]]}) after the request "
-            f"{n} whose reply was committed; {summary}")
+            f"{n} whose reply was committed; {summary}"
+        )
     assert len(set(key_of.values())) == units, "two units sent the same prompt"
     unit_keys = set(key_of.values())  # (a deep-check judge's requests have other prompts)
     starts = [r for r in starts if r["key"] in unit_keys]
@@ -260,6 +305,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_reasks(enron_dir: Path
         lost[kill.cycle] = len(asked - committed)
         assert lost[kill.cycle] <= 2 * CONCURRENCY, f"kill {kill.cycle} lost {lost}; {summary}"
     reasked = sum(n - 1 for n in asks.values())
-    print(f"requests per unit: max {max(asks.values())}; units asked again (lost in flight at "
-          f"a kill): {reasked}; lost per kill: {lost}")
+    print(
+        f"requests per unit: max {max(asks.values())}; units asked again (lost in flight at "
+        f"a kill): {reasked}; lost per kill: {lost}"
+    )
     assert elapsed < 90, f"the crash test took {elapsed:.0f} s; {summary}"

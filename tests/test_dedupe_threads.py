@@ -13,10 +13,13 @@ from emailwb.mail.dedupe import pairwise_precision_recall
 from emailwb.store.ingest import ingest
 
 
-def mail(mid: str, *, subject: str, sender: str, to: str, date: str, body: str,
-         headers: str = "") -> bytes:
-    return (f"Message-ID: <{mid}>\nDate: {date}\nFrom: {sender}\nTo: {to}\n"
-            f"Subject: {subject}\n{headers}\n{body}").encode()
+def mail(
+    mid: str, *, subject: str, sender: str, to: str, date: str, body: str, headers: str = ""
+) -> bytes:
+    return (
+        f"Message-ID: <{mid}>\nDate: {date}\nFrom: {sender}\nTo: {to}\n"
+        f"Subject: {subject}\n{headers}\n{body}"
+    ).encode()
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -61,12 +64,14 @@ DELAINEY_COPIES = [  # one message filed four times (MANIFEST content_group 2500
 
 
 def test_copies_across_folders_share_one_group_with_a_non_catch_all_canonical(
-        store, enron_dir, tmp_path):
+    store, enron_dir, tmp_path
+):
     copy_enron(enron_dir, tmp_path, *DELAINEY_COPIES)
     summary = ingest(store, [tmp_path / "maildir"], progress=False, workers=0)
     assert (summary.messages_new, summary.content_groups) == (4, 1)
-    group = store.query_one("SELECT g.size, e.source FROM content_groups g"
-                            " JOIN emails e ON e.id = g.canonical_email_id")
+    group = store.query_one(
+        "SELECT g.size, e.source FROM content_groups g JOIN emails e ON e.id = g.canonical_email_id"
+    )
     assert group["size"] == 4
     assert group["source"].endswith("delainey-d/sent/355.eml")  # not all_documents; shortest
 
@@ -79,23 +84,38 @@ def test_a_new_copy_joins_its_existing_group_on_a_later_ingest(store, enron_dir,
     copy_enron(enron_dir, tmp_path, *DELAINEY_COPIES[1:])
     summary = ingest(store, [tmp_path / "maildir"], progress=False, workers=0)
     assert (summary.messages_new, summary.sources_skipped) == (3, 1)
-    assert {group_of(store, p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1])
-            for p in DELAINEY_COPIES} == {first}
-    group = store.query_one("SELECT g.size, e.source FROM content_groups g"
-                            " JOIN emails e ON e.id = g.canonical_email_id")
+    assert {
+        group_of(store, p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1]) for p in DELAINEY_COPIES
+    } == {first}
+    group = store.query_one(
+        "SELECT g.size, e.source FROM content_groups g JOIN emails e ON e.id = g.canonical_email_id"
+    )
     assert group["size"] == 4 and group["source"].endswith("sent/355.eml")
 
 
 def test_same_text_from_another_sender_or_time_is_another_message(store, tmp_path):
     base = {"subject": "Status", "to": "b@x.com", "body": "All good.\n"}
-    write(tmp_path / "1.eml", mail("1@x", sender="a@x.com", date="Mon, 1 Jan 2001 10:00:00 +0000",
-                                   **base))
-    write(tmp_path / "2.eml", mail("2@x", sender="a@x.com", date="Mon, 1 Jan 2001 11:00:00 +0100",
-                                   **base | {"body": "All   good.\r\n\n"}))  # same instant
-    write(tmp_path / "3.eml", mail("3@x", sender="c@x.com", date="Mon, 1 Jan 2001 10:00:00 +0000",
-                                   **base))
-    write(tmp_path / "4.eml", mail("4@x", sender="a@x.com", date="Tue, 2 Jan 2001 10:00:00 +0000",
-                                   **base))
+    write(
+        tmp_path / "1.eml",
+        mail("1@x", sender="a@x.com", date="Mon, 1 Jan 2001 10:00:00 +0000", **base),
+    )
+    write(
+        tmp_path / "2.eml",
+        mail(
+            "2@x",
+            sender="a@x.com",
+            date="Mon, 1 Jan 2001 11:00:00 +0100",
+            **base | {"body": "All   good.\r\n\n"},
+        ),
+    )  # same instant
+    write(
+        tmp_path / "3.eml",
+        mail("3@x", sender="c@x.com", date="Mon, 1 Jan 2001 10:00:00 +0000", **base),
+    )
+    write(
+        tmp_path / "4.eml",
+        mail("4@x", sender="a@x.com", date="Tue, 2 Jan 2001 10:00:00 +0000", **base),
+    )
     ingest(store, [tmp_path], progress=False, workers=0)
     assert group_of(store, "/1.eml") == group_of(store, "/2.eml")
     assert len({group_of(store, f"/{n}.eml") for n in (1, 3, 4)}) == 3
@@ -119,7 +139,8 @@ def test_a_real_enron_reply_is_threaded_with_its_original(store, enron_dir, tmp_
 
 
 def test_a_reply_arriving_later_joins_the_existing_thread_and_keeps_its_id(
-        store, enron_dir, tmp_path):
+    store, enron_dir, tmp_path
+):
     copy_enron(enron_dir, tmp_path, "maildir/dean-c/notes_inbox/74.eml")
     ingest(store, [tmp_path / "maildir"], progress=False, workers=0)
     before = thread_of(store, "notes_inbox/74.eml")
@@ -132,14 +153,41 @@ def test_a_reply_arriving_later_joins_the_existing_thread_and_keeps_its_id(
 
 def test_references_link_messages_whatever_their_subjects(store, tmp_path):
     day = "Mon, 1 Jan 2001 10:00:00 +0000"
-    write(tmp_path / "1.eml", mail("root@x", subject="Q3 numbers", sender="a@x.com",
-                                   to="b@x.com", date=day, body="Numbers attached.\n"))
-    write(tmp_path / "2.eml", mail("child@x", subject="something else", sender="z@y.com",
-                                   to="q@y.com", date="Mon, 1 Oct 2001 10:00:00 +0000",
-                                   body="See below.\n", headers="In-Reply-To: <root@x>\n"))
-    write(tmp_path / "3.eml", mail("grandchild@x", subject="hi", sender="q@y.com", to="w@y.com",
-                                   date=day, body="ok\n",
-                                   headers="References: <root@x> <child@x>\n"))
+    write(
+        tmp_path / "1.eml",
+        mail(
+            "root@x",
+            subject="Q3 numbers",
+            sender="a@x.com",
+            to="b@x.com",
+            date=day,
+            body="Numbers attached.\n",
+        ),
+    )
+    write(
+        tmp_path / "2.eml",
+        mail(
+            "child@x",
+            subject="something else",
+            sender="z@y.com",
+            to="q@y.com",
+            date="Mon, 1 Oct 2001 10:00:00 +0000",
+            body="See below.\n",
+            headers="In-Reply-To: <root@x>\n",
+        ),
+    )
+    write(
+        tmp_path / "3.eml",
+        mail(
+            "grandchild@x",
+            subject="hi",
+            sender="q@y.com",
+            to="w@y.com",
+            date=day,
+            body="ok\n",
+            headers="References: <root@x> <child@x>\n",
+        ),
+    )
     ingest(store, [tmp_path], progress=False, workers=0)
     assert len({thread_of(store, f"/{n}.eml") for n in (1, 2, 3)}) == 1
 
@@ -155,11 +203,29 @@ def test_subject_alone_does_not_link(store, tmp_path, case):
         date2 = "Mon, 5 Mar 2001"
     elif case == "no Re:":
         subject2 = subject
-    write(tmp_path / "1.eml", mail("1@x", subject=subject, sender="a@x.com", to="b@x.com",
-                                   date="Mon, 1 Jan 2001 10:00:00 +0000", body="first\n"))
+    write(
+        tmp_path / "1.eml",
+        mail(
+            "1@x",
+            subject=subject,
+            sender="a@x.com",
+            to="b@x.com",
+            date="Mon, 1 Jan 2001 10:00:00 +0000",
+            body="first\n",
+        ),
+    )
     sender2 = "b@x.com" if case != "no shared person" else "k@y.com"
-    write(tmp_path / "2.eml", mail("2@x", subject=subject2 or f"Re: {subject}", sender=sender2,
-                                   to=to2, date=f"{date2} 10:00:00 +0000", body="second\n"))
+    write(
+        tmp_path / "2.eml",
+        mail(
+            "2@x",
+            subject=subject2 or f"Re: {subject}",
+            sender=sender2,
+            to=to2,
+            date=f"{date2} 10:00:00 +0000",
+            body="second\n",
+        ),
+    )
     ingest(store, [tmp_path], progress=False, workers=0)
     assert thread_of(store, "/1.eml") != thread_of(store, "/2.eml")
 
@@ -167,24 +233,30 @@ def test_subject_alone_does_not_link(store, tmp_path, case):
 # --- the whole Enron dev set --------------------------------------------------------------------
 @pytest.mark.slow
 def test_whole_enron_set_ingests_without_errors_and_groups_like_the_manifest(
-        store, enron_dir, capsys):
+    store, enron_dir, capsys
+):
     summary = ingest(store, [enron_dir], progress=False)  # README and MANIFEST are ignored
     with open(enron_dir / "MANIFEST.tsv", newline="") as f:
         truth = {row["path"]: row["content_group"] for row in csv.DictReader(f, delimiter="\t")}
-    pred = {os.path.relpath(r[0], enron_dir): r[1]
-            for r in store.query("SELECT source, group_id FROM emails")}
+    pred = {
+        os.path.relpath(r[0], enron_dir): r[1]
+        for r in store.query("SELECT source, group_id FROM emails")
+    }
     precision, recall = pairwise_precision_recall(pred, truth)
     stats = store.stats()
     with capsys.disabled():
-        print(f"\nEnron: {stats['messages']:,} messages, {stats['ingest_errors']} errors,"
-              f" {stats['content_groups']:,} content groups, pairwise precision"
-              f" {precision:.4f} recall {recall:.4f}, {stats['threads']:,} threads"
-              f" ({summary.seconds:.1f} s)")
+        print(
+            f"\nEnron: {stats['messages']:,} messages, {stats['ingest_errors']} errors,"
+            f" {stats['content_groups']:,} content groups, pairwise precision"
+            f" {precision:.4f} recall {recall:.4f}, {stats['threads']:,} threads"
+            f" ({summary.seconds:.1f} s)"
+        )
     assert (stats["messages"], stats["ingest_errors"], summary.errors) == (6446, 0, 0)
     assert precision >= 0.99 and recall >= 0.99
     assert 0 < stats["threads"] < stats["content_groups"]
-    assert store.scalar("SELECT COUNT(*) FROM emails WHERE group_id IS NULL"
-                        " OR thread_id IS NULL") == 0
+    assert (
+        store.scalar("SELECT COUNT(*) FROM emails WHERE group_id IS NULL OR thread_id IS NULL") == 0
+    )
     assert store.scalar("SELECT SUM(size) FROM threads") == stats["content_groups"]
     assert store.scalar("SELECT SUM(size) FROM content_groups") == stats["messages"]
     again = ingest(store, [enron_dir], progress=False)

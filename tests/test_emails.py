@@ -60,9 +60,15 @@ def test_enron_forward_without_a_note_has_empty_new_text(enron_dir: Path) -> Non
 def test_enron_folded_cc_and_bcc_lists_become_address_lists(enron_dir: Path) -> None:
     e = enron(enron_dir, "dean-c/inbox/1.eml")
     folded = [
-        "albert.meyers@enron.com", "bill.williams@enron.com", "craig.dean@enron.com",
-        "geir.solberg@enron.com", "john.anderson@enron.com", "mark.guzman@enron.com",
-        "michael.mier@enron.com", "pete.davis@enron.com", "ryan.slinger@enron.com",
+        "albert.meyers@enron.com",
+        "bill.williams@enron.com",
+        "craig.dean@enron.com",
+        "geir.solberg@enron.com",
+        "john.anderson@enron.com",
+        "mark.guzman@enron.com",
+        "michael.mier@enron.com",
+        "pete.davis@enron.com",
+        "ryan.slinger@enron.com",
     ]
     assert e.to == ["pete.davis@enron.com"]
     assert e.cc == folded
@@ -147,14 +153,16 @@ def test_from_without_an_address_keeps_the_name_and_notes_it() -> None:
 
 
 def test_recipient_lists_handle_enron_and_outlook_forms() -> None:
-    e = parse_email(msg(
-        "From: a@b.com\n"
-        "To: e-mail <.john@enron.com>, \"Doe, Jane\" <Jane.Doe@X.com>,\n"
-        "\t'quoted@y.com', undisclosed-recipients:;\n"
-        "Cc: o'brien@z.com, Plain@Z.com, \n"
-        "\tsecond.line@z.com\n"
-        "Bcc: Name Only"
-    ))
+    e = parse_email(
+        msg(
+            "From: a@b.com\n"
+            'To: e-mail <.john@enron.com>, "Doe, Jane" <Jane.Doe@X.com>,\n'
+            "\t'quoted@y.com', undisclosed-recipients:;\n"
+            "Cc: o'brien@z.com, Plain@Z.com, \n"
+            "\tsecond.line@z.com\n"
+            "Bcc: Name Only"
+        )
+    )
     assert e.to == [".john@enron.com", "jane.doe@x.com", "quoted@y.com"]
     assert e.cc == ["o'brien@z.com", "plain@z.com", "second.line@z.com"]
     assert e.bcc == []
@@ -171,9 +179,7 @@ def test_subject_is_decoded_and_whitespace_collapsed() -> None:
 
 
 def test_reply_ids_lose_angle_brackets() -> None:
-    e = parse_email(msg(
-        "From: a@b.com\nIn-Reply-To: <p2@x>\nReferences: <r1@x>\n <p2@x>"
-    ))
+    e = parse_email(msg("From: a@b.com\nIn-Reply-To: <p2@x>\nReferences: <r1@x>\n <p2@x>"))
     assert e.in_reply_to == "p2@x"
     assert e.references == ["r1@x", "p2@x"]
 
@@ -204,28 +210,34 @@ def test_mbox_envelope_line_is_skipped() -> None:
 
 # --- bodies ---------------------------------------------------------------------------------
 def test_quoted_printable_body_is_decoded() -> None:
-    e = parse_email(msg(
-        "From: a@b.com\nContent-Type: text/plain; charset=utf-8\n"
-        "Content-Transfer-Encoding: quoted-printable",
-        b"Gr=C3=BC=C3=9Fe, soft=\nbreak =3D done\n",
-    ))
+    e = parse_email(
+        msg(
+            "From: a@b.com\nContent-Type: text/plain; charset=utf-8\n"
+            "Content-Transfer-Encoding: quoted-printable",
+            b"Gr=C3=BC=C3=9Fe, soft=\nbreak =3D done\n",
+        )
+    )
     assert e.body == "Grüße, softbreak = done\n"
     assert e.charset == "utf-8"
 
 
 def test_base64_body_is_decoded() -> None:
-    e = parse_email(msg(
-        "From: a@b.com\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64",
-        base64.encodebytes("Héllo\r\nwörld".encode()),
-    ))
+    e = parse_email(
+        msg(
+            "From: a@b.com\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64",
+            base64.encodebytes("Héllo\r\nwörld".encode()),
+        )
+    )
     assert e.body == "Héllo\nwörld"
 
 
 def test_lying_charset_falls_back_to_cp1252_and_notes_it() -> None:
-    e = parse_email(msg(
-        "From: a@b.com\nContent-Type: text/plain; charset=us-ascii",
-        b"caf\xe9 \x93quoted\x94",
-    ))
+    e = parse_email(
+        msg(
+            "From: a@b.com\nContent-Type: text/plain; charset=us-ascii",
+            b"caf\xe9 \x93quoted\x94",
+        )
+    )
     assert e.body == "café “quoted”"
     assert e.charset == "cp1252"
     assert any("cp1252" in d for d in e.defects)
@@ -279,11 +291,13 @@ def test_multipart_prefers_text_plain_and_lists_attachments() -> None:
 
 
 def test_html_only_mail_becomes_readable_text() -> None:
-    e = parse_email(msg(
-        "From: a@b.com\nContent-Type: text/html; charset=iso-8859-1",
-        b"<html><head><style>p {color: red}</style></head><body><p>Hi&nbsp;there &amp; you</p>"
-        b"<script>alert('x')</script><div>Caf\xe9</div>line<br>break</body></html>",
-    ))
+    e = parse_email(
+        msg(
+            "From: a@b.com\nContent-Type: text/html; charset=iso-8859-1",
+            b"<html><head><style>p {color: red}</style></head><body><p>Hi&nbsp;there &amp; you</p>"
+            b"<script>alert('x')</script><div>Caf\xe9</div>line<br>break</body></html>",
+        )
+    )
     assert e.body == "Hi there & you\n\nCafé\nline\nbreak"
 
 
@@ -325,8 +339,7 @@ def test_huge_base64_attachment_is_skipped_not_decoded() -> None:
         b"From: a@b.com\nContent-Type: multipart/mixed; boundary=B\n\n--B\n"
         b"Content-Type: text/plain\n\nsee attached\n--B\n"
         b"Content-Type: application/octet-stream; name=big.bin\n"
-        b"Content-Transfer-Encoding: base64\n\n"
-        + blob + b"\n--B--\n"
+        b"Content-Transfer-Encoding: base64\n\n" + blob + b"\n--B--\n"
     )
     start = time.perf_counter()
     e = parse_email(raw)

@@ -47,7 +47,7 @@ def test_money_dates_and_a_signature_name_come_with_their_exact_spans(enron_dir:
     people = {f.text: f.start for f in facts.people}
     assert people == {"Meg St. John": body.index("Meg St. John")}  # one entry, the fullest form
     for fact in (*facts.people, *facts.amounts, *facts.dates, *facts.organizations):
-        assert body[fact.start:fact.end] == fact.text  # every span points at its text
+        assert body[fact.start : fact.end] == fact.text  # every span points at its text
 
 
 def test_organizations_keep_the_fullest_form_and_drop_their_acronyms(enron_dir: Path) -> None:
@@ -60,9 +60,11 @@ def test_organizations_keep_the_fullest_form_and_drop_their_acronyms(enron_dir: 
 
 
 def test_names_in_header_lines_inside_the_body_are_not_people() -> None:
-    text = ("Please call me about the Dynegy confirm.\n\nJohn Arnold\n\n"
-            "---------------------- Forwarded by Sally Beck/HOU/ECT on 10/04/2000 09:12 AM\n"
-            "From: Mary Smith\nTo: Bob Jones/HOU/ECT@ECT\ncc: Kim Ward\nSubject: confirm\n")
+    text = (
+        "Please call me about the Dynegy confirm.\n\nJohn Arnold\n\n"
+        "---------------------- Forwarded by Sally Beck/HOU/ECT on 10/04/2000 09:12 AM\n"
+        "From: Mary Smith\nTo: Bob Jones/HOU/ECT@ECT\ncc: Kim Ward\nSubject: confirm\n"
+    )
     blanked = blank_headers(text)
     assert len(blanked) == len(text)  # offsets unchanged
     for name in ("Sally Beck", "Mary Smith", "Bob Jones", "Kim Ward"):
@@ -70,15 +72,19 @@ def test_names_in_header_lines_inside_the_body_are_not_people() -> None:
     assert "John Arnold" in blanked and "Dynegy" in blanked
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("see you Tuesday, March 6 at 10:00 AM", ["Tuesday, March 6"]),
-    ("the Friday 2/9/01 deadline", ["Friday 2/9/01"]),
-    ("the course runs April 3 through 7.", ["April 3 through 7"]),
-    ("prices for June 2001 and Nov 3,2000", ["June 2001", "Nov 3,2000"]),
-    ("by tomorrow, next week or in March; 10:00 AM sharp; 2001 budget", []),
-])
-def test_dates_are_those_that_pin_a_day_or_a_month_with_a_year(text: str,
-                                                                expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("see you Tuesday, March 6 at 10:00 AM", ["Tuesday, March 6"]),
+        ("the Friday 2/9/01 deadline", ["Friday 2/9/01"]),
+        ("the course runs April 3 through 7.", ["April 3 through 7"]),
+        ("prices for June 2001 and Nov 3,2000", ["June 2001", "Nov 3,2000"]),
+        ("by tomorrow, next week or in March; 10:00 AM sharp; 2001 budget", []),
+    ],
+)
+def test_dates_are_those_that_pin_a_day_or_a_month_with_a_year(
+    text: str, expected: list[str]
+) -> None:
     assert [m.group(0).rstrip(",. ") for m in DATE_RE.finditer(text)] == expected
 
 
@@ -93,8 +99,15 @@ def test_a_forward_counts_only_when_it_is_the_point(enron_dir: Path) -> None:
 
 def test_the_judgment_rules_answer_in_the_labels_vocabulary(enron_dir: Path) -> None:
     j = judge(enron(enron_dir, "dasovich-j/mba_program/1.eml"))
-    assert j.email_type in ("deal", "meeting", "report", "request", "announcement",
-                            "personal", "other")
+    assert j.email_type in (
+        "deal",
+        "meeting",
+        "report",
+        "request",
+        "announcement",
+        "personal",
+        "other",
+    )
     assert j.priority in ("low", "medium", "high", "urgent")
     assert j.has_action_item is True  # "please return your preferences by Friday"
 
@@ -118,10 +131,12 @@ def test_a_generic_offer_of_help_is_not_an_ask(enron_dir: Path) -> None:
 def test_placing_a_value_finds_it_exactly_fuzzily_or_not_at_all() -> None:
     text = "Please send the\nconfirmation to Jane Q.  Smith at Enron North America today."
     exact = place("jane q. smith", text)
-    assert exact["match"] == "exact" and text[exact["start"]:exact["end"]] == "Jane Q.  Smith"
+    assert exact["match"] == "exact" and text[exact["start"] : exact["end"]] == "Jane Q.  Smith"
     fuzzy = place("Enron North Amerika", text)
-    assert fuzzy["match"] == "fuzzy" and "Enron North America" in text[fuzzy["start"] - 2:
-                                                                       fuzzy["end"] + 2]
+    assert (
+        fuzzy["match"] == "fuzzy"
+        and "Enron North America" in text[fuzzy["start"] - 2 : fuzzy["end"] + 2]
+    )
     assert place("Zaphod Beeblebrox", text)["match"] == "unplaced"
 
 
@@ -140,18 +155,22 @@ async def test_runs_send_each_plan_its_own_schema_and_record_the_plan(store: Any
     make_mail(store, 4)
     quiet = QualityConfig(judge=False)  # only the runs' own requests reach the server
     async with SimServer(kind="ollama") as srv:
-        _, s_default = await sim_run(store, srv, "plan-default", quality=quiet,
-                                     config=config_for(srv, plan="default"))
+        _, s_default = await sim_run(
+            store, srv, "plan-default", quality=quiet, config=config_for(srv, plan="default")
+        )
         sent_default = [r.body["format"] for r in srv.chat_requests]
         n = len(srv.chat_requests)
-        _, s_llm = await sim_run(store, srv, "plan-llm", quality=quiet,
-                                 config=config_for(srv, plan="llm"))
+        _, s_llm = await sim_run(
+            store, srv, "plan-llm", quality=quiet, config=config_for(srv, plan="llm")
+        )
         sent_llm = [r.body["format"] for r in srv.chat_requests[n:]]
     assert s_default.done == s_llm.done == 4
     assert all(list(f["properties"]) == ["summary"] for f in sent_default)
     assert all(len(f["properties"]) == len(EmailAnalysis.model_fields) for f in sent_llm)
-    row = store.query_one("SELECT data FROM results r JOIN runs u ON u.id = r.run_id "
-                          "WHERE u.name = 'plan-default' LIMIT 1")
+    row = store.query_one(
+        "SELECT data FROM results r JOIN runs u ON u.id = r.run_id "
+        "WHERE u.name = 'plan-default' LIMIT 1"
+    )
     data = json.loads(row[0])
     assert data["plan"] == "default" and data["sources"]["people"] == "facts"
     assert data["sources"]["summary"] == "llm" and data["summary"]  # the model's summary
@@ -164,17 +183,31 @@ async def test_a_choice_field_can_only_hold_an_extracted_candidate(store: Any) -
 
     def answer(body: dict[str, Any]) -> str:  # a server that ignores the enum it was sent
         enum = body["format"]["properties"]["people"]["items"].get("enum", [])
-        return json.dumps({"people": [*enum[:1], "Zaphod Beeblebrox"], "organizations": [],
-                           "dates": [], "email_type": "deal", "priority": "high",
-                           "summary": "s", "action_items": []})
+        return json.dumps(
+            {
+                "people": [*enum[:1], "Zaphod Beeblebrox"],
+                "organizations": [],
+                "dates": [],
+                "email_type": "deal",
+                "priority": "high",
+                "summary": "s",
+                "action_items": [],
+            }
+        )
 
     async with SimServer(kind="ollama", answer=answer) as srv:
-        _, summary = await sim_run(store, srv, "choice", quality=QualityConfig(judge=False),
-                                   config=config_for(srv, plan="choice"))
+        _, summary = await sim_run(
+            store,
+            srv,
+            "choice",
+            quality=QualityConfig(judge=False),
+            config=config_for(srv, plan="choice"),
+        )
         sent = srv.chat_requests[0].body["format"]["properties"]["people"]
     assert summary.done == 3
-    for (raw,) in store.query("SELECT data FROM results r JOIN runs u ON u.id = r.run_id "
-                              "WHERE u.name = 'choice'"):
+    for (raw,) in store.query(
+        "SELECT data FROM results r JOIN runs u ON u.id = r.run_id WHERE u.name = 'choice'"
+    ):
         data = json.loads(raw)
         names = [p["name"] for p in data["people"]]
         assert "Zaphod Beeblebrox" not in names
@@ -183,11 +216,13 @@ async def test_a_choice_field_can_only_hold_an_extracted_candidate(store: Any) -
     assert sent["items"].get("enum") or sent.get("maxItems") == 0  # narrowed per email
 
 
-def test_the_facts_plan_starts_no_server_and_grounds_every_value(tmp_path: Path,
-                                                                  capsys: Any) -> None:
+def test_the_facts_plan_starts_no_server_and_grounds_every_value(
+    tmp_path: Path, capsys: Any
+) -> None:
     db = tmp_path / "f.sqlite"
-    rc = cli.main(["run", str(REPO / "data" / "enron-sample"), "--db", str(db), "--plan",
-                   "facts", "--quiet"])
+    rc = cli.main(
+        ["run", str(REPO / "data" / "enron-sample"), "--db", str(db), "--plan", "facts", "--quiet"]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "completed: 151 done, 0 failed" in out
@@ -208,7 +243,7 @@ def test_facts_are_computed_once_per_store(store: Any, enron_dir: Path) -> None:
     assert ensure_facts(store, processes=1) == 0  # stored: nothing to redo
     (eid,) = store.query_one("SELECT id FROM emails")
     got = facts_for(store, [eid])[eid]
-    assert got.text[got.facts.amounts[0].start:got.facts.amounts[0].end] == "$159/night"
+    assert got.text[got.facts.amounts[0].start : got.facts.amounts[0].end] == "$159/night"
 
 
 # --- strict JSON and quality you cannot miss ---------------------------------------------------
@@ -224,8 +259,9 @@ def test_a_reply_with_a_non_finite_number_is_refused() -> None:
 
 
 def test_a_run_that_starts_below_the_grounding_floor_alerts() -> None:
-    detector = DriftDetector(["grounding"], baseline_size=5, window=5, threshold=0.15,
-                             floors={"grounding": 0.5})
+    detector = DriftDetector(
+        ["grounding"], baseline_size=5, window=5, threshold=0.15, floors={"grounding": 0.5}
+    )
     alerts = [detector.update({"grounding": 0.2}) for _ in range(6)]
     fired = [a for a in alerts if a is not None]
     assert len(fired) == 1 and fired[0].floor  # no drop from a bad start, but below the floor
@@ -234,18 +270,37 @@ def test_a_run_that_starts_below_the_grounding_floor_alerts() -> None:
     assert grounding_warning(0.9) is None and grounding_warning(None) is None
 
 
-def test_the_cli_warns_when_most_extracted_strings_are_invented(tmp_path: Path,
-                                                                capsys: Any) -> None:
+def test_the_cli_warns_when_most_extracted_strings_are_invented(
+    tmp_path: Path, capsys: Any
+) -> None:
     def invented(body: dict[str, Any]) -> str:
-        return EmailAnalysis(people=[{"name": "Zaphod Beeblebrox"}, {"name": "Ford Prefect"}],
-                             organizations=["Sirius Cybernetics"],
-                             dates=[{"date": "2009-08-31 14:07:56"}]).model_dump_json()
+        return EmailAnalysis(
+            people=[{"name": "Zaphod Beeblebrox"}, {"name": "Ford Prefect"}],
+            organizations=["Sirius Cybernetics"],
+            dates=[{"date": "2009-08-31 14:07:56"}],
+        ).model_dump_json()
 
     with ThreadedSim(answer=invented) as srv:
-        rc = cli.main(["run", str(REPO / "data" / "enron-sample"), "--db",
-                       str(tmp_path / "w.sqlite"), "--backend", "ollama", "--url", srv.url,
-                       "--model", srv.model, "--plan", "llm", "--limit", "12", "--quiet",
-                       "--no-judge"])
+        rc = cli.main(
+            [
+                "run",
+                str(REPO / "data" / "enron-sample"),
+                "--db",
+                str(tmp_path / "w.sqlite"),
+                "--backend",
+                "ollama",
+                "--url",
+                srv.url,
+                "--model",
+                srv.model,
+                "--plan",
+                "llm",
+                "--limit",
+                "12",
+                "--quiet",
+                "--no-judge",
+            ]
+        )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "WARNING: only 0% of the extracted strings are in the emails" in out
@@ -253,8 +308,9 @@ def test_the_cli_warns_when_most_extracted_strings_are_invented(tmp_path: Path,
 
 
 def test_analyse_gives_facts_and_judgment_for_a_batch(enron_dir: Path) -> None:
-    emails = [enron(enron_dir, p) for p in ("dasovich-j/mba_program/1.eml",
-                                             "baughman-d/ect_admin/1.eml")]
+    emails = [
+        enron(enron_dir, p) for p in ("dasovich-j/mba_program/1.eml", "baughman-d/ect_admin/1.eml")
+    ]
     got = analyse(emails)
     assert len(got) == 2 and got[0].facts.amounts and not got[1].facts.amounts
     assert QualityConfig().floors == {"grounding": 0.5}

@@ -15,12 +15,26 @@ def closed_port() -> int:
         return s.getsockname()[1]  # closed again when the socket is
 
 
-def test_run_against_a_closed_port_fails_before_ingesting_in_one_line(tmp_path: Path,
-                                                                       capsys: Any) -> None:
+def test_run_against_a_closed_port_fails_before_ingesting_in_one_line(
+    tmp_path: Path, capsys: Any
+) -> None:
     db = tmp_path / "w.sqlite"
     sample = Path(__file__).resolve().parents[1] / "data" / "enron-sample"
-    rc = cli.main(["run", str(sample), "--db", str(db), "--backend", "ollama", "--url",
-                   f"http://127.0.0.1:{closed_port()}", "--model", "llama3.2:3b", "--quiet"])
+    rc = cli.main(
+        [
+            "run",
+            str(sample),
+            "--db",
+            str(db),
+            "--backend",
+            "ollama",
+            "--url",
+            f"http://127.0.0.1:{closed_port()}",
+            "--model",
+            "llama3.2:3b",
+            "--quiet",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 2
     assert not db.exists() and "ingested" not in out  # nothing was ingested
@@ -32,8 +46,9 @@ def test_run_against_a_closed_port_fails_before_ingesting_in_one_line(tmp_path: 
     assert "`ollama serve`" in line and "retries on its own" not in line
 
 
-def test_a_folder_of_junk_prints_the_reasons_and_exits_non_zero(tmp_path: Path,
-                                                                 capsys: Any) -> None:
+def test_a_folder_of_junk_prints_the_reasons_and_exits_non_zero(
+    tmp_path: Path, capsys: Any
+) -> None:
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.eml").write_bytes(bytes(range(256)) * 8)  # binary
@@ -79,16 +94,22 @@ async def test_status_json_of_a_stopped_run_is_stable_and_has_no_eta(store: Any)
 
     make_mail(store, 12)
     async with SimServer(kind="ollama", service_time=0.05) as srv:
-        _, summary = await sim_run(store, srv, "stopped-early", limit=5,
-                                   quality=QualityConfig(judge=False),
-                                   config=config_for(srv, plan="llm", concurrency=1))
+        _, summary = await sim_run(
+            store,
+            srv,
+            "stopped-early",
+            limit=5,
+            quality=QualityConfig(judge=False),
+            config=config_for(srv, plan="llm", concurrency=1),
+        )
     assert summary.status == "stopped" and summary.pending == 7
     first = status_json(store, "stopped-early")
     await asyncio.sleep(1.2)
     second = status_json(store, "stopped-early")
     for key in ("run", "total", "done", "failed", "pending", "eta_s", "units_last_min", "live"):
-        assert _json.dumps(first[key], sort_keys=True, default=str) == \
-            _json.dumps(second[key], sort_keys=True, default=str), key
+        assert _json.dumps(first[key], sort_keys=True, default=str) == _json.dumps(
+            second[key], sort_keys=True, default=str
+        ), key
     assert first["eta_s"] is None and first["live"]["eta_s"] is None
     assert first["units_last_min"] == 5  # its last minute of work, not the minute before now
 
@@ -116,8 +137,9 @@ def test_the_bar_and_its_rate_count_the_same_unit() -> None:
     assert "units/min" in columns and "emails covered" in columns
 
 
-async def test_export_of_a_partial_run_lists_every_email(store: Any, tmp_path: Path,
-                                                         capsys: Any) -> None:
+async def test_export_of_a_partial_run_lists_every_email(
+    store: Any, tmp_path: Path, capsys: Any
+) -> None:
     import polars as pl
     from qualitykit import config_for, make_mail, sim_run
 
@@ -126,9 +148,14 @@ async def test_export_of_a_partial_run_lists_every_email(store: Any, tmp_path: P
 
     make_mail(store, 12)
     async with SimServer(kind="ollama", service_time=0.01) as srv:
-        _, summary = await sim_run(store, srv, "partial", limit=5,
-                                   quality=QualityConfig(judge=False),
-                                   config=config_for(srv, plan="llm", concurrency=1))
+        _, summary = await sim_run(
+            store,
+            srv,
+            "partial",
+            limit=5,
+            quality=QualityConfig(judge=False),
+            config=config_for(srv, plan="llm", concurrency=1),
+        )
     emails = store.query_one("SELECT COUNT(*) FROM emails")[0]
     out = tmp_path / "partial.csv"
     rc = cli.main(["export", "--db", str(store.path), "--run", "partial", "--out", str(out)])
@@ -142,8 +169,9 @@ async def test_export_of_a_partial_run_lists_every_email(store: Any, tmp_path: P
     assert f"wrote {emails} emails" in capsys.readouterr().out
 
 
-def test_a_run_ends_saying_where_the_results_are_and_how_to_go_on(tmp_path: Path,
-                                                                  capsys: Any) -> None:
+def test_a_run_ends_saying_where_the_results_are_and_how_to_go_on(
+    tmp_path: Path, capsys: Any
+) -> None:
     db = tmp_path / "demo.sqlite"
     args = ["run", "--db", str(db), "--plan", "facts", "--run-name", "demo", "--quiet"]
     assert cli.main([*args, "--limit", "3"]) == 0  # the bundled sample: the store is empty

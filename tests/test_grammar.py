@@ -58,8 +58,7 @@ def test_grammar_keeps_the_schemas_enums_and_limits():
 
 def test_grammar_refuses_schema_parts_it_cannot_express():
     with pytest.raises(ValueError, match="not supported"):
-        gbnf_for({"type": "object", "properties": {"ok": {"type": "boolean"}},
-                  "required": ["ok"]})
+        gbnf_for({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})
     with pytest.raises(ValueError, match="required"):
         gbnf_for({"type": "object", "properties": {"a": {"type": "string"}}, "required": []})
 
@@ -89,8 +88,9 @@ async def test_ollama_backend_refuses_a_grammar_request():
         backend = make_backend("ollama", srv.url, srv.model)
         try:
             with pytest.raises(ConfigError, match="not a GBNF grammar"):
-                await backend.complete(LLMRequest([{"role": "user", "content": "hi"}],
-                                                  grammar=compact_gbnf()))
+                await backend.complete(
+                    LLMRequest([{"role": "user", "content": "hi"}], grammar=compact_gbnf())
+                )
         finally:
             await backend.aclose()
         assert srv.chat_requests == []
@@ -103,9 +103,12 @@ async def test_compact_run_sends_the_grammar_instead_of_the_schema_and_records_i
             _, summary = await run(store, srv, cfg(srv, concurrency=2, json_format=fmt), fmt)
             assert summary.done == 6
         compact, schema = srv.chat_requests[:6], srv.chat_requests[6:]
-    assert all(r.body["grammar"] == compact_gbnf() and "response_format" not in r.body
-               for r in compact)
-    assert all("grammar" not in r.body and r.body["response_format"]["type"] == "json_schema"
-               for r in schema)
+    assert all(
+        r.body["grammar"] == compact_gbnf() and "response_format" not in r.body for r in compact
+    )
+    assert all(
+        "grammar" not in r.body and r.body["response_format"]["type"] == "json_schema"
+        for r in schema
+    )
     assert get_run(store, "compact").config["grammar_hash"] == grammar_hash()
     assert get_run(store, "schema").config["grammar_hash"] is None

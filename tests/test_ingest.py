@@ -15,8 +15,15 @@ from emailwb.mail.sources import iter_mbox
 from emailwb.store.ingest import ingest
 
 
-def mail(n: int, *, subject: str = "Pipeline capacity", sender: str = "alice@example.com",
-         to: str = "bob@example.com", body: str | None = None, headers: str = "") -> bytes:
+def mail(
+    n: int,
+    *,
+    subject: str = "Pipeline capacity",
+    sender: str = "alice@example.com",
+    to: str = "bob@example.com",
+    body: str | None = None,
+    headers: str = "",
+) -> bytes:
     body = body if body is not None else f"Message number {n}.\nThanks,\nAlice\n"
     return (
         f"Message-ID: <{n}.test@example.com>\n"
@@ -39,8 +46,10 @@ def count(store, sql: str, params: tuple = ()) -> int:
 
 def test_folder_of_eml_files_is_ingested_with_every_field(store, tmp_path):
     folder = tmp_path / "export"
-    write(folder / "a.eml", mail(1, subject="RE: Pipeline capacity", to="bob@example.com, "
-                                 "Carol <carol@example.com>"))
+    write(
+        folder / "a.eml",
+        mail(1, subject="RE: Pipeline capacity", to="bob@example.com, Carol <carol@example.com>"),
+    )
     write(folder / "b.eml", mail(2, subject="Gas prices"))
     summary = ingest(store, [folder], progress=False, workers=0)
     assert (summary.files_seen, summary.messages_new, summary.errors) == (2, 2, 0)
@@ -112,24 +121,32 @@ def test_mbox_splitter_streams_and_keeps_bytes_exact():
     import io
 
     one, two = mail(1).replace(b"\n", b"\r\n"), mail(2)
-    data = b"From a@b Mon Jan  1 10:00:00 2001\r\n" + one + b"\r\n" + (
-        b"From b@c Mon Jan  1 10:00:00 2001\n" + two + b"\n")
+    data = (
+        b"From a@b Mon Jan  1 10:00:00 2001\r\n"
+        + one
+        + b"\r\n"
+        + (b"From b@c Mon Jan  1 10:00:00 2001\n" + two + b"\n")
+    )
     out = list(iter_mbox(io.BytesIO(data)))
     assert [(n, raw) for n, raw, _ in out] == [(1, one), (2, two)]
 
 
 def test_kaggle_style_csv_with_file_and_message_columns(store, tmp_path):
     path = tmp_path / "emails.csv"
-    pl.DataFrame({
-        "file": ["allen-p/_sent_mail/1.", "allen-p/inbox/7."],
-        "message": [mail(1).decode(), mail(2, body='She said "hi", then left.\n').decode()],
-    }).write_csv(path)
+    pl.DataFrame(
+        {
+            "file": ["allen-p/_sent_mail/1.", "allen-p/inbox/7."],
+            "message": [mail(1).decode(), mail(2, body='She said "hi", then left.\n').decode()],
+        }
+    ).write_csv(path)
     summary = ingest(store, [path], progress=False, workers=0)
     assert (summary.messages_new, summary.errors) == (2, 0)
     rows = store.query("SELECT source, mailbox, folder, body FROM emails ORDER BY id")
     assert [r["source"] for r in rows] == [f"{path}#1", f"{path}#2"]
-    assert [(r["mailbox"], r["folder"]) for r in rows] == [("allen-p", "_sent_mail"),
-                                                           ("allen-p", "inbox")]
+    assert [(r["mailbox"], r["folder"]) for r in rows] == [
+        ("allen-p", "_sent_mail"),
+        ("allen-p", "inbox"),
+    ]
     assert rows[1]["body"].startswith('She said "hi", then left.')
 
 
@@ -205,9 +222,11 @@ def test_parallel_ingest_gives_the_same_store_as_inline(sample_dir, tmp_path):
     for workers in (0, 2):
         with Store(tmp_path / f"w{workers}.sqlite") as store:
             summary = ingest(store, [sample_dir], progress=False, workers=workers)
-            rows = store.query("SELECT e.source, e.new_text, g.content_key, e.thread_id"
-                               " FROM emails e JOIN content_groups g ON g.id = e.group_id"
-                               " ORDER BY e.id")
+            rows = store.query(
+                "SELECT e.source, e.new_text, g.content_key, e.thread_id"
+                " FROM emails e JOIN content_groups g ON g.id = e.group_id"
+                " ORDER BY e.id"
+            )
             answers.append((summary.messages_new, summary.errors, [tuple(r) for r in rows]))
     assert answers[0] == answers[1]
     assert answers[0][0] >= 300 and answers[0][1] == 0

@@ -27,9 +27,17 @@ from emailwb.quality.gold import (
 
 
 def label(mid: str, **kw):
-    row = {"message_id": mid, "email_type": "other", "priority": "medium", "people": [],
-           "organizations": [], "amounts": [], "dates": [], "has_action_item": False,
-           "notes": "n"}
+    row = {
+        "message_id": mid,
+        "email_type": "other",
+        "priority": "medium",
+        "people": [],
+        "organizations": [],
+        "amounts": [],
+        "dates": [],
+        "has_action_item": False,
+        "notes": "n",
+    }
     row.update(kw)
     return row
 
@@ -63,7 +71,11 @@ def test_each_label_is_matched_at_most_once():
     assert match_counts("people", pred, label("a", people=["John Smith"])) == (1, 1, 0)
     # one prediction cannot match two labels
     pred = {"people": ["Smith"]}
-    assert match_counts("people", pred, label("a", people=["John Smith", "Jane Smith"])) == (1, 0, 1)
+    assert match_counts("people", pred, label("a", people=["John Smith", "Jane Smith"])) == (
+        1,
+        0,
+        1,
+    )
 
 
 def test_a_repeated_prediction_counts_once():
@@ -81,10 +93,14 @@ def test_dates_match_as_strings_from_dicts():
 
 # --- amounts ------------------------------------------------------------------------------
 def test_amounts_match_by_value_with_scale_words():
-    assert match_counts("amounts", {"amounts": [{"value": 5000000, "currency": "USD"}]},
-                        label("a", amounts=["$5MM"])) == (1, 0, 0)
-    assert match_counts("amounts", {"amounts": [{"value": 500000}]},
-                        label("a", amounts=["$5MM"])) == (0, 1, 1)
+    assert match_counts(
+        "amounts",
+        {"amounts": [{"value": 5000000, "currency": "USD"}]},
+        label("a", amounts=["$5MM"]),
+    ) == (1, 0, 0)
+    assert match_counts(
+        "amounts", {"amounts": [{"value": 500000}]}, label("a", amounts=["$5MM"])
+    ) == (0, 1, 1)
 
 
 def test_amounts_match_within_one_percent():
@@ -97,14 +113,24 @@ def test_label_amounts_without_a_currency_parse_as_plain_numbers():
     assert amount_values("84 3/8") == {84.375}
     assert amount_values("50-cent") == {0.5}
     assert amount_values("12,500") == {12500.0}
-    assert match_counts("amounts", {"amounts": ["$12,500.00", {"value": 84.375}]},
-                        label("a", amounts=["84 3/8", "12,500"])) == (2, 0, 0)
+    assert match_counts(
+        "amounts",
+        {"amounts": ["$12,500.00", {"value": 84.375}]},
+        label("a", amounts=["84 3/8", "12,500"]),
+    ) == (2, 0, 0)
 
 
 def test_a_zero_amount_matches_only_zero():
-    assert match_counts("amounts", {"amounts": [{"value": 0}]}, label("a", amounts=["$0"])) == (1, 0, 0)
-    assert match_counts("amounts", {"amounts": [{"value": 0.001}]},
-                        label("a", amounts=["$0"])) == (0, 1, 1)
+    assert match_counts("amounts", {"amounts": [{"value": 0}]}, label("a", amounts=["$0"])) == (
+        1,
+        0,
+        0,
+    )
+    assert match_counts("amounts", {"amounts": [{"value": 0.001}]}, label("a", amounts=["$0"])) == (
+        0,
+        1,
+        1,
+    )
 
 
 def test_evidence_is_ignored_for_matching():
@@ -115,20 +141,29 @@ def test_evidence_is_ignored_for_matching():
 
 # --- accuracy fields ---------------------------------------------------------------------
 def test_schema_types_score_as_their_label_type():
-    labels = [label("a", email_type="report"), label("b", email_type="deal"),
-              label("c", email_type="other")]
-    preds = {"a": {"email_type": "status_update"}, "b": {"email_type": "legal"},
-             "c": {"email_type": "newsletter"}}
+    labels = [
+        label("a", email_type="report"),
+        label("b", email_type="deal"),
+        label("c", email_type="other"),
+    ]
+    preds = {
+        "a": {"email_type": "status_update"},
+        "b": {"email_type": "legal"},
+        "c": {"email_type": "newsletter"},
+    }
     s = score(labels, preds)
     assert s.email_type.correct == 2  # report, deal right; newsletter (= report) is not other
     assert s.email_type.accuracy.value == pytest.approx(2 / 3)
 
 
 def test_a_missing_result_counts_wrong_and_predicts_nothing():
-    labels = [label("a", email_type="deal", people=["Jeff Skilling"]),
-              label("b", email_type="deal", people=["Sara Shackleton"])]
-    s = score(labels, {"a": {"email_type": "deal", "people": [{"name": "Jeff Skilling"}]},
-                       "b": None})
+    labels = [
+        label("a", email_type="deal", people=["Jeff Skilling"]),
+        label("b", email_type="deal", people=["Sara Shackleton"]),
+    ]
+    s = score(
+        labels, {"a": {"email_type": "deal", "people": [{"name": "Jeff Skilling"}]}, "b": None}
+    )
     assert (s.email_type.correct, s.email_type.n) == (1, 2)
     assert (s.people.tp, s.people.fp, s.people.fn) == (1, 0, 1)
     assert s.people.precision.value == 1.0
@@ -136,17 +171,21 @@ def test_a_missing_result_counts_wrong_and_predicts_nothing():
 
 
 def test_has_action_item_is_derived_from_action_items_when_absent():
-    labels = [label("a", has_action_item=True), label("b", has_action_item=False),
-              label("c", has_action_item=False)]
-    preds = {"a": {"action_items": [{"task": "send the invoice"}]},
-             "b": {"action_items": []},
-             "c": {"email_type": "other"}}  # neither key: wrong
+    labels = [
+        label("a", has_action_item=True),
+        label("b", has_action_item=False),
+        label("c", has_action_item=False),
+    ]
+    preds = {
+        "a": {"action_items": [{"task": "send the invoice"}]},
+        "b": {"action_items": []},
+        "c": {"email_type": "other"},
+    }  # neither key: wrong
     assert score(labels, preds).has_action_item.correct == 2
 
 
 def test_micro_averages_pool_the_counts_of_all_emails():
-    labels = [label("a", organizations=["Enron"]),
-              label("b", organizations=["Dynegy", "El Paso"])]
+    labels = [label("a", organizations=["Enron"]), label("b", organizations=["Dynegy", "El Paso"])]
     preds = {"a": {"organizations": ["Enron", "Reliant"]}, "b": {"organizations": []}}
     s = score(labels, preds)
     # tp 1, fp 1, fn 2: P = 1/2, R = 1/3, F1 = 2/(2 + 1 + 2)
@@ -157,11 +196,14 @@ def test_micro_averages_pool_the_counts_of_all_emails():
 
 
 def test_majority_baseline_predicts_the_most_common_label_values():
-    labels = [label("a", email_type="deal", priority="low", has_action_item=False,
-                    people=["Jeff Skilling"]),
-              label("b", email_type="deal", priority="low", has_action_item=True),
-              label("c", email_type="meeting", priority="low", has_action_item=True),
-              label("d", email_type="report", priority="high", has_action_item=True)]
+    labels = [
+        label(
+            "a", email_type="deal", priority="low", has_action_item=False, people=["Jeff Skilling"]
+        ),
+        label("b", email_type="deal", priority="low", has_action_item=True),
+        label("c", email_type="meeting", priority="low", has_action_item=True),
+        label("d", email_type="report", priority="high", has_action_item=True),
+    ]
     base = majority_baseline(labels)
     assert base.email_type.accuracy.value == 0.5  # deal: a, b
     assert base.priority.accuracy.value == 0.75  # low: a, b, c
@@ -174,8 +216,9 @@ def test_majority_baseline_predicts_the_most_common_label_values():
 # --- intervals ----------------------------------------------------------------------------
 def test_a_perfect_prediction_has_a_degenerate_interval():
     labels = [label(str(i), email_type="deal", organizations=["Enron"]) for i in range(8)]
-    s = score(labels, {str(i): {"email_type": "deal", "organizations": ["Enron Corp"]}
-                       for i in range(8)})
+    s = score(
+        labels, {str(i): {"email_type": "deal", "organizations": ["Enron Corp"]} for i in range(8)}
+    )
     a = s.email_type.accuracy
     assert (a.value, a.low, a.high) == (1.0, 1.0, 1.0)
     f = s.organizations.f1
@@ -185,7 +228,10 @@ def test_a_perfect_prediction_has_a_degenerate_interval():
 def test_the_interval_contains_the_estimate_and_is_reproducible():
     labels = [label(str(i), email_type="deal") for i in range(10)]
     preds = {str(i): {"email_type": "deal" if i < 6 else "meeting"} for i in range(10)}
-    first, again = score(labels, preds).email_type.accuracy, score(labels, preds).email_type.accuracy
+    first, again = (
+        score(labels, preds).email_type.accuracy,
+        score(labels, preds).email_type.accuracy,
+    )
     assert first.value == 0.6
     assert first.low < 0.6 < first.high
     assert 0.0 <= first.low and first.high <= 1.0
@@ -195,10 +241,17 @@ def test_the_interval_contains_the_estimate_and_is_reproducible():
 # --- grounding ----------------------------------------------------------------------------
 def test_grounding_is_the_share_of_predicted_strings_found_in_the_text():
     labels = [label("a"), label("b")]
-    preds = {"a": {"people": [{"name": "Jeff  Skilling"}], "organizations": ["Dynegy", "Reliant"],
-                   "amounts": [{"value": 5}]},  # numeric only: not checked
-             "b": {"dates": ["Friday 2/9/01"],
-                   "evidence": {"amounts": [{"text": "$5MM"}, {"text": "$7 million"}]}}}
+    preds = {
+        "a": {
+            "people": [{"name": "Jeff  Skilling"}],
+            "organizations": ["Dynegy", "Reliant"],
+            "amounts": [{"value": 5}],
+        },  # numeric only: not checked
+        "b": {
+            "dates": ["Friday 2/9/01"],
+            "evidence": {"amounts": [{"text": "$5MM"}, {"text": "$7 million"}]},
+        },
+    }
     texts = {"a": "jeff skilling met\nDYNEGY on Monday.", "b": "Due Friday 2/9/01, about $5MM."}
     s = score(labels, preds, texts)
     # a: Jeff Skilling, Dynegy yes, Reliant no; b: the date and $5MM yes, $7 million no
@@ -215,8 +268,16 @@ def test_score_table_has_a_row_per_field_and_a_column_per_name():
     lines = text.splitlines()
     assert lines[0].split() == ["field", "mine", "majority"]
     rows = {line.split("  ")[0].strip(): line for line in lines[2:]}
-    assert list(rows) == ["email_type", "priority", "has_action_item", "people F1",
-                          "organizations F1", "amounts F1", "dates F1", "grounding"]
+    assert list(rows) == [
+        "email_type",
+        "priority",
+        "has_action_item",
+        "people F1",
+        "organizations F1",
+        "amounts F1",
+        "dates F1",
+        "grounding",
+    ]
     assert "1.00 [1.00, 1.00]" in rows["email_type"]
     assert rows["people F1"].split()[-3:] == ["0.00", "[0.00,", "0.00]"]  # majority
     assert rows["grounding"].split()[1:] == ["0.00", "[0.00,", "0.00]", "n/a"]
@@ -253,12 +314,15 @@ def test_load_labels_refuses_a_missing_file(tmp_path):
 
 
 def test_load_labels_takes_splits_from_the_rows_or_selection_tsv(tmp_path):
-    path = _write(tmp_path / "labels.jsonl",
-                  [label("<m1@x>"), label("m2@x"), label("m3@x", split="dev"), label("m4@x")])
+    path = _write(
+        tmp_path / "labels.jsonl",
+        [label("<m1@x>"), label("m2@x"), label("m3@x", split="dev"), label("m4@x")],
+    )
     (tmp_path / "selection.tsv").write_text(
         "path\tmessage_id\tuser\tfolder\tchars\tsplit\n"
         "maildir/a/1\t<m1@x>\ta\tinbox\t100\tdev\n"
-        "maildir/a/2\t<m2@x>\ta\tinbox\t120\ttest\n")
+        "maildir/a/2\t<m2@x>\ta\tinbox\t120\ttest\n"
+    )
     assert [r["message_id"] for r in load_labels(path, "dev")] == ["m1@x", "m3@x"]
     assert [r["message_id"] for r in load_labels(path, "test")] == ["m2@x"]
     assert len(load_labels(path)) == 4
@@ -284,34 +348,69 @@ def scored_db(tmp_path, sample_dir):
     assert main(["ingest", str(mail), "--db", str(db), "--quiet"]) == 0
     with Store(db) as st:
         run = asyncio.run(open_run(st, "r1", "group", {"preset": "test"}))
-        groups = {r["message_id"]: r["group_id"] for r in st.query(
-            "SELECT message_id, group_id FROM emails")}
+        groups = {
+            r["message_id"]: r["group_id"]
+            for r in st.query("SELECT message_id, group_id FROM emails")
+        }
         assert set(groups) == {A_ID, B_ID}
-        st.submit(result_sql("group"), result_params(run.id, groups[A_ID], status="done", data={
-            "email_type": "status_update", "priority": "medium", "action_items": [],
-            "people": [{"name": "Colleen Koenig", "role": "Analyst"},
-                       {"name": "Rob Saltiel", "role": ""}],
-            "organizations": ["Enron"], "amounts": [{"value": 5000000.0, "currency": "USD"}],
-            "dates": []}))
-        st.submit(result_sql("group"), result_params(run.id, groups[B_ID], status="failed",
-                                                     error="BackendTimeout", reason="timed out"))
+        st.submit(
+            result_sql("group"),
+            result_params(
+                run.id,
+                groups[A_ID],
+                status="done",
+                data={
+                    "email_type": "status_update",
+                    "priority": "medium",
+                    "action_items": [],
+                    "people": [
+                        {"name": "Colleen Koenig", "role": "Analyst"},
+                        {"name": "Rob Saltiel", "role": ""},
+                    ],
+                    "organizations": ["Enron"],
+                    "amounts": [{"value": 5000000.0, "currency": "USD"}],
+                    "dates": [],
+                },
+            ),
+        )
+        st.submit(
+            result_sql("group"),
+            result_params(
+                run.id, groups[B_ID], status="failed", error="BackendTimeout", reason="timed out"
+            ),
+        )
         st.flush()
-    labels = _write(tmp_path / "labels.jsonl", [
-        label(f"<{A_ID}>", email_type="report", priority="medium", has_action_item=False,
-              people=["Jennifer Stewart Medcalf", "Colleen Koenig"],
-              organizations=["Enron", "Global Strategic Sourcing"], amounts=["$5MM", "500K"],
-              split="dev"),
-        label(f"<{B_ID}>", email_type="personal", priority="low", has_action_item=True,
-              people=["Don", "Brandon Roach", "Jaime"], split="dev"),
-        label("<not.ingested@thyme>", email_type="deal", split="test"),
-    ])
+    labels = _write(
+        tmp_path / "labels.jsonl",
+        [
+            label(
+                f"<{A_ID}>",
+                email_type="report",
+                priority="medium",
+                has_action_item=False,
+                people=["Jennifer Stewart Medcalf", "Colleen Koenig"],
+                organizations=["Enron", "Global Strategic Sourcing"],
+                amounts=["$5MM", "500K"],
+                split="dev",
+            ),
+            label(
+                f"<{B_ID}>",
+                email_type="personal",
+                priority="low",
+                has_action_item=True,
+                people=["Don", "Brandon Roach", "Jaime"],
+                split="dev",
+            ),
+            label("<not.ingested@thyme>", email_type="deal", split="test"),
+        ],
+    )
     return db, labels
 
 
 def _cells(out: str) -> dict[str, list[str]]:
     lines = out.strip().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("field"))
-    return {line[:16].strip(): line[16:].split() for line in lines[start + 2:]}
+    return {line[:16].strip(): line[16:].split() for line in lines[start + 2 :]}
 
 
 def test_score_cli_prints_the_run_beside_the_majority_baseline(scored_db, capsys):
@@ -338,8 +437,9 @@ def test_score_cli_prints_the_run_beside_the_majority_baseline(scored_db, capsys
 
 def test_score_cli_json_for_one_split_and_the_latest_run(scored_db, capsys):
     db, labels = scored_db
-    assert main(["score", "--labels", str(labels), "--db", str(db), "--split", "dev",
-                 "--json"]) == 0
+    assert (
+        main(["score", "--labels", str(labels), "--db", str(db), "--split", "dev", "--json"]) == 0
+    )
     got = json.loads(capsys.readouterr().out)
     assert (got["scored"], got["missing"]) == (2, 0)
     assert set(got["columns"]) == {"r1", "majority"}

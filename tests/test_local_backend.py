@@ -48,9 +48,14 @@ async def test_real_replies_are_schema_valid_with_tokens_and_ttft(local_server, 
         backend = make_backend("local", local_server.url, "local", None, options, session)
         await backend.warm()
         prompts = [build_messages(parse_email((enron_dir / p).read_bytes())) for p in EMAILS]
-        first = await backend.complete(LLMRequest(prompts[0].messages, output_json_schema(), options))
+        first = await backend.complete(
+            LLMRequest(prompts[0].messages, output_json_schema(), options)
+        )
         rest = await asyncio.gather(
-            *(backend.complete(LLMRequest(p.messages, output_json_schema(), options)) for p in prompts[1:])
+            *(
+                backend.complete(LLMRequest(p.messages, output_json_schema(), options))
+                for p in prompts[1:]
+            )
         )
         info = await backend.info()
     for comp in [first, *rest]:
@@ -73,9 +78,12 @@ async def test_compact_grammar_gives_compact_schema_valid_replies(local_server, 
     async with aiohttp.ClientSession() as session:
         backend = make_backend("local", local_server.url, "local", None, options, session)
         prompts = [build_messages(parse_email((enron_dir / p).read_bytes())) for p in EMAILS]
-        comps = await asyncio.gather(*(
-            backend.complete(LLMRequest(p.messages, grammar=compact_gbnf(), options=options))
-            for p in prompts))
+        comps = await asyncio.gather(
+            *(
+                backend.complete(LLMRequest(p.messages, grammar=compact_gbnf(), options=options))
+                for p in prompts
+            )
+        )
     for comp in comps:
         EmailAnalysis.model_validate(comp.data)
         skeleton = outside_strings(comp.raw)
@@ -93,7 +101,10 @@ def test_emailwb_run_processes_the_bundled_sample_and_shows_progress(tmp_path: P
     assert "emails/min" in proc.stdout
     status = subprocess.run(
         [sys.executable, "-m", "emailwb.cli", "status", "--db", str(db), "--json"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     data = json.loads(status.stdout)
     assert data["done"] + data["failed"] == 2

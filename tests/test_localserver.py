@@ -60,8 +60,9 @@ def test_model_sha256_is_cached_by_path_size_and_mtime(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("via", ["argument", "env"])
-def test_missing_binary_names_the_setup_command(via: str, monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
+def test_missing_binary_names_the_setup_command(
+    via: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     missing = str(tmp_path / "no-such-llama-server")
     monkeypatch.setenv("EMAILWB_LLAMA_SERVER", missing)
     with pytest.raises(LocalServerError) as err:
@@ -87,10 +88,13 @@ def _script(tmp_path: Path, body: str) -> Path:
 
 
 def test_server_that_exits_at_start_raises_with_the_log(tmp_path: Path) -> None:
-    binary = _script(tmp_path, """\
+    binary = _script(
+        tmp_path,
+        """\
         [ "$1" = "--help" ] && { echo "-m,    --model FNAME     model path"; exit 0; }
         echo "llama_model_load: error loading model: boom"; exit 1
-    """)
+    """,
+    )
     server = LocalServer(binary=str(binary), log_path=tmp_path / "server.log")
     assert server.command()[1:3] == ["-m", str(server.model_path)]  # no unsupported flags
     assert "--parallel" not in server.command()
@@ -102,10 +106,13 @@ def test_server_that_exits_at_start_raises_with_the_log(tmp_path: Path) -> None:
 
 
 def test_server_that_never_gets_healthy_times_out_and_is_killed(tmp_path: Path) -> None:
-    binary = _script(tmp_path, """\
+    binary = _script(
+        tmp_path,
+        """\
         [ "$1" = "--help" ] && exit 0
         exec sleep 60
-    """)
+    """,
+    )
     server = LocalServer(binary=str(binary), startup_timeout=1.0, log_path=tmp_path / "s.log")
     started = time.monotonic()
     with pytest.raises(LocalServerError, match="did not become healthy within 1 s"):
@@ -117,11 +124,14 @@ def test_server_that_never_gets_healthy_times_out_and_is_killed(tmp_path: Path) 
 
 def test_sigill_at_start_is_retried_with_no_repack(tmp_path: Path) -> None:
     """ggml's AMX kernels die of SIGILL on VMs that report AMX without enabling it."""
-    binary = _script(tmp_path, """\
+    binary = _script(
+        tmp_path,
+        """\
         [ "$1" = "--help" ] && { echo "--repack, -nr, --no-repack      weight repacking"; exit 0; }
         case "$*" in *--no-repack*) exec sleep 60;; esac
         kill -ILL $$
-    """)
+    """,
+    )
     server = LocalServer(binary=str(binary), startup_timeout=1.0, log_path=tmp_path / "s.log")
     assert "--no-repack" not in server.command()
     with pytest.raises(LocalServerError, match="did not become healthy"):  # the retry ran
@@ -143,8 +153,10 @@ class Triage(BaseModel):
 
 
 SCHEMA = Triage.model_json_schema()
-INSTRUCTIONS = ("You triage business email. Reply with JSON only: a one-sentence summary, the "
-                "priority (low, normal or high) and the names of the people involved.")
+INSTRUCTIONS = (
+    "You triage business email. Reply with JSON only: a one-sentence summary, the "
+    "priority (low, normal or high) and the names of the people involved."
+)
 
 
 def enron_emails(enron_dir: Path, count: int) -> list[str]:
@@ -154,8 +166,9 @@ def enron_emails(enron_dir: Path, count: int) -> list[str]:
         for row in csv.DictReader(fh, delimiter="\t"):
             if int(row["bytes"]) > 2500:
                 continue
-            msg = email.message_from_bytes((enron_dir / row["path"]).read_bytes(),
-                                           policy=email.policy.default)
+            msg = email.message_from_bytes(
+                (enron_dir / row["path"]).read_bytes(), policy=email.policy.default
+            )
             body = msg.get_body(preferencelist=("plain",))
             text = body.get_content().strip() if body is not None else ""
             if text:
@@ -166,12 +179,19 @@ def enron_emails(enron_dir: Path, count: int) -> list[str]:
 
 
 def chat_body(text: str, **extra: object) -> dict[str, object]:
-    return {"messages": [{"role": "system", "content": INSTRUCTIONS},
-                         {"role": "user", "content": text}],
-            "max_tokens": 256, "temperature": 0,
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "triage", "schema": SCHEMA}},
-            **extra}
+    return {
+        "messages": [
+            {"role": "system", "content": INSTRUCTIONS},
+            {"role": "user", "content": text},
+        ],
+        "max_tokens": 256,
+        "temperature": 0,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "triage", "schema": SCHEMA},
+        },
+        **extra,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -212,6 +232,7 @@ async def test_json_schema_replies_on_real_enron_mail(server: LocalServer, enron
     texts = enron_emails(enron_dir, 4)
     assert len(texts) == 4
     async with aiohttp.ClientSession() as http:
+
         async def one(text: str) -> dict:
             async with http.post(f"{server.url}/chat/completions", json=chat_body(text)) as resp:
                 assert resp.status == 200, await resp.text()
@@ -234,8 +255,10 @@ async def test_streaming_time_to_first_token(server: LocalServer, enron_dir: Pat
     usage: dict | None = None
     ttft: float | None = None
     started = time.perf_counter()
-    async with aiohttp.ClientSession() as http, http.post(f"{server.url}/chat/completions",
-                                                            json=body) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{server.url}/chat/completions", json=body) as resp,
+    ):
         assert resp.status == 200
         async for raw in resp.content:
             line = raw.decode().strip()
@@ -303,11 +326,18 @@ def test_port_taken_by_another_server_is_replaced(server: LocalServer, tmp_path:
 @pytest.mark.llm
 def test_server_dies_with_its_parent(tmp_path: Path) -> None:
     """SIGKILL the Python process that started the server: PDEATHSIG takes the server down."""
-    code = ("import sys, time\nfrom emailwb.localserver import LocalServer\n"
-            "s = LocalServer(slots=1).start()\nprint(s.pid, flush=True)\ntime.sleep(120)\n")
+    code = (
+        "import sys, time\nfrom emailwb.localserver import LocalServer\n"
+        "s = LocalServer(slots=1).start()\nprint(s.pid, flush=True)\ntime.sleep(120)\n"
+    )
     repo = Path(__file__).resolve().parents[1]
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     try:
         server_pid = int(parent.stdout.readline())  # type: ignore[union-attr]
         assert psutil.pid_exists(server_pid)

@@ -32,17 +32,32 @@ def test_snapshot_fields_rates_and_eta():
     for i in range(30):  # 30 units over 30 s, 2 emails each, 100 + 50 tokens
         clock.t += 1.0
         m.attempt(True, retry=i % 10 == 0)
-        m.unit_done(emails=2, latency_s=1.0 + i / 100, ttft_s=0.2, prompt_tokens=100,
-                    completion_tokens=50)
+        m.unit_done(
+            emails=2, latency_s=1.0 + i / 100, ttft_s=0.2, prompt_tokens=100, completion_tokens=50
+        )
     m.attempt(False)
     m.unit_failed()
     m.in_flight, m.limit = 3, 4
     s = m.snapshot()
     assert isinstance(s, MetricsSnapshot)
     assert set(MetricsSnapshot.field_names()) >= {
-        "units_per_min", "emails_per_min", "tokens_per_s", "latency_p50", "latency_p95",
-        "ttft_p50", "ttft_p95", "in_flight", "attempt_error_rate", "eta_s", "cpu_percent", "rss_mb",
-        "server_cpu_percent", "server_rss_mb", "pending", "limit"}
+        "units_per_min",
+        "emails_per_min",
+        "tokens_per_s",
+        "latency_p50",
+        "latency_p95",
+        "ttft_p50",
+        "ttft_p95",
+        "in_flight",
+        "attempt_error_rate",
+        "eta_s",
+        "cpu_percent",
+        "rss_mb",
+        "server_cpu_percent",
+        "server_rss_mb",
+        "pending",
+        "limit",
+    }
     assert s.done == 40 and s.failed == 1 and s.pending == 59 and s.emails_done == 80
     assert abs(s.units_per_min - 60.0) < 1e-6  # 30 units in 30 s
     assert abs(s.emails_per_min - 120.0) < 1e-6
@@ -69,8 +84,9 @@ def test_a_slow_run_has_a_steady_rate_and_eta():
     rates, etas = [], []
     for burst in range(12):  # a burst of 4 units, then 40 s of silence sampled every 10 s
         for _ in range(4):
-            m.unit_done(emails=2, latency_s=40.0, ttft_s=5.0, prompt_tokens=700,
-                        completion_tokens=50)
+            m.unit_done(
+                emails=2, latency_s=40.0, ttft_s=5.0, prompt_tokens=700, completion_tokens=50
+            )
         for _ in range(4):
             clock.t += 10.0
             snap = m.snapshot()

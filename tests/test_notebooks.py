@@ -1,4 +1,4 @@
-"""The three notebooks run headless (nbclient) against the embedded local backend.
+"""The notebooks run headless (papermill) against the embedded local backend.
 
 One store for the module, as an analyst would use them: 01 ingests the bundled sample,
 02 launches a short run, 03 saves a priority profile and runs a short batch with it. Each
@@ -34,14 +34,22 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def params(workdir: Path, **more: Any) -> dict[str, Any]:
-    return {"db": str(workdir / "emailwb.sqlite"), "mailbox": str(REPO / "data" / "enron-sample"),
-            "backend": "local", "url": "", "model": "", "limit": LIMIT, **more}
+    return {
+        "db": str(workdir / "emailwb.sqlite"),
+        "mailbox": str(REPO / "data" / "enron-sample"),
+        "backend": "local",
+        "url": "",
+        "model": "",
+        "limit": LIMIT,
+        **more,
+    }
 
 
 def run(name: str, workdir: Path, **more: Any) -> tuple[Any, float]:
     t0 = time.monotonic()
-    nb = execute(NOTEBOOKS / name, params(workdir, **more), out=workdir / name,
-                 cwd=NOTEBOOKS, timeout=240)
+    nb = execute(
+        NOTEBOOKS / name, params(workdir, **more), out=workdir / name, cwd=NOTEBOOKS, timeout=240
+    )
     return nb, time.monotonic() - t0
 
 
@@ -64,8 +72,12 @@ def test_01_explore_ingests_and_draws(workdir: Path) -> None:
     nb, seconds = run("01_explore.ipynb", workdir)
     text = outputs_text(nb)
     assert "ingested 301 new messages" in text
-    figures = [o for c in nb.cells for o in c.get("outputs", [])
-               if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    figures = [
+        o
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if "application/vnd.plotly.v1+json" in o.get("data", {})
+    ]
     assert len(figures) == 7
     with Store(workdir / "emailwb.sqlite") as store:
         assert store.scalar("SELECT COUNT(*) FROM emails") == 301
@@ -81,8 +93,9 @@ def test_02_launch_runs_and_leaves_results(workdir: Path) -> None:
         record = runs.get_run(store, "ci-launch")
         # "stopped" when the limit left units pending (the processor's word for it)
         assert record is not None and record.status in ("completed", "stopped")
-        rows = store.query("SELECT status, data, reason FROM results WHERE run_id = ?",
-                           (record.id,))
+        rows = store.query(
+            "SELECT status, data, reason FROM results WHERE run_id = ?", (record.id,)
+        )
         assert len(rows) == LIMIT
         # SmolLM2-135M does not always keep to the schema: a unit may end failed (with its
         # reason and raw reply kept); every unit has its result either way
@@ -95,16 +108,26 @@ def test_02_launch_runs_and_leaves_results(workdir: Path) -> None:
 @pytest.mark.llm
 def test_03_priorities_profile_orders_the_run(workdir: Path) -> None:
     weights = {"deal": 5.0, "newsletter": 0.1, "spam": 0.0}
-    nb, seconds = run("03_priorities.ipynb", workdir, run_name="ci-priorities",
-                      profile="ci-profile", weights=weights, autorun=True, limit=LIMIT_03)
+    nb, seconds = run(
+        "03_priorities.ipynb",
+        workdir,
+        run_name="ci-priorities",
+        profile="ci-profile",
+        weights=weights,
+        autorun=True,
+        limit=LIMIT_03,
+    )
     assert "Traceback" not in outputs_text(nb)
     with Store(workdir / "emailwb.sqlite") as store:
         saved, _ = runs.load_profile(store, "ci-profile")
         assert saved["deal"] == 5.0 and saved["newsletter"] == 0.1
         record = runs.get_run(store, "ci-priorities")
         assert record is not None and record.config["priority_profile"] == "ci-profile"
-        got = store.query("SELECT g.email_type FROM results r JOIN content_groups g "
-                          "ON g.id = r.group_id WHERE r.run_id = ? ORDER BY r.id", (record.id,))
+        got = store.query(
+            "SELECT g.email_type FROM results r JOIN content_groups g "
+            "ON g.id = r.group_id WHERE r.run_id = ? ORDER BY r.id",
+            (record.id,),
+        )
         assert len(got) == LIMIT_03
         deals = store.scalar("SELECT COUNT(*) FROM content_groups WHERE email_type = 'deal'")
         # the profile put deals first: the units processed were deals

@@ -68,8 +68,21 @@ def test_random_bytes_parse_or_raise_email_parse_error(raw: bytes) -> None:
 
 header_line = st.builds(
     lambda name, value: f"{name}:{value}\n",
-    st.sampled_from(["From", "To", "Cc", "Date", "Subject", "Message-ID", "References",
-                     "Content-Type", "Content-Transfer-Encoding", "X-Folder", "X-From"]),
+    st.sampled_from(
+        [
+            "From",
+            "To",
+            "Cc",
+            "Date",
+            "Subject",
+            "Message-ID",
+            "References",
+            "Content-Type",
+            "Content-Transfer-Encoding",
+            "X-Folder",
+            "X-From",
+        ]
+    ),
     st.text(max_size=80),
 )
 
@@ -93,9 +106,21 @@ def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
         if op == "replace" and raw:
             raw[pos] = draw(st.integers(0, 255))
         elif op == "insert":
-            raw[pos:pos] = draw(st.sampled_from(
-                [b"\n", b"\r\n", b"\x00", b":", b"=?utf-8?q?", b"--", b">", b"\xff\xfe", b"\n\n"]
-            ))
+            raw[pos:pos] = draw(
+                st.sampled_from(
+                    [
+                        b"\n",
+                        b"\r\n",
+                        b"\x00",
+                        b":",
+                        b"=?utf-8?q?",
+                        b"--",
+                        b">",
+                        b"\xff\xfe",
+                        b"\n\n",
+                    ]
+                )
+            )
         elif op == "delete":
             del raw[pos : pos + draw(st.integers(1, 200))]
         else:
@@ -118,14 +143,31 @@ def test_mutated_real_messages_parse_or_raise_email_parse_error(
 
 body_line = st.one_of(
     st.text(max_size=60),
-    st.sampled_from([
-        "-----Original Message-----", "From: Jane", "Sent: Monday", "To: Bob", "cc:",
-        "Subject: x", "> quoted", "John <j@x.com> on 12/13/2000 10:37:08 AM", "12/13/2000 10:37 AM",
-        "---------------------- Forwarded by Jane Doe/HOU/ECT on 01/02/2001", "-- ", "--",
-        "Thanks,", "Jeff", "(713) 853-1234", "On Mon, Jan 1, 2001, Bob wrote:", "wrote:", "",
-        "This e-mail is the property of Enron Corp. and may contain confidential material",
-        "If you are not the intended recipient, please delete it.", "Begin forwarded message:",
-    ]),
+    st.sampled_from(
+        [
+            "-----Original Message-----",
+            "From: Jane",
+            "Sent: Monday",
+            "To: Bob",
+            "cc:",
+            "Subject: x",
+            "> quoted",
+            "John <j@x.com> on 12/13/2000 10:37:08 AM",
+            "12/13/2000 10:37 AM",
+            "---------------------- Forwarded by Jane Doe/HOU/ECT on 01/02/2001",
+            "-- ",
+            "--",
+            "Thanks,",
+            "Jeff",
+            "(713) 853-1234",
+            "On Mon, Jan 1, 2001, Bob wrote:",
+            "wrote:",
+            "",
+            "This e-mail is the property of Enron Corp. and may contain confidential material",
+            "If you are not the intended recipient, please delete it.",
+            "Begin forwarded message:",
+        ]
+    ),
 )
 
 

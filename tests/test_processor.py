@@ -30,32 +30,52 @@ from emailwb.testing.servers import SimServer
 TYPES = ("deal", "newsletter", "request", "personal")
 
 
-def make_units(store: Any, n: int, *, copies: int = 1, thread_size: int = 1,
-               types: tuple[str, ...] = TYPES) -> None:
+def make_units(
+    store: Any, n: int, *, copies: int = 1, thread_size: int = 1, types: tuple[str, ...] = TYPES
+) -> None:
     """``n`` content groups (``copies`` emails each), threads of ``thread_size`` groups."""
 
     def fn(conn: sqlite3.Connection) -> None:
         eid = 0
         for g in range(1, n + 1):
             t = (g - 1) // thread_size + 1
-            conn.execute("INSERT OR IGNORE INTO threads (id, thread_key, subject, size) "
-                         "VALUES (?, ?, ?, 0)", (t, f"t{t}", f"thread {t}"))
-            conn.execute("INSERT INTO content_groups (id, content_key, size, email_type, priority) "
-                         "VALUES (?, ?, ?, ?, 0.5)", (g, f"k{g}", copies, types[g % len(types)]))
+            conn.execute(
+                "INSERT OR IGNORE INTO threads (id, thread_key, subject, size) VALUES (?, ?, ?, 0)",
+                (t, f"t{t}", f"thread {t}"),
+            )
+            conn.execute(
+                "INSERT INTO content_groups (id, content_key, size, email_type, priority) "
+                "VALUES (?, ?, ?, ?, 0.5)",
+                (g, f"k{g}", copies, types[g % len(types)]),
+            )
             for c in range(copies):
                 eid += 1
-                conn.execute("INSERT INTO raw_messages (id, sha256, raw, size, source, ingested_at)"
-                             " VALUES (?, ?, x'00', 1, 'test', '2001-01-01')", (eid, f"h{eid}"))
+                conn.execute(
+                    "INSERT INTO raw_messages (id, sha256, raw, size, source, ingested_at)"
+                    " VALUES (?, ?, x'00', 1, 'test', '2001-01-01')",
+                    (eid, f"h{eid}"),
+                )
                 conn.execute(
                     "INSERT INTO emails (id, raw_id, message_id, date, sender, subject, body, "
                     "new_text, source, group_id, thread_id, mailbox, folder) "
                     "VALUES (?, ?, ?, ?, 'trader@enron.com', ?, ?, ?, 'test', ?, ?, 'm', ?)",
-                    (eid, eid, f"m{eid}@x", f"2001-03-{(g % 28) + 1:02d}T10:00:00+00:00",
-                     f"unit-{g}: gas deal {g}", f"Body of unit-{g}. Please confirm {g} MMBtu.",
-                     f"Please confirm {g} MMBtu at $2.50 for unit-{g}.", g, t, "inbox"))
+                    (
+                        eid,
+                        eid,
+                        f"m{eid}@x",
+                        f"2001-03-{(g % 28) + 1:02d}T10:00:00+00:00",
+                        f"unit-{g}: gas deal {g}",
+                        f"Body of unit-{g}. Please confirm {g} MMBtu.",
+                        f"Please confirm {g} MMBtu at $2.50 for unit-{g}.",
+                        g,
+                        t,
+                        "inbox",
+                    ),
+                )
                 if c == 0:
-                    conn.execute("UPDATE content_groups SET canonical_email_id = ? WHERE id = ?",
-                                 (eid, g))
+                    conn.execute(
+                        "UPDATE content_groups SET canonical_email_id = ? WHERE id = ?", (eid, g)
+                    )
             conn.execute("UPDATE threads SET size = size + ? WHERE id = ?", (copies, t))
 
     store.call(fn).result()
@@ -75,14 +95,22 @@ def results(store: Any, run: str) -> dict[int, dict[str, Any]]:
     rec = runs.get_run(store, run)
     assert rec is not None
     col = runs.UNIT_COLUMN[rec.unit]
-    return {r[col]: dict(r) for r in store.query("SELECT * FROM results WHERE run_id = ?",
-                                                 (rec.id,))}
+    return {
+        r[col]: dict(r) for r in store.query("SELECT * FROM results WHERE run_id = ?", (rec.id,))
+    }
 
 
 def cfg(srv: SimServer, **kw: Any) -> RunConfig:
-    base = dict(backend="ollama" if srv.kind == "ollama" else "openai", urls=[srv.url],
-                model=srv.model, backoff_base=0.01, backoff_max=0.2, breaker_cooldown=0.1,
-                timeout=5.0, plan="llm")  # the model pipeline: every field by the model
+    base = dict(
+        backend="ollama" if srv.kind == "ollama" else "openai",
+        urls=[srv.url],
+        model=srv.model,
+        backoff_base=0.01,
+        backoff_max=0.2,
+        breaker_cooldown=0.1,
+        timeout=5.0,
+        plan="llm",
+    )  # the model pipeline: every field by the model
     return RunConfig.default(**{**base, **kw})
 
 
@@ -100,9 +128,14 @@ async def run(store: Any, srv: SimServer, config: RunConfig, name: str = "t", **
 async def test_mixed_faults_and_a_restart_lose_nothing_and_never_reask(store, kind):
     n = 60
     make_units(store, n)
-    plan = FaultPlan(rates={"http500": 0.06, "http503": 0.05, "hang": 0.04, "drop": 0.05,
-                            "broken_json": 0.05}, per_request={25: "restart"}, seed=7,
-                     retry_after=0.05, hang_s=30, restart_delay=0.3)
+    plan = FaultPlan(
+        rates={"http500": 0.06, "http503": 0.05, "hang": 0.04, "drop": 0.05, "broken_json": 0.05},
+        per_request={25: "restart"},
+        seed=7,
+        retry_after=0.05,
+        hang_s=30,
+        restart_delay=0.3,
+    )
     async with SimServer(kind=kind, slots=4, service_time=0.01, faults=plan) as srv:
         config = cfg(srv, timeout=0.4, retries=6, concurrency=4)
         _, summary = await run(store, srv, config)
@@ -214,8 +247,9 @@ async def test_pause_resume_stop_and_resume_without_reasking(store):
         summary2 = await proc2.run_to_end()
         await backend.aclose()
         assert summary2.status == "completed" and summary2.done == n
-        done_before = {u for u, r in results(store, "ctl").items()
-                       if r["created_at"] <= rec.updated_at}
+        done_before = {
+            u for u, r in results(store, "ctl").items() if r["created_at"] <= rec.updated_at
+        }
         total = asked(srv)
         for uid in done_before:  # committed before the stop: never asked again
             assert total[uid] == first[uid]
@@ -253,13 +287,13 @@ async def test_priority_order_and_live_reweighting(store, monkeypatch):
         proc.set_weights({"deal": 100})  # at once, from code
         mark = len(srv.chat_requests)
         await wait_for(lambda: len(srv.chat_requests) >= mark + 6)
-        after = asked_in_order(srv)[mark + 2: mark + 6]
+        after = asked_in_order(srv)[mark + 2 : mark + 6]
         assert all(u % 4 == 0 for u in after), after  # deals now
         await runs.asave_profile(store, "p", {"personal": 1000})  # from another process
         await wait_for(lambda: proc.queue is not None and proc.queue.weights.get("personal"))
         mark = len(srv.chat_requests)
         await wait_for(lambda: len(srv.chat_requests) >= mark + 6)
-        after = asked_in_order(srv)[mark + 2: mark + 6]
+        after = asked_in_order(srv)[mark + 2 : mark + 6]
         assert all(u % 4 == 3 for u in after), after
         await proc.stop()
         await backend.aclose()
@@ -295,8 +329,9 @@ async def test_reference_configuration(store, monkeypatch):
 
     monkeypatch.setattr(results_mod.sqlite3, "connect", counting_connect)
     async with SimServer(kind="openai", slots=8, service_time=0.02) as srv:
-        config = RunConfig.reference(backend="openai", urls=[srv.url], model=srv.model,
-                                     sleep_between=0.05)
+        config = RunConfig.reference(
+            backend="openai", urls=[srv.url], model=srv.model, sleep_between=0.05
+        )
         assert config.concurrency == 1 and config.mode == "raw" and config.unit == "email"
         _, summary = await run(store, srv, config, name="ref")
         reqs = srv.chat_requests
@@ -331,8 +366,10 @@ async def test_copies_share_one_result(store):
         _, summary = await run(store, srv, cfg(srv), name="dup")
         assert len(srv.chat_requests) == 3
     assert summary.emails_done == 9
-    rows = store.query("SELECT email_id, status FROM email_results WHERE run_id = "
-                       "(SELECT id FROM runs WHERE name = 'dup')")
+    rows = store.query(
+        "SELECT email_id, status FROM email_results WHERE run_id = "
+        "(SELECT id FROM runs WHERE name = 'dup')"
+    )
     assert len(rows) == 9
 
 
@@ -355,8 +392,8 @@ async def test_run_batch_with_given_backend_and_provenance(store):
         backend = make_backend("openai", srv.url, srv.model)
         seen: list[Processor] = []
         summary = await run_batch(
-            store, cfg(srv, backend="openai"), backend=backend, run_name="rb",
-            on_start=seen.append)
+            store, cfg(srv, backend="openai"), backend=backend, run_name="rb", on_start=seen.append
+        )
         await backend.aclose()
     assert summary.done == 3 and seen and seen[0].controller.limit >= 1
     rec = runs.get_run(store, "rb")

@@ -73,15 +73,29 @@ async def test_every_nth_sampler_picks_the_same_emails_in_two_runs(store):
         await sim_run(store, srv, "one")
         await sim_run(store, srv, "two", config=config_for(srv, concurrency=4))
         await sim_run(store, srv, "per-email", config=config_for(srv, dedup=False))
-    queued = {name: {r["unit_id"] for r in _rows(
-        store, "SELECT unit_id FROM audit_queue WHERE run_id = ?", _run_id(store, name))}
-        for name in ("one", "two", "per-email")}
+    queued = {
+        name: {
+            r["unit_id"]
+            for r in _rows(
+                store, "SELECT unit_id FROM audit_queue WHERE run_id = ?", _run_id(store, name)
+            )
+        }
+        for name in ("one", "two", "per-email")
+    }
     assert queued["one"] == queued["two"] == expected
-    groups = {r["group_id"] for r in _rows(store, "SELECT group_id FROM emails WHERE id IN "
-                                                  f"({','.join(map(str, queued['per-email']))})")}
+    groups = {
+        r["group_id"]
+        for r in _rows(
+            store,
+            f"SELECT group_id FROM emails WHERE id IN ({','.join(map(str, queued['per-email']))})",
+        )
+    }
     assert groups == expected  # a per-email run samples the same content
-    judged = _rows(store, "SELECT unit_id, status, verdict, overall FROM judgements "
-                          "WHERE run_id = ?", _run_id(store, "one"))
+    judged = _rows(
+        store,
+        "SELECT unit_id, status, verdict, overall FROM judgements WHERE run_id = ?",
+        _run_id(store, "one"),
+    )
     assert {r["unit_id"] for r in judged} == expected
     assert all(r["status"] == "done" and r["overall"] == 4 for r in judged)
     assert json.loads(judged[0]["verdict"])["people"] == "correct"
@@ -91,33 +105,53 @@ async def test_judge_failures_never_fail_a_unit(store):
     make_mail(store, 20)
     async with SimServer(answer=answers(judge=lambda body: "I think it is fine")) as srv:
         _, s1 = await sim_run(store, srv, "garbled-judge")
-    dead = QualityConfig(sample_every=5, judge_backend="ollama", judge_model="x",
-                         judge_urls=["http://127.0.0.1:9"], judge_timeout=2)
+    dead = QualityConfig(
+        sample_every=5,
+        judge_backend="ollama",
+        judge_model="x",
+        judge_urls=["http://127.0.0.1:9"],
+        judge_timeout=2,
+    )
     async with SimServer(answer=answers()) as srv:
         _, s2 = await sim_run(store, srv, "dead-judge", quality=dead)
     for name, summary in (("garbled-judge", s1), ("dead-judge", s2)):
         assert summary.done == 20 and summary.failed == 0
-        rows = _rows(store, "SELECT status, error FROM judgements WHERE run_id = ?",
-                     _run_id(store, name))
+        rows = _rows(
+            store, "SELECT status, error FROM judgements WHERE run_id = ?", _run_id(store, name)
+        )
         assert rows and all(r["status"] == "failed" for r in rows)
     errors = [r["error"] for r in _rows(store, "SELECT error FROM judgements")]
     assert any("not a verdict" in e for e in errors)
     assert any("could not answer" in e for e in errors)
 
 
-DRIFT = dict(sample_every=1000, judge=False, baseline_size=10, window=10, threshold=0.3,
-             drift_metrics=["grounding"])
+DRIFT = dict(
+    sample_every=1000,
+    judge=False,
+    baseline_size=10,
+    window=10,
+    threshold=0.3,
+    drift_metrics=["grounding"],
+)
 
 
 async def test_drift_alarm_rolls_back_to_the_baseline_configuration(store):
     n, k, window = 60, 20, 10
     make_mail(store, n)
-    async with SimServer(answer=answers(), service_time=0.01) as trusted, \
-            SimServer(answer=answers(bad_after=k), service_time=0.01) as candidate:
+    async with (
+        SimServer(answer=answers(), service_time=0.01) as trusted,
+        SimServer(answer=answers(bad_after=k), service_time=0.01) as candidate,
+    ):
         # the baseline: a run whose quality is trusted (a few units are enough to name it),
         # with whole raw bodies in its prompts (the candidate sends cleaned text)
-        await sim_run(store, trusted, "trusted", quality=QUICK, limit=3,
-                      config=config_for(trusted, mode="raw"))
+        await sim_run(
+            store,
+            trusted,
+            "trusted",
+            quality=QUICK,
+            limit=3,
+            config=config_for(trusted, mode="raw"),
+        )
         quality = QualityConfig(**DRIFT, on_drift="rollback", rollback_to="trusted")
         proc, summary = await sim_run(store, candidate, "candidate", quality=quality)
         asked_candidate = len(candidate.chat_requests)

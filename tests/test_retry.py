@@ -26,8 +26,11 @@ from emailwb.testing.servers import SimServer
 
 MESSAGES = [
     {"role": "system", "content": "Reply with JSON."},
-    {"role": "user", "content": "From: Jeff <jeff@enron.com>\nSubject: Deal 123456\n\n"
-     "We sold 10,000 MMBtu to Dynegy at $4.25. Can you confirm by Friday?"},
+    {
+        "role": "user",
+        "content": "From: Jeff <jeff@enron.com>\nSubject: Deal 123456\n\n"
+        "We sold 10,000 MMBtu to Dynegy at $4.25. Can you confirm by Friday?",
+    },
 ]
 
 
@@ -50,15 +53,18 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_honours_retry_after():
 def test_roomier_doubles_the_request_limit_else_the_default_else_768():
     assert roomier({}, {"num_predict": 768}) == {"num_predict": 1536}
     assert roomier({"num_predict": 1536, "temperature": 0}, {"num_predict": 768}) == {
-        "num_predict": 3072, "temperature": 0}
+        "num_predict": 3072,
+        "temperature": 0,
+    }
     assert roomier({}, {}) == {"num_predict": 1536}
 
 
 def test_token_limit_is_read_from_finish_reason_never_from_the_message():
     assert cut_by_token_limit(SchemaViolation("bad enum", finish_reason="length"))
     # the words alone do not count: the server said it stopped on its own
-    worded = SchemaViolation("reply cut at the token limit; Unterminated string",
-                             finish_reason="stop")
+    worded = SchemaViolation(
+        "reply cut at the token limit; Unterminated string", finish_reason="stop"
+    )
     assert not cut_by_token_limit(worded)
     assert not cut_by_token_limit(SchemaViolation("reply cut at the token limit"))
     # only a schema violation is retried with more room, whatever the reason says
@@ -83,16 +89,22 @@ async def session():
 @pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("kind", ["ollama", "openai", "llama-server"])
 async def test_a_reply_cut_by_the_server_raises_schema_violation_with_finish_reason_length(
-        session, kind, stream):
+    session, kind, stream
+):
     async with SimServer(kind=kind) as srv:
-        backend = (OllamaBackend(srv.url, model=srv.model, session=session) if kind == "ollama"
-                   else OpenAIBackend(srv.url, model=srv.model, session=session))
-        whole = await backend.complete(LLMRequest(MESSAGES, output_json_schema(),
-                                                  {"num_predict": 768}, stream=stream))
+        backend = (
+            OllamaBackend(srv.url, model=srv.model, session=session)
+            if kind == "ollama"
+            else OpenAIBackend(srv.url, model=srv.model, session=session)
+        )
+        whole = await backend.complete(
+            LLMRequest(MESSAGES, output_json_schema(), {"num_predict": 768}, stream=stream)
+        )
         srv.inject("token_limit")
         with pytest.raises(SchemaViolation) as info:
-            await backend.complete(LLMRequest(MESSAGES, output_json_schema(),
-                                              {"num_predict": 8}, stream=stream))
+            await backend.complete(
+                LLMRequest(MESSAGES, output_json_schema(), {"num_predict": 8}, stream=stream)
+            )
         srv.inject("schema_violation")
         with pytest.raises(SchemaViolation) as other:
             await backend.complete(LLMRequest(MESSAGES, output_json_schema(), stream=stream))
@@ -114,12 +126,14 @@ def _limit(body: dict[str, Any]) -> int:
 async def _run(store: Any, srv: SimServer, name: str, **kw: Any) -> RunSummary:
     """One run against ``srv`` with the backend built as ``emailwb run`` builds it: the
     configuration's options (num_predict 300 here) are the backend's own."""
-    cfg: RunConfig = config_for(srv, concurrency=1,
-                                options={"temperature": 0.0, "num_predict": 300}, **kw)
+    cfg: RunConfig = config_for(
+        srv, concurrency=1, options={"temperature": 0.0, "num_predict": 300}, **kw
+    )
     backend = make_backend(cfg.backend, srv.url, srv.model, None, cfg.options)
     try:
-        return await Processor(store, cfg, backend, run_name=name, seed=1,
-                               quality=None).run_to_end()
+        return await Processor(
+            store, cfg, backend, run_name=name, seed=1, quality=None
+        ).run_to_end()
     finally:
         await backend.aclose()
 
@@ -127,7 +141,8 @@ async def _run(store: Any, srv: SimServer, name: str, **kw: Any) -> RunSummary:
 @pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("kind", ["ollama", "openai"])
 async def test_a_run_retries_a_reply_cut_at_the_token_limit_with_twice_the_max_tokens(
-        store, kind, stream):
+    store, kind, stream
+):
     make_mail(store, 1)
     async with SimServer(kind=kind, faults=FaultPlan()) as srv:
         srv.inject("token_limit")

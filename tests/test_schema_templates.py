@@ -42,11 +42,26 @@ def _fresh_detect_cache():
     det.clear_cache()
 
 
-def mail(text: str = "Hello there, just checking in about the report.", *, subject: str = "Hi",
-         sender: str = "jeff.skilling@enron.com", mid: str = "m1", **kw) -> Email:
-    return Email(message_id=mid, date=datetime(2001, 5, 14, 16, 39, tzinfo=UTC), date_flag=None,
-                 sender=sender, sender_name="Jeff Skilling", to=["kenneth.lay@enron.com"],
-                 subject=subject, new_text=text, body=kw.pop("body", text), **kw)
+def mail(
+    text: str = "Hello there, just checking in about the report.",
+    *,
+    subject: str = "Hi",
+    sender: str = "jeff.skilling@enron.com",
+    mid: str = "m1",
+    **kw,
+) -> Email:
+    return Email(
+        message_id=mid,
+        date=datetime(2001, 5, 14, 16, 39, tzinfo=UTC),
+        date_flag=None,
+        sender=sender,
+        sender_name="Jeff Skilling",
+        to=["kenneth.lay@enron.com"],
+        subject=subject,
+        new_text=text,
+        body=kw.pop("body", text),
+        **kw,
+    )
 
 
 # --- schema -------------------------------------------------------------------------------
@@ -131,10 +146,16 @@ def test_defaults_and_partial_answers_validate():
         ('{"priority": "URGENT"}', "priority", "urgent"),
         ('{"confidence": 85}', "confidence", 0.85),
         ('{"confidence": "0.4"}', "confidence", 0.4),
-        ('{"amounts": [{"value": "$1,200.50", "currency": "USD", "context": "fee"}]}',
-         "amounts", [{"value": 1200.5, "currency": "USD", "context": "fee"}]),
-        ('{"amounts": [{"value": "2.5 million"}]}', "amounts",
-         [{"value": 2.5e6, "currency": "USD", "context": ""}]),
+        (
+            '{"amounts": [{"value": "$1,200.50", "currency": "USD", "context": "fee"}]}',
+            "amounts",
+            [{"value": 1200.5, "currency": "USD", "context": "fee"}],
+        ),
+        (
+            '{"amounts": [{"value": "2.5 million"}]}',
+            "amounts",
+            [{"value": 2.5e6, "currency": "USD", "context": ""}],
+        ),
     ],
 )
 def test_lenient_where_unambiguous(reply, field, expected):
@@ -142,8 +163,9 @@ def test_lenient_where_unambiguous(reply, field, expected):
 
 
 def test_long_strings_and_lists_are_cut_to_their_limits():
-    got = parse_reply(json.dumps({"summary": "word " * 500,
-                                  "organizations": [f"Org {i}" for i in range(30)]}))
+    got = parse_reply(
+        json.dumps({"summary": "word " * 500, "organizations": [f"Org {i}" for i in range(30)]})
+    )
     org_limit = EmailAnalysis.model_fields["organizations"].metadata[-1].max_length
     assert len(got.summary) <= SUMMARY and len(got.organizations) == org_limit == 3
 
@@ -183,18 +205,43 @@ def test_validation_errors_are_value_errors():
 @pytest.mark.parametrize(
     ("subject", "text", "sender", "expected"),
     [
-        ("Meeting tomorrow", "The agenda for the conference call is attached. Dial-in below.",
-         "a@enron.com", "meeting"),
-        ("Quick question", "Can you please send me the latest numbers? Let me know.",
-         "a@enron.com", "request"),
-        ("Deal 456789", "We sold 10,000 MMBtu to Dynegy at $4.25, counterparty confirmed.",
-         "a@enron.com", "deal"),
-        ("Master agreement", "Attached is the redline of the ISDA master agreement; legal "
-         "needs the termination clause reviewed.", "a@enron.com", "legal"),
-        ("FERC order", "FERC issued its order in the docket today; the CPUC tariff filing "
-         "follows.", "a@enron.com", "regulatory"),
-        ("Energy news", "Top stories this week. To unsubscribe click here.",
-         "newsletter@energycentral.com", "newsletter"),
+        (
+            "Meeting tomorrow",
+            "The agenda for the conference call is attached. Dial-in below.",
+            "a@enron.com",
+            "meeting",
+        ),
+        (
+            "Quick question",
+            "Can you please send me the latest numbers? Let me know.",
+            "a@enron.com",
+            "request",
+        ),
+        (
+            "Deal 456789",
+            "We sold 10,000 MMBtu to Dynegy at $4.25, counterparty confirmed.",
+            "a@enron.com",
+            "deal",
+        ),
+        (
+            "Master agreement",
+            "Attached is the redline of the ISDA master agreement; legal "
+            "needs the termination clause reviewed.",
+            "a@enron.com",
+            "legal",
+        ),
+        (
+            "FERC order",
+            "FERC issued its order in the docket today; the CPUC tariff filing follows.",
+            "a@enron.com",
+            "regulatory",
+        ),
+        (
+            "Energy news",
+            "Top stories this week. To unsubscribe click here.",
+            "newsletter@energycentral.com",
+            "newsletter",
+        ),
         ("You have won", "You have won the lottery! Act now, 100% free.", "x@spam.biz", "spam"),
         ("Hey", "Thanks for the birthday party, the kids loved it.", "a@enron.com", "personal"),
         ("Hmm", "Okay.", "a@enron.com", "other"),
@@ -246,16 +293,23 @@ def test_one_template_per_type_plus_default():
 
 def test_static_prefix_is_byte_identical_and_email_comes_last():
     a = build_messages(mail("Can you send the gas volumes for May?", mid="a"))
-    b = build_messages(mail("Could you send me the power curves please?", mid="b",
-                            subject="Curves", sender="someone.else@enron.com"))
+    b = build_messages(
+        mail(
+            "Could you send me the power curves please?",
+            mid="b",
+            subject="Curves",
+            sender="someone.else@enron.com",
+        )
+    )
     assert a.template_name == b.template_name == "request"
     assert a.messages[0] == b.messages[0]  # system message identical
     assert a.messages[1]["content"].startswith(USER_LEAD)
     assert b.messages[1]["content"].startswith(USER_LEAD)
     assert a.messages[1]["content"].endswith("Can you send the gas volumes for May?")
     # across types, the shared instructions are the common prefix
-    deal = build_messages(mail("We bought 5,000 MMBtu at $3.10 from Dynegy.", mid="d",
-                               subject="Deal 123456"))
+    deal = build_messages(
+        mail("We bought 5,000 MMBtu at $3.10 from Dynegy.", mid="d", subject="Deal 123456")
+    )
     assert deal.template_name == "deal"
     assert deal.messages[0]["content"].startswith(COMMON_INSTRUCTIONS)
     assert a.messages[0]["content"].startswith(COMMON_INSTRUCTIONS)
@@ -280,7 +334,9 @@ def test_truncation_is_recorded_never_silent():
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(min_value=0, max_value=20_000), budget=st.integers(min_value=800, max_value=4000))
+@given(
+    n=st.integers(min_value=0, max_value=20_000), budget=st.integers(min_value=800, max_value=4000)
+)
 def test_budget_property(n, budget):
     text = ("x" * 9 + " ") * (n // 10)
     p = build_messages(mail(text), token_budget=budget, template="default")
@@ -310,8 +366,10 @@ def test_forwarded_text_used_when_new_text_is_nearly_empty():
 
 
 def test_chain_mode_drops_the_oldest_first():
-    chain = [mail(f"Message number {i}. " + "filler " * 300, mid=f"c{i}", subject=f"Re: plan {i}")
-             for i in range(6)]
+    chain = [
+        mail(f"Message number {i}. " + "filler " * 300, mid=f"c{i}", subject=f"Re: plan {i}")
+        for i in range(6)
+    ]
     p = build_messages(chain, token_budget=2000)
     user = p.messages[1]["content"]
     assert p.truncated and p.chain_dropped > 0 and p.chain_len == 6 - p.chain_dropped

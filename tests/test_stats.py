@@ -22,9 +22,15 @@ from emailwb.quality.stats import (
 )
 
 
-@pytest.mark.parametrize(("k", "n", "low", "high"), [
-    (8, 10, 0.4902, 0.9433), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (50, 100, 0.4038, 0.5962),
-])
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [
+        (8, 10, 0.4902, 0.9433),
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (50, 100, 0.4038, 0.5962),
+    ],
+)
 def test_wilson_interval_known_values(k, n, low, high):
     assert wilson_interval(k, n) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))
 
@@ -69,7 +75,9 @@ def test_bootstrap_1000_items_2000_resamples_well_under_a_second():
 
 
 def test_paired_agreement_exact_and_jaccard():
-    exact = paired_agreement(["deal", "Meeting", "legal", None], ["deal", "meeting ", "report", "x"])
+    exact = paired_agreement(
+        ["deal", "Meeting", "legal", None], ["deal", "meeting ", "report", "x"]
+    )
     assert (exact.kind, exact.n, exact.mean) == ("exact", 3, pytest.approx(2 / 3))
     assert exact.low < exact.mean < exact.high
     people_a = [[{"name": "John Smith"}, {"name": "Jane Doe"}], [], ["ENA"]]
@@ -81,9 +89,14 @@ def test_paired_agreement_exact_and_jaccard():
 
 
 def test_field_agreement_over_result_dicts():
-    a = [{"email_type": "deal", "business_value": {"level": "high"}, "organizations": ["Enron"]},
-         {"email_type": "meeting", "business_value": {"level": "low"}, "organizations": []}]
-    b = [{"email_type": "deal", "business_value": {"level": "low"}, "organizations": ["enron"]}, None]
+    a = [
+        {"email_type": "deal", "business_value": {"level": "high"}, "organizations": ["Enron"]},
+        {"email_type": "meeting", "business_value": {"level": "low"}, "organizations": []},
+    ]
+    b = [
+        {"email_type": "deal", "business_value": {"level": "low"}, "organizations": ["enron"]},
+        None,
+    ]
     got = field_agreement(a, b, ["email_type", "business_value.level", "organizations"])
     assert got["email_type"].mean == 1.0 and got["email_type"].n == 1
     assert got["business_value.level"].mean == 0.0

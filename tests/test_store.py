@@ -103,9 +103,11 @@ def test_checkpoints_run_off_the_writer_and_keep_the_wal_small(db_path: Path) ->
     blob = b"x" * 200_000
     with Store(db_path) as store:
         for i in range(6):  # 12 MB in six commits, under the writer's own 16 MB checkpoint
-            store.submit_many("INSERT INTO raw_messages (sha256, raw, size, source, ingested_at)"
-                              " VALUES (?, ?, 0, '', '')",
-                              [(f"{i}-{k}", blob) for k in range(10)])
+            store.submit_many(
+                "INSERT INTO raw_messages (sha256, raw, size, source, ingested_at)"
+                " VALUES (?, ?, 0, '', '')",
+                [(f"{i}-{k}", blob) for k in range(10)],
+            )
             store.flush()
             time.sleep(0.1)
         deadline = time.monotonic() + 10  # the frames reach the database file meanwhile
@@ -210,7 +212,10 @@ async def test_asyncio_readers_and_writer_do_not_block_the_event_loop(db_path: P
         during = [t for t in ticks if t > start]
         beat.cancel()
         assert all(r[0][0] == 300000 for r in results[1:])
-        assert await store.acall(lambda c: c.execute("SELECT COUNT(*) FROM sources").fetchone()[0]) == 10_000
+        assert (
+            await store.acall(lambda c: c.execute("SELECT COUNT(*) FROM sources").fetchone()[0])
+            == 10_000
+        )
     assert time.monotonic() - start >= 0.5
     assert len(during) >= 10  # ~50 expected; a blocked loop gives 0 or 1
 
@@ -226,7 +231,10 @@ def test_query_df_returns_a_typed_polars_dataframe(store: Store) -> None:
     )
     assert empty.height == 0
     assert dict(empty.schema) == {
-        "id": pl.Int64, "subject": pl.Utf8, "body_chars": pl.Int64, "raw": pl.Binary
+        "id": pl.Int64,
+        "subject": pl.Utf8,
+        "body_chars": pl.Int64,
+        "raw": pl.Binary,
     }
 
 

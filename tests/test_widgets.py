@@ -46,11 +46,13 @@ def write_maildir(root: Path, n: int = 24) -> Path:
         (folder / f"{i + 1}.").write_text(
             f"Message-ID: <m{i}@test>\nDate: Mon, {i % 27 + 1} Jan 2001 10:00:00 -0800\n"
             f"From: trader{i % 5}@enron.com\nTo: desk@enron.com\nSubject: {subject} #{i}\n\n"
-            f"{text}\nItem number {i}.\n")
+            f"{text}\nItem number {i}.\n"
+        )
     (folder / f"{n + 1}.").write_text(
         "Message-ID: <xss@test>\nDate: Tue, 2 Jan 2001 10:00:00 -0800\n"
         "From: mallory@evil.example\nTo: desk@enron.com\nSubject: XSS probe <b>bold</b>\n\n"
-        f"Hello {SCRIPT} please review the deal <img src=x onerror=alert(1)>\n")
+        f"Hello {SCRIPT} please review the deal <img src=x onerror=alert(1)>\n"
+    )
     return root / "maildir"
 
 
@@ -74,11 +76,16 @@ async def until(cond: Any, within: float = 20.0, step: float = 0.05) -> None:
 
 
 def panel_for(store: Any, srv: SimServer, **kw: Any) -> LaunchPanel:
-    return LaunchPanel(store, backend="ollama", urls=srv.url, model=srv.model,
-                       refresh_s=0.1, results_every_s=0.2,
-                       config_overrides={"timeout": 10.0, "backoff_base": 0.01,
-                                         "backoff_max": 0.1},
-                       **kw)
+    return LaunchPanel(
+        store,
+        backend="ollama",
+        urls=srv.url,
+        model=srv.model,
+        refresh_s=0.1,
+        results_every_s=0.2,
+        config_overrides={"timeout": 10.0, "backoff_base": 0.01, "backoff_max": 0.1},
+        **kw,
+    )
 
 
 async def test_buttons_drive_a_real_run(filled: Any) -> None:
@@ -111,8 +118,10 @@ async def test_buttons_drive_a_real_run(filled: Any) -> None:
         assert panel.state == "stopped" and not panel.start_button.disabled
         assert not panel.errors.errors, panel.errors.text
 
-    done = filled.query("SELECT COUNT(*) FROM results r JOIN runs u ON u.id = r.run_id "
-                        "WHERE u.name = 'ui' AND r.status = 'done'")[0][0]
+    done = filled.query(
+        "SELECT COUNT(*) FROM results r JOIN runs u ON u.id = r.run_id "
+        "WHERE u.name = 'ui' AND r.status = 'done'"
+    )[0][0]
     assert done == summary.done
     assert panel.charts.points >= 3
     assert max(v or 0 for v in panel.charts.series("emails_per_min")) > 0
@@ -141,8 +150,9 @@ async def test_script_in_an_email_is_shown_as_text(filled: Any) -> None:
         await asyncio.wait_for(panel.run(), 20)
     frame = panel.results.frame
     row = next(r for r in frame.iter_rows(named=True) if "XSS probe" in (r["subject"] or ""))
-    labels = dict(zip(panel.results.table._options_values, panel.results.table._options_labels,
-                      strict=True))
+    labels = dict(
+        zip(panel.results.table._options_values, panel.results.table._options_labels, strict=True)
+    )
     assert "XSS probe <b>bold</b>" in labels[row["result_id"]]  # a <select> shows text only
     panel.results.table.value = row["result_id"]  # as a click on the row does
     assert panel.results.shown == row["result_id"]
@@ -153,8 +163,9 @@ async def test_script_in_an_email_is_shown_as_text(filled: Any) -> None:
 
 
 async def test_a_failing_run_and_a_failing_callback_show_in_the_output(filled: Any) -> None:
-    panel = LaunchPanel(filled, backend="ollama", urls="bogus+http://127.0.0.1:9",
-                        run_name="bad", refresh_s=0.1)
+    panel = LaunchPanel(
+        filled, backend="ollama", urls="bogus+http://127.0.0.1:9", run_name="bad", refresh_s=0.1
+    )
     panel.start_button.click()
     await asyncio.wait_for(asyncio.shield(panel.task), 10)
     assert panel.state == "failed"
@@ -223,8 +234,9 @@ async def test_saving_a_profile_mid_run_reorders_the_processor(filled: Any) -> N
         assert 0 < pp.queue.height < 25  # the queue is the run's pending units
         news = set(pp.queue.filter(pp.queue["email_type"] == "newsletter")["unit_id"])
         assert news
-        pp.set_weights({"newsletter": 5.0, **{t: 0.0 for t in explore.TYPES
-                                               if t != "newsletter"}, "*": 0.0})
+        pp.set_weights(
+            {"newsletter": 5.0, **{t: 0.0 for t in explore.TYPES if t != "newsletter"}, "*": 0.0}
+        )
         done_at_save = panel.processor.metrics.done
         pp.save()
         assert panel.processor.queue.weights["newsletter"] == 5.0
@@ -234,9 +246,13 @@ async def test_saving_a_profile_mid_run_reorders_the_processor(filled: Any) -> N
         await until(lambda: panel.processor.metrics.done >= done_at_save + 1 + len(waiting))
         panel.stop()
         await asyncio.wait_for(panel.wait(), 20)
-    rows = [r[0] for r in filled.query(
-        "SELECT r.group_id FROM results r JOIN runs u ON u.id = r.run_id "
-        "WHERE u.name = 'mid' ORDER BY r.id")]
+    rows = [
+        r[0]
+        for r in filled.query(
+            "SELECT r.group_id FROM results r JOIN runs u ON u.id = r.run_id "
+            "WHERE u.name = 'mid' ORDER BY r.id"
+        )
+    ]
     after = rows[done_at_save:]
     # at most one unit was on the wire when the profile was saved; then the newsletters
     assert set(waiting) <= set(after[: len(waiting) + 1])
@@ -273,12 +289,15 @@ def test_run_sync_works_inside_a_running_loop() -> None:
     import subprocess
     import sys
 
-    code = ("import asyncio\nfrom emailwb.notebook import run_sync\n"
-            "async def inner():\n    await asyncio.sleep(0.01)\n    return 42\n"
-            "async def cell():\n    return run_sync(inner())\n"
-            "print(asyncio.run(cell()), run_sync(inner()))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
+    code = (
+        "import asyncio\nfrom emailwb.notebook import run_sync\n"
+        "async def inner():\n    await asyncio.sleep(0.01)\n    return 42\n"
+        "async def cell():\n    return run_sync(inner())\n"
+        "print(asyncio.run(cell()), run_sync(inner()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["42", "42"]
 
@@ -287,9 +306,11 @@ def test_parameterize_injects_after_the_parameters_cell(tmp_path: Path) -> None:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# t"),
-                nbformat.v4.new_code_cell("db = 'x'", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("print(db)")]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# t"),
+        nbformat.v4.new_code_cell("db = 'x'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print(db)"),
+    ]
     src = tmp_path / "t.ipynb"
     nbformat.write(nb, str(src))
     out = parameterize(src, {"db": "/tmp/a b.sqlite", "limit": 3}, tmp_path / "o.ipynb")
@@ -301,11 +322,19 @@ def test_parameterize_injects_after_the_parameters_cell(tmp_path: Path) -> None:
 
 async def test_a_drift_alarm_shows_in_the_panel_and_pauses_the_run(store: Any) -> None:
     make_mail(store, 60)
-    quality = QualityConfig(sample_every=1000, judge=False, baseline_size=10, window=10,
-                            threshold=0.3, drift_metrics=["grounding"], on_drift="pause")
+    quality = QualityConfig(
+        sample_every=1000,
+        judge=False,
+        baseline_size=10,
+        window=10,
+        threshold=0.3,
+        drift_metrics=["grounding"],
+        on_drift="pause",
+    )
     async with SimServer(kind="ollama", answer=answers(bad_after=15), service_time=0.01) as srv:
-        panel = panel_for(store, srv, run_name="drifting", concurrency=2, quality=quality,
-                          plan="llm")  # drift in what the model writes
+        panel = panel_for(
+            store, srv, run_name="drifting", concurrency=2, quality=quality, plan="llm"
+        )  # drift in what the model writes
         panel.start_button.click()
         await until(lambda: "emailwb-quality" in panel.alerts.value)
         assert "data-alerts='0'" in panel.alerts.value  # scored, no alert yet
@@ -320,13 +349,21 @@ async def test_a_drift_alarm_shows_in_the_panel_and_pauses_the_run(store: Any) -
 
 
 async def test_a_run_that_mostly_invents_shows_the_grounding_warning_in_the_panel(
-        store: Any) -> None:
+    store: Any,
+) -> None:
     make_mail(store, 30)
-    quality = QualityConfig(sample_every=1000, judge=False, drift_metrics=["grounding"],
-                            on_drift="alert", baseline_size=10, window=10)
+    quality = QualityConfig(
+        sample_every=1000,
+        judge=False,
+        drift_metrics=["grounding"],
+        on_drift="alert",
+        baseline_size=10,
+        window=10,
+    )
     async with SimServer(kind="ollama", answer=answers(bad_after=0), service_time=0.0) as srv:
-        panel = panel_for(store, srv, run_name="inventing", concurrency=2, quality=quality,
-                          plan="llm")
+        panel = panel_for(
+            store, srv, run_name="inventing", concurrency=2, quality=quality, plan="llm"
+        )
         assert panel.plan.value == "llm" and panel.config().plan == "llm"
         panel.start_button.click()
         summary = await asyncio.wait_for(panel.wait(), 30)

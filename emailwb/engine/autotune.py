@@ -66,8 +66,10 @@ class FixedConcurrency(Controller):
 
     def __init__(self, n: int) -> None:
         if n < 1:
-            raise ConfigError(f"fixed concurrency must be >= 1, got {n}",
-                              hint="pass --concurrency auto or a positive integer")
+            raise ConfigError(
+                f"fixed concurrency must be >= 1, got {n}",
+                hint="pass --concurrency auto or a positive integer",
+            )
         self.limit = int(n)
 
     def describe(self) -> dict[str, Any]:
@@ -96,11 +98,15 @@ class AutoTuneConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.max:
-            raise ConfigError(f"auto concurrency needs 1 <= min <= max, got {self.min}..{self.max}",
-                              hint="raise --max-concurrency (EMAILWB_MAX_CONCURRENCY)")
+            raise ConfigError(
+                f"auto concurrency needs 1 <= min <= max, got {self.min}..{self.max}",
+                hint="raise --max-concurrency (EMAILWB_MAX_CONCURRENCY)",
+            )
         if self.factor <= 1 or not 0 < self.backoff < 1:
-            raise ConfigError("auto concurrency needs factor > 1 and 0 < backoff < 1",
-                              hint="use the defaults of AutoTuneConfig")
+            raise ConfigError(
+                "auto concurrency needs factor > 1 and 0 < backoff < 1",
+                hint="use the defaults of AutoTuneConfig",
+            )
 
 
 @dataclass(slots=True)
@@ -150,8 +156,13 @@ class _Acc:
 class AutoConcurrency(Controller):
     """Finds and tracks the throughput knee; see the module docstring for the algorithm."""
 
-    def __init__(self, config: AutoTuneConfig | None = None, *, slots_hint: int | None = None,
-                 **overrides: Any) -> None:
+    def __init__(
+        self,
+        config: AutoTuneConfig | None = None,
+        *,
+        slots_hint: int | None = None,
+        **overrides: Any,
+    ) -> None:
         cfg = config or AutoTuneConfig()
         if overrides:
             cfg = AutoTuneConfig(**{**asdict(cfg), **overrides})
@@ -233,15 +244,17 @@ class AutoConcurrency(Controller):
             self._maybe_start(now)
 
     def describe(self) -> dict[str, Any]:
-        return {"policy": "auto", **asdict(self.cfg), "start": self._start,
-                "ceiling": self.ceiling}
+        return {"policy": "auto", **asdict(self.cfg), "start": self._start, "ceiling": self.ceiling}
 
     def state(self) -> dict[str, Any]:
         """Current limit, phase and the last measurement (for metrics and charts)."""
         last = self.windows[-1] if self.windows else None
-        return {"limit": self.limit, "phase": self.phase,
-                "throughput_rps": last.throughput if last else None,
-                "decisions": len(self.decisions)}
+        return {
+            "limit": self.limit,
+            "phase": self.phase,
+            "throughput_rps": last.throughput if last else None,
+            "decisions": len(self.decisions),
+        }
 
     # --- measurement -----------------------------------------------------------------------
     def _advance(self, now: float) -> None:
@@ -279,9 +292,16 @@ class AutoConcurrency(Controller):
         mean_latency = acc.latency_sum / acc.count
         var = max(acc.latency_sq / acc.count - mean_latency**2, 0.0)
         ok_share = acc.ok / acc.count
-        w = Window(self.limit, acc.count, acc.ok, duration, mean_in_flight, mean_latency,
-                   mean_in_flight / mean_latency * ok_share,
-                   math.sqrt(var) / mean_latency / math.sqrt(acc.count))
+        w = Window(
+            self.limit,
+            acc.count,
+            acc.ok,
+            duration,
+            mean_in_flight,
+            mean_latency,
+            mean_in_flight / mean_latency * ok_share,
+            math.sqrt(var) / mean_latency / math.sqrt(acc.count),
+        )
         epoch = self._epoch
         if acc.failed / acc.count >= self.cfg.error_backoff:
             self.windows.append(w)
@@ -300,7 +320,7 @@ class AutoConcurrency(Controller):
             self._acc = _Acc(start=now, last=now, need=self._window_size())
 
     def _compare(self, w: Window, ref: Window, threshold: float) -> str:
-        """"above" when ``w`` beats ``ref`` by ``threshold``, "below" when surely not."""
+        """ "above" when ``w`` beats ``ref`` by ``threshold``, "below" when surely not."""
         gain = w.throughput / max(ref.throughput, 1e-12) - 1
         if gain >= threshold:
             return "above"
@@ -316,7 +336,8 @@ class AutoConcurrency(Controller):
         if verdict == "above":
             factor = self.cfg.factor
             if prev is not None and w.throughput >= prev.throughput * (
-                    1 + 0.9 * (w.limit / prev.limit - 1)):
+                1 + 0.9 * (w.limit / prev.limit - 1)
+            ):
                 factor *= factor  # throughput rose in proportion: the knee is far, leap
             self._prev = w
             if self.limit >= self.ceiling:
@@ -324,8 +345,9 @@ class AutoConcurrency(Controller):
             elif self.limit >= self._grow_cap:
                 self._enter_hold(now, w, self.limit, "reached the server's slots")
             else:
-                self._set(now, min(math.ceil(self.limit * factor), self._grow_cap), "grow",
-                          w.throughput)
+                self._set(
+                    now, min(math.ceil(self.limit * factor), self._grow_cap), "grow", w.throughput
+                )
             return None
         assert prev is not None
         # past the knee: keep the better of the last two levels
@@ -380,8 +402,12 @@ class AutoConcurrency(Controller):
             return
         self._probe_dir = direction
         self.phase = "probe"
-        self._set(now, self.limit + direction * step,
-                  "probe up" if direction > 0 else "probe down", hold.throughput)
+        self._set(
+            now,
+            self.limit + direction * step,
+            "probe up" if direction > 0 else "probe down",
+            hold.throughput,
+        )
 
     def _on_probe(self, now: float, w: Window) -> str | None:
         hold = self._hold
@@ -403,8 +429,9 @@ class AutoConcurrency(Controller):
         return None
 
 
-def make_controller(concurrency: int | str, *, max_concurrency: int = 64,
-                    slots_hint: int | None = None, **auto: Any) -> Controller:
+def make_controller(
+    concurrency: int | str, *, max_concurrency: int = 64, slots_hint: int | None = None, **auto: Any
+) -> Controller:
     """``"auto"`` -> ``AutoConcurrency``; an int (or digits) -> ``FixedConcurrency``."""
     if isinstance(concurrency, str) and concurrency.strip().lower() == "auto":
         return AutoConcurrency(slots_hint=slots_hint, max=max_concurrency, **auto)
@@ -413,8 +440,10 @@ def make_controller(concurrency: int | str, *, max_concurrency: int = 64,
     except (TypeError, ValueError):
         n = 0
     if n < 1:
-        raise ConfigError(f"concurrency must be 'auto' or a positive integer, not {concurrency!r}",
-                          hint="pass --concurrency auto or e.g. --concurrency 8")
+        raise ConfigError(
+            f"concurrency must be 'auto' or a positive integer, not {concurrency!r}",
+            hint="pass --concurrency auto or e.g. --concurrency 8",
+        )
     return FixedConcurrency(n)
 
 

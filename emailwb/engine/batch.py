@@ -30,14 +30,20 @@ if TYPE_CHECKING:
 LOCAL_SAMPLING: dict[str, Any] = {"dry_multiplier": 0.8, "repeat_penalty": 1.1}
 
 
-async def run_batch(store: Store, settings_or_config: Any = None, *,
-                    backend: Backend | None = None, run_name: str | None = None,
-                    limit: int | None = None, preset: str = "default",
-                    api_key: str | None = None,
-                    on_progress: Callable[[MetricsSnapshot], Any] | None = None,
-                    on_start: Callable[[Processor], Any] | None = None,
-                    quality: Any = None,
-                    only_units: Collection[int] | None = None) -> RunSummary:
+async def run_batch(
+    store: Store,
+    settings_or_config: Any = None,
+    *,
+    backend: Backend | None = None,
+    run_name: str | None = None,
+    limit: int | None = None,
+    preset: str = "default",
+    api_key: str | None = None,
+    on_progress: Callable[[MetricsSnapshot], Any] | None = None,
+    on_start: Callable[[Processor], Any] | None = None,
+    quality: Any = None,
+    only_units: Collection[int] | None = None,
+) -> RunSummary:
     """Process the store's pending units with one configuration; the entry point.
 
     ``settings_or_config``: a ``Settings`` (resolved with ``preset``, "default" or
@@ -64,27 +70,37 @@ async def run_batch(store: Store, settings_or_config: Any = None, *,
         cfg = RunConfig.from_settings(settings_or_config, preset)
         api_key = api_key or settings_or_config.api_key
     else:
-        raise ProcessingError(f"run_batch needs Settings or a RunConfig, not "
-                              f"{type(settings_or_config).__name__}",
-                              hint="pass emailwb.config.load_settings() or RunConfig.default()")
+        raise ProcessingError(
+            f"run_batch needs Settings or a RunConfig, not {type(settings_or_config).__name__}",
+            hint="pass emailwb.config.load_settings() or RunConfig.default()",
+        )
     if cfg.backend == "local":  # recorded in the run's provenance like any other option
         cfg = cfg.model_copy(update={"options": {**LOCAL_SAMPLING, **cfg.options}})
     if not get_plan(cfg.plan).uses_llm and backend is None:
-        return await _run_without_model(store, cfg, run_name=run_name, limit=limit,
-                                        on_progress=on_progress, on_start=on_start,
-                                        quality=quality, only_units=only_units)
+        return await _run_without_model(
+            store,
+            cfg,
+            run_name=run_name,
+            limit=limit,
+            on_progress=on_progress,
+            on_start=on_start,
+            quality=quality,
+            only_units=only_units,
+        )
     async with contextlib.AsyncExitStack() as stack:
         server_pid: int | None = None
         extra: dict[str, Any] = {}
         revive: Callable[[], Awaitable[Any]] | None = None
         if backend is None:
-            session = await stack.enter_async_context(aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=cfg.max_concurrency + 8)))
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=cfg.max_concurrency + 8))
+            )
             if cfg.backend == "local":
                 from emailwb.llm.localserver import LocalServer
 
-                server = LocalServer(cfg.model, cfg.llama_server, slots=cfg.slots,
-                                     ctx_per_slot=cfg.ctx_per_slot)
+                server = LocalServer(
+                    cfg.model, cfg.llama_server, slots=cfg.slots, ctx_per_slot=cfg.ctx_per_slot
+                )
                 await stack.enter_async_context(server)
                 server_pid = server.pid
                 revive = server.aensure_alive
@@ -92,23 +108,42 @@ async def run_batch(store: Store, settings_or_config: Any = None, *,
                 local = await asyncio.to_thread(server.info)
                 extra = {"local_server": local, "model_digest": local.get("model_sha256")}
             else:
-                backend = make_backend(cfg.backend, cfg.urls or None, cfg.model, api_key,
-                                       cfg.options, session)
+                backend = make_backend(
+                    cfg.backend, cfg.urls or None, cfg.model, api_key, cfg.options, session
+                )
             stack.push_async_callback(backend.aclose)
         await backend.warm()
         info = await backend.info()
-        proc = Processor(store, cfg, backend, run_name=run_name, limit=limit, info=info,
-                         on_progress=on_progress, server_pid=server_pid,
-                         extra_provenance=extra, revive=revive, quality=quality,
-                         only_units=only_units)
+        proc = Processor(
+            store,
+            cfg,
+            backend,
+            run_name=run_name,
+            limit=limit,
+            info=info,
+            on_progress=on_progress,
+            server_pid=server_pid,
+            extra_provenance=extra,
+            revive=revive,
+            quality=quality,
+            only_units=only_units,
+        )
         if on_start is not None:
             on_start(proc)
         return await proc.run_to_end()
 
 
-async def _run_without_model(store: Store, cfg: RunConfig, *, run_name: str | None,
-                             limit: int | None, on_progress: Any, on_start: Any,
-                             quality: Any, only_units: Collection[int] | None) -> RunSummary:
+async def _run_without_model(
+    store: Store,
+    cfg: RunConfig,
+    *,
+    run_name: str | None,
+    limit: int | None,
+    on_progress: Any,
+    on_start: Any,
+    quality: Any,
+    only_units: Collection[int] | None,
+) -> RunSummary:
     """A plan that asks no model: facts for every content group first (spaCy on every core),
     then the processor writes each unit's result from them; no server is started."""
     import os
@@ -120,20 +155,27 @@ async def _run_without_model(store: Store, cfg: RunConfig, *, run_name: str | No
     t0 = time.monotonic()
     made = 0
     if cfg.unit == "group":
-        made = await asyncio.to_thread(ensure_facts, store,
-                                       processes=min(os.cpu_count() or 1, 4))
+        made = await asyncio.to_thread(ensure_facts, store, processes=min(os.cpu_count() or 1, 4))
     stage = {"emails": made, "seconds": round(time.monotonic() - t0, 2)}
-    proc = Processor(store, cfg, None, run_name=run_name, limit=limit, on_progress=on_progress,
-                     quality=quality, only_units=only_units,
-                     extra_provenance={"backend_info": {"server_kind": "none"},
-                                       "facts_stage": stage})
+    proc = Processor(
+        store,
+        cfg,
+        None,
+        run_name=run_name,
+        limit=limit,
+        on_progress=on_progress,
+        quality=quality,
+        only_units=only_units,
+        extra_provenance={"backend_info": {"server_kind": "none"}, "facts_stage": stage},
+    )
     if on_start is not None:
         on_start(proc)
     return await proc.run_to_end()
 
 
-async def check_backend(cfg: RunConfig, api_key: str | None = None, *,
-                        limit_s: float = 15.0) -> None:
+async def check_backend(
+    cfg: RunConfig, api_key: str | None = None, *, limit_s: float = 15.0
+) -> None:
     """Before any work: does the configured server answer, and does it have the model?
 
     For the ``ollama`` and ``openai`` backends (the embedded one is started by the run
@@ -149,8 +191,9 @@ async def check_backend(cfg: RunConfig, api_key: str | None = None, *,
         return
     urls = ", ".join(cfg.urls) or "the default URL"
     async with aiohttp.ClientSession() as session:
-        backend = make_backend(cfg.backend, cfg.urls or None, cfg.model, api_key, cfg.options,
-                               session)
+        backend = make_backend(
+            cfg.backend, cfg.urls or None, cfg.model, api_key, cfg.options, session
+        )
         try:
             async with asyncio.timeout(limit_s):
                 await backend.info()
@@ -158,14 +201,19 @@ async def check_backend(cfg: RunConfig, api_key: str | None = None, *,
             raise BackendUnavailable(
                 f"the {cfg.backend} server at {urls} did not answer within {limit_s:g} s "
                 "(asked for its model list and model details); nothing was ingested or queued",
-                hint="check that the server is up and reachable, or point --url at one that is"
+                hint="check that the server is up and reachable, or point --url at one that is",
             ) from None
         except BackendError as exc:
-            hint = (f"start the server ({'`ollama serve`' if cfg.backend == 'ollama' else 'e.g. `vllm serve MODEL`'}) "
-                    "or point --url at a running one, then run the same command again"
-                    if isinstance(exc, BackendUnavailable) else exc.hint or None)
+            hint = (
+                f"start the server ({'`ollama serve`' if cfg.backend == 'ollama' else 'e.g. `vllm serve MODEL`'}) "
+                "or point --url at a running one, then run the same command again"
+                if isinstance(exc, BackendUnavailable)
+                else exc.hint or None
+            )
             raise type(exc)(
                 f"the {cfg.backend} server at {urls} is not usable: {exc.message}; nothing was "
-                "ingested or queued", hint=hint) from exc
+                "ingested or queued",
+                hint=hint,
+            ) from exc
         finally:
             await backend.aclose()

@@ -109,15 +109,24 @@ class RunSummary:
 class Processor:
     """One run over the store's pending units; see the module docstring."""
 
-    def __init__(self, store: Store, config: RunConfig, backend: Backend | None, *,
-                 run_name: str | None = None, limit: int | None = None,
-                 info: BackendInfo | None = None, controller: Controller | None = None,
-                 on_progress: Callable[[MetricsSnapshot], Any] | None = None,
-                 server_pid: int | None = None, extra_provenance: dict[str, Any] | None = None,
-                 revive: Callable[[], Awaitable[Any]] | None = None,
-                 seed: int | None = None,
-                 quality: QualityWatch | QualityConfig | None = None,
-                 only_units: Collection[int] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: RunConfig,
+        backend: Backend | None,
+        *,
+        run_name: str | None = None,
+        limit: int | None = None,
+        info: BackendInfo | None = None,
+        controller: Controller | None = None,
+        on_progress: Callable[[MetricsSnapshot], Any] | None = None,
+        server_pid: int | None = None,
+        extra_provenance: dict[str, Any] | None = None,
+        revive: Callable[[], Awaitable[Any]] | None = None,
+        seed: int | None = None,
+        quality: QualityWatch | QualityConfig | None = None,
+        only_units: Collection[int] | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.breaker = EndpointBreaker(config.breaker_threshold, config.breaker_cooldown)
@@ -126,7 +135,8 @@ class Processor:
         self.info = info
         slots = info.slots if info is not None else None
         self.controller = controller or make_controller(
-            config.concurrency, max_concurrency=config.max_concurrency, slots_hint=slots)
+            config.concurrency, max_concurrency=config.max_concurrency, slots_hint=slots
+        )
         self.gate = Gate(self.controller)
         self.metrics = Metrics(server_pid=server_pid)
         self.limit = limit
@@ -156,21 +166,35 @@ class Processor:
     async def start(self) -> None:
         """Open (or resume) the run, load the queue and start working in the background."""
         if self._main is not None:
-            raise ProcessingError(f"run {self.name!r} is already started",
-                                  hint="call pause()/resume()/stop(), or make a new Processor")
+            raise ProcessingError(
+                f"run {self.name!r} is already started",
+                hint="call pause()/resume()/stop(), or make a new Processor",
+            )
         self.run = await runs.open_run(self.store, self.name, self.config.unit, self.provenance())
-        self.queue = WorkQueue(self.store, self.config, self.run.id,
-                               batch=lambda: max(4, min(64, 2 * self.controller.limit)),
-                               only=self.only_units)
+        self.queue = WorkQueue(
+            self.store,
+            self.config,
+            self.run.id,
+            batch=lambda: max(4, min(64, 2 * self.controller.limit)),
+            only=self.only_units,
+        )
         pending = await self.queue.load()
-        self.phase = await self.quality.start(RunContext(self.store, self.run.id, self.name,
-                                                         self.config, self.backend))
+        self.phase = await self.quality.start(
+            RunContext(self.store, self.run.id, self.name, self.config, self.backend)
+        )
         counts = await asyncio.to_thread(runs.run_counts, self.store, self.run.id)
-        self.metrics.start(pending + counts["done"] + counts["failed"], counts["done"],
-                           counts["failed"], counts["emails_done"])
-        self.writer = ResultWriter(self.store, self.run.id, self.config.unit,
-                                   connection_per_write=self.config.write_mode ==
-                                   "connection_per_write")
+        self.metrics.start(
+            pending + counts["done"] + counts["failed"],
+            counts["done"],
+            counts["failed"],
+            counts["emails_done"],
+        )
+        self.writer = ResultWriter(
+            self.store,
+            self.run.id,
+            self.config.unit,
+            connection_per_write=self.config.write_mode == "connection_per_write",
+        )
         self._started = time.monotonic()
         self.state = "running"
         runs.set_run_status(self.store, self.run.id, "running", total=self.metrics.total)
@@ -247,8 +271,13 @@ class Processor:
             self.writer.flush()
         await self.store.aflush()
         run_id = self.run.id
-        n = await self.store.acall(lambda conn: conn.execute(
-            "DELETE FROM results WHERE run_id = ? AND status = 'failed'", (run_id,)).rowcount)
+        n = await self.store.acall(
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM results WHERE run_id = ? AND status = 'failed'", (run_id,)
+                ).rowcount
+            )
+        )
         added = await self.queue.load()
         self.metrics.failed = max(self.metrics.failed - n, 0)
         if self._main is not None and self._main.done() and added:
@@ -274,13 +303,20 @@ class Processor:
     def provenance(self) -> dict[str, Any]:
         """The run's stored configuration: never an API key."""
         info = self.info.as_dict() if self.info is not None else {}
-        return {**self.config.model_dump(), "unit": self.config.unit,
-                "backend_info": info, "model_digest": info.get("digest"),
-                "server_slots": info.get("slots"), "plan_sources": self.plan.describe(),
-                "schema_hash": _plan_schema_hash(self.plan),
-                "grammar_hash": grammar_hash() if self.config.compact_json else None,
-                "templates": describe_templates(), "concurrency_policy": self.controller.describe(),
-                "quality": self.quality.describe(), **self._extra}
+        return {
+            **self.config.model_dump(),
+            "unit": self.config.unit,
+            "backend_info": info,
+            "model_digest": info.get("digest"),
+            "server_slots": info.get("slots"),
+            "plan_sources": self.plan.describe(),
+            "schema_hash": _plan_schema_hash(self.plan),
+            "grammar_hash": grammar_hash() if self.config.compact_json else None,
+            "templates": describe_templates(),
+            "concurrency_policy": self.controller.describe(),
+            "quality": self.quality.describe(),
+            **self._extra,
+        }
 
     # --- the loop --------------------------------------------------------------------------
     async def _main_loop(self) -> RunSummary:
@@ -351,8 +387,9 @@ class Processor:
 
     def _delay(self, attempt: int, exc: BackendError) -> float:
         """Exponential backoff with jitter; at least the server's Retry-After."""
-        return backoff_delay(attempt, exc, base=self.config.backoff_base,
-                             cap=self.config.backoff_max, rng=self._rng)
+        return backoff_delay(
+            attempt, exc, base=self.config.backoff_base, cap=self.config.backoff_max, rng=self._rng
+        )
 
     async def _process(self, unit: Prepared, ticket: Ticket) -> None:
         cfg, phase = self.config, self.phase  # the configuration this unit runs under
@@ -381,7 +418,8 @@ class Processor:
                         comp = await phase.backend.complete(req)  # should fire first
                 except TimeoutError as exc:
                     err: BackendError = BackendTimeout(
-                        f"no reply within {cfg.timeout:g} s", endpoint=phase.backend.url)
+                        f"no reply within {cfg.timeout:g} s", endpoint=phase.backend.url
+                    )
                     err.__cause__ = exc
                 except BackendError as exc:
                     err = exc
@@ -391,10 +429,16 @@ class Processor:
                     self.metrics.attempt(True, retry=attempts > 1)
                     finished = True
                     analysed = unit.analysed
-                    comp = dataclasses.replace(comp, data=compose(
-                        plan, unit.text, comp.data,
-                        facts=analysed.facts if analysed is not None else None,
-                        judgment=analysed.judgment if analysed is not None else None))
+                    comp = dataclasses.replace(
+                        comp,
+                        data=compose(
+                            plan,
+                            unit.text,
+                            comp.data,
+                            facts=analysed.facts if analysed is not None else None,
+                            judgment=analysed.judgment if analysed is not None else None,
+                        ),
+                    )
                     await self._done(unit, comp, attempts, phase.label)
                     return
                 self.gate.release(ticket, outcome(err))
@@ -446,9 +490,13 @@ class Processor:
         assert self.writer is not None
         await self.writer.done_unit(unit, comp, attempts, phase)
         self._carry_out(self.quality.observe(unit.id, unit.truncated, phase, comp=comp))
-        self.metrics.unit_done(emails=unit.emails, latency_s=comp.latency_s, ttft_s=comp.ttft_s,
-                               prompt_tokens=comp.prompt_tokens,
-                               completion_tokens=comp.completion_tokens)
+        self.metrics.unit_done(
+            emails=unit.emails,
+            latency_s=comp.latency_s,
+            ttft_s=comp.ttft_s,
+            prompt_tokens=comp.prompt_tokens,
+            completion_tokens=comp.completion_tokens,
+        )
 
     async def _failed(self, unit: Prepared, exc: BackendError, attempts: int, phase: str) -> None:
         assert self.writer is not None
@@ -465,8 +513,9 @@ class Processor:
             elif isinstance(decision, RollBack):
                 phase = decision.phase
                 if decision.new_backend:  # rested by the same breaker as the run's own
-                    phase = dataclasses.replace(phase, backend=guard_backend(phase.backend,
-                                                                              self.breaker))
+                    phase = dataclasses.replace(
+                        phase, backend=guard_backend(phase.backend, self.breaker)
+                    )
                 self.phase = phase
 
     # --- housekeeping ------------------------------------------------------------------------
@@ -482,9 +531,12 @@ class Processor:
             now = time.monotonic()
             if self.run is not None and now - last_progress >= PROGRESS_EVERY_S:
                 last_progress = now
-                runs.set_run_status(self.store, self.run.id, self.state if self.state in (
-                    "running", "paused") else "running",
-                    progress=json.dumps({**snap.as_dict(), "quality": self.quality.status()}))
+                runs.set_run_status(
+                    self.store,
+                    self.run.id,
+                    self.state if self.state in ("running", "paused") else "running",
+                    progress=json.dumps({**snap.as_dict(), "quality": self.quality.status()}),
+                )
             if self.queue is not None and now - last_profile >= PROFILE_EVERY_S:
                 last_profile = now
                 with contextlib.suppress(EmailwbError):
@@ -514,22 +566,39 @@ class Processor:
         await self.store.aflush()
         grounding = await asyncio.to_thread(run_grounding, self.store, self.run.id)
         warning = grounding_warning(grounding)
-        runs.set_run_status(self.store, self.run.id, status, ended=True, progress=json.dumps(
-            {**snap.as_dict(), "quality": self.quality.status()}))
+        runs.set_run_status(
+            self.store,
+            self.run.id,
+            status,
+            ended=True,
+            progress=json.dumps({**snap.as_dict(), "quality": self.quality.status()}),
+        )
         await self.store.aflush()
         self._report(snap)
         elapsed = time.monotonic() - self._started
         return RunSummary(
-            run_id=self.run.id, name=self.name, status=status, total=snap.total,
-            done=snap.done, failed=snap.failed, pending=snap.pending,
-            emails_done=snap.emails_done, session_done=writer.done + writer.failed,
-            elapsed_s=elapsed, units_per_min=(writer.done + writer.failed) / max(elapsed, 1e-9)
-            * 60, emails_per_min=writer.emails / max(elapsed, 1e-9) * 60,
-            attempts=self.attempts, retries=self.metrics.retries,
-            prompt_tokens=writer.tokens["prompt"], completion_tokens=writer.tokens["completion"],
-            cached_tokens=writer.tokens["cached"], final_limit=self.controller.limit,
-            config=self.provenance(), grounding=grounding,
-            warnings=[warning] if warning else [])
+            run_id=self.run.id,
+            name=self.name,
+            status=status,
+            total=snap.total,
+            done=snap.done,
+            failed=snap.failed,
+            pending=snap.pending,
+            emails_done=snap.emails_done,
+            session_done=writer.done + writer.failed,
+            elapsed_s=elapsed,
+            units_per_min=(writer.done + writer.failed) / max(elapsed, 1e-9) * 60,
+            emails_per_min=writer.emails / max(elapsed, 1e-9) * 60,
+            attempts=self.attempts,
+            retries=self.metrics.retries,
+            prompt_tokens=writer.tokens["prompt"],
+            completion_tokens=writer.tokens["completion"],
+            cached_tokens=writer.tokens["cached"],
+            final_limit=self.controller.limit,
+            config=self.provenance(),
+            grounding=grounding,
+            warnings=[warning] if warning else [],
+        )
 
 
 def _plan_schema_hash(plan: Plan) -> str:
@@ -542,46 +611,85 @@ def _request(plan: Plan, unit: Prepared, phase: Any, cfg: RunConfig) -> LLMReque
     """The request for a unit: the plan's schema (choice fields narrowed to the unit's
     candidates) and reply model; the compact grammar when the configuration asks for it."""
     if plan.all_llm:
-        return LLMRequest(messages=unit.messages, schema=output_json_schema(),
-                          grammar=phase.grammar, options=dict(phase.options), key=str(unit.id),
-                          stream=cfg.stream, timeout=cfg.timeout)
+        return LLMRequest(
+            messages=unit.messages,
+            schema=output_json_schema(),
+            grammar=phase.grammar,
+            options=dict(phase.options),
+            key=str(unit.id),
+            stream=cfg.stream,
+            timeout=cfg.timeout,
+        )
     schema = output_json_schema(fields=plan.llm_fields, choices=plan.choice_fields)
     if plan.choice_fields:
         if unit.analysed is None:
-            raise ProcessingError(f"unit {unit.id} has no facts for plan {plan.name!r}",
-                                  hint="report this: the work queue prepares facts for plans "
-                                       "that use them")
-        schema = choice_schema(schema, {f: unit.analysed.facts.candidates(f)
-                                        for f in plan.choice_fields})
-    return LLMRequest(messages=unit.messages, schema=schema,
-                      grammar=gbnf_for(schema) if phase.config.compact_json else None,
-                      options=dict(phase.options), key=str(unit.id), stream=cfg.stream,
-                      timeout=cfg.timeout,
-                      reply_model=plan_model(plan.llm_fields, plan.choice_fields))
+            raise ProcessingError(
+                f"unit {unit.id} has no facts for plan {plan.name!r}",
+                hint="report this: the work queue prepares facts for plans that use them",
+            )
+        schema = choice_schema(
+            schema, {f: unit.analysed.facts.candidates(f) for f in plan.choice_fields}
+        )
+    return LLMRequest(
+        messages=unit.messages,
+        schema=schema,
+        grammar=gbnf_for(schema) if phase.config.compact_json else None,
+        options=dict(phase.options),
+        key=str(unit.id),
+        stream=cfg.stream,
+        timeout=cfg.timeout,
+        reply_model=plan_model(plan.llm_fields, plan.choice_fields),
+    )
 
 
 def _facts_completion(plan: Plan, unit: Prepared) -> Completion:
     """A result no model was asked for: every field from the facts and the rules."""
     if unit.analysed is None:
-        raise ProcessingError(f"unit {unit.id} has no facts for plan {plan.name!r}",
-                              hint="report this: the work queue prepares facts for plans "
-                                   "that use them")
-    data = compose(plan, unit.text, facts=unit.analysed.facts,
-                   judgment=unit.analysed.judgment)
-    return Completion(data=data, raw="", prompt_tokens=0, completion_tokens=0, cached_tokens=0,
-                      latency_s=0.0, ttft_s=None, endpoint="facts", model=f"plan:{plan.name}")
+        raise ProcessingError(
+            f"unit {unit.id} has no facts for plan {plan.name!r}",
+            hint="report this: the work queue prepares facts for plans that use them",
+        )
+    data = compose(plan, unit.text, facts=unit.analysed.facts, judgment=unit.analysed.judgment)
+    return Completion(
+        data=data,
+        raw="",
+        prompt_tokens=0,
+        completion_tokens=0,
+        cached_tokens=0,
+        latency_s=0.0,
+        ttft_s=None,
+        endpoint="facts",
+        model=f"plan:{plan.name}",
+    )
 
 
 def default_run_name(config: RunConfig) -> str:
     """A stable name per configuration, so running the same command again resumes."""
     import hashlib
 
-    key = json.dumps({k: v for k, v in config.model_dump().items()
-                      if k in ("preset", "backend", "urls", "model", "mode", "chain", "dedup",
-                               "layout", "template", "options", "token_budget", "plan")},
-                     sort_keys=True)
+    key = json.dumps(
+        {
+            k: v
+            for k, v in config.model_dump().items()
+            if k
+            in (
+                "preset",
+                "backend",
+                "urls",
+                "model",
+                "mode",
+                "chain",
+                "dedup",
+                "layout",
+                "template",
+                "options",
+                "token_budget",
+                "plan",
+            )
+        },
+        sort_keys=True,
+    )
     return f"{config.preset}-{config.unit}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-
 
 
 __all__ = ["Processor", "RunSummary", "default_run_name"]

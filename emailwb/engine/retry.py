@@ -41,8 +41,9 @@ def roomier(options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]
     return {**options, "num_predict": limit * 2}
 
 
-def backoff_delay(attempt: int, exc: BackendError, *, base: float, cap: float,
-                  rng: random.Random) -> float:
+def backoff_delay(
+    attempt: int, exc: BackendError, *, base: float, cap: float, rng: random.Random
+) -> float:
     """Exponential backoff with jitter (half to all of ``base * 2**(attempt-1)``, at most
     ``cap``); at least the server's Retry-After, plus up to 10%."""
     delay = min(cap, base * 2 ** max(attempt - 1, 0))

@@ -73,9 +73,15 @@ class MetricsSnapshot:
 class Metrics:
     """Rolling counters for one run session. All methods are cheap and non-blocking."""
 
-    def __init__(self, *, window_s: float = 60.0, samples: int = 512,
-                 server_pid: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 history_len: int = HISTORY_LEN) -> None:
+    def __init__(
+        self,
+        *,
+        window_s: float = 60.0,
+        samples: int = 512,
+        server_pid: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        history_len: int = HISTORY_LEN,
+    ) -> None:
         self.window_s = window_s
         self.clock = clock
         self.started = clock()
@@ -100,7 +106,12 @@ class Metrics:
         self._server: psutil.Process | None = None
         self.set_server_pid(server_pid)
         self._last_cpu: tuple[float, float | None, float | None, float | None, float | None] = (
-            -1e9, None, None, None, None)
+            -1e9,
+            None,
+            None,
+            None,
+            None,
+        )
 
     # --- feeding -----------------------------------------------------------------------------
     def set_server_pid(self, pid: int | None) -> None:
@@ -126,8 +137,15 @@ class Metrics:
         if retry:
             self.retries += 1
 
-    def unit_done(self, *, emails: int, latency_s: float | None, ttft_s: float | None,
-                  prompt_tokens: int | None, completion_tokens: int | None) -> None:
+    def unit_done(
+        self,
+        *,
+        emails: int,
+        latency_s: float | None,
+        ttft_s: float | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+    ) -> None:
         """A unit got its result (committed or about to be)."""
         now = self.clock()
         self.done += 1
@@ -157,8 +175,9 @@ class Metrics:
         while self._ctokens and self._ctokens[0][0] < cutoff:
             self._ctokens.popleft()
 
-    def _resources(self, now: float) -> tuple[float | None, float | None, float | None,
-                                              float | None]:
+    def _resources(
+        self, now: float
+    ) -> tuple[float | None, float | None, float | None, float | None]:
         if now - self._last_cpu[0] < 0.5:  # psutil needs an interval; reuse a recent reading
             return self._last_cpu[1:]
         cpu = rss = scpu = srss = None
@@ -199,16 +218,31 @@ class Metrics:
         lat, ttft = list(self._latency), list(self._ttft)
         cpu, rss, scpu, srss = self._resources(now)
         return MetricsSnapshot(
-            t=round(elapsed, 3), wall=time.time(), state=self.state, total=self.total,
-            done=self.done, failed=self.failed, pending=pending, in_flight=self.in_flight,
-            limit=self.limit, emails_done=self.emails_done,
-            units_per_min=rate * 60, emails_per_min=emails / span * 60,
-            tokens_per_s=tokens / window, completion_tokens_per_s=ctokens / window,
-            latency_p50=percentile(lat, 0.5), latency_p95=percentile(lat, 0.95),
-            ttft_p50=percentile(ttft, 0.5), ttft_p95=percentile(ttft, 0.95),
-            attempt_error_rate=error_rate, retries=self.retries,
+            t=round(elapsed, 3),
+            wall=time.time(),
+            state=self.state,
+            total=self.total,
+            done=self.done,
+            failed=self.failed,
+            pending=pending,
+            in_flight=self.in_flight,
+            limit=self.limit,
+            emails_done=self.emails_done,
+            units_per_min=rate * 60,
+            emails_per_min=emails / span * 60,
+            tokens_per_s=tokens / window,
+            completion_tokens_per_s=ctokens / window,
+            latency_p50=percentile(lat, 0.5),
+            latency_p95=percentile(lat, 0.95),
+            ttft_p50=percentile(ttft, 0.5),
+            ttft_p95=percentile(ttft, 0.95),
+            attempt_error_rate=error_rate,
+            retries=self.retries,
             eta_s=(pending / rate) if rate > 0 and self.state in ("running", "paused") else None,
-            cpu_percent=cpu, rss_mb=rss, server_cpu_percent=scpu, server_rss_mb=srss,
+            cpu_percent=cpu,
+            rss_mb=rss,
+            server_cpu_percent=scpu,
+            server_rss_mb=srss,
         )
 
     def sample(self) -> MetricsSnapshot:
@@ -246,40 +280,71 @@ def status_json(store: Store, run: str | int | None = None) -> dict[str, Any]:
     total = runs_mod.count_units(store, record.unit)
     done = int(counts.get("done") or 0)
     failed = int(counts.get("failed") or 0)
-    lat = [r[0] for r in store.query(
-        "SELECT latency_s FROM results WHERE run_id = ? AND status = 'done' "
-        "AND latency_s IS NOT NULL ORDER BY id DESC LIMIT 1000", (record.id,))]
-    ttft = [r[0] for r in store.query(
-        "SELECT ttft_s FROM results WHERE run_id = ? AND status = 'done' "
-        "AND ttft_s IS NOT NULL ORDER BY id DESC LIMIT 1000", (record.id,))]
+    lat = [
+        r[0]
+        for r in store.query(
+            "SELECT latency_s FROM results WHERE run_id = ? AND status = 'done' "
+            "AND latency_s IS NOT NULL ORDER BY id DESC LIMIT 1000",
+            (record.id,),
+        )
+    ]
+    ttft = [
+        r[0]
+        for r in store.query(
+            "SELECT ttft_s FROM results WHERE run_id = ? AND status = 'done' "
+            "AND ttft_s IS NOT NULL ORDER BY id DESC LIMIT 1000",
+            (record.id,),
+        )
+    ]
     # the minute before now while running; the run's last minute of work once it stopped, so
     # a stopped run's status is the same on every call
-    anchor = "'now'" if record.status in ("running", "paused") else (
-        "(SELECT MAX(created_at) FROM results WHERE run_id = ?)")
+    anchor = (
+        "'now'"
+        if record.status in ("running", "paused")
+        else ("(SELECT MAX(created_at) FROM results WHERE run_id = ?)")
+    )
     recent = store.query_one(
         "SELECT COUNT(*) AS n, SUM(emails) AS emails FROM results WHERE run_id = ? "
         f"AND status = 'done' AND created_at >= strftime('%Y-%m-%dT%H:%M:%f', {anchor}, "
-        "'-60 seconds')", (record.id,) if anchor == "'now'" else (record.id, record.id))
+        "'-60 seconds')",
+        (record.id,) if anchor == "'now'" else (record.id, record.id),
+    )
     per_min = float(recent["n"] or 0) if recent else 0.0
-    reasons = [dict(r) for r in store.query(
-        "SELECT error, COUNT(*) AS n, MIN(reason) AS example FROM results "
-        "WHERE run_id = ? AND status = 'failed' GROUP BY error ORDER BY n DESC", (record.id,))]
+    reasons = [
+        dict(r)
+        for r in store.query(
+            "SELECT error, COUNT(*) AS n, MIN(reason) AS example FROM results "
+            "WHERE run_id = ? AND status = 'failed' GROUP BY error ORDER BY n DESC",
+            (record.id,),
+        )
+    ]
     pending = max(total - done - failed, 0)
     progress = json.loads(record.progress) if record.progress else None
     running = record.status in ("running", "paused")
     return {
-        "run": {"id": record.id, "name": record.name, "status": record.status,
-                "unit": record.unit, "started_at": record.started_at,
-                "updated_at": record.updated_at, "ended_at": record.ended_at,
-                "config": record.config},
-        "total": total, "done": done, "failed": failed, "pending": pending,
+        "run": {
+            "id": record.id,
+            "name": record.name,
+            "status": record.status,
+            "unit": record.unit,
+            "started_at": record.started_at,
+            "updated_at": record.updated_at,
+            "ended_at": record.ended_at,
+            "config": record.config,
+        },
+        "total": total,
+        "done": done,
+        "failed": failed,
+        "pending": pending,
         "emails_done": int(counts.get("emails_done") or 0),
         "prompt_tokens": int(counts.get("prompt_tokens") or 0),
         "completion_tokens": int(counts.get("completion_tokens") or 0),
         "cached_tokens": int(counts.get("cached_tokens") or 0),
         "attempts": int(counts.get("attempts") or 0),
-        "latency_p50": percentile(lat, 0.5), "latency_p95": percentile(lat, 0.95),
-        "ttft_p50": percentile(ttft, 0.5), "ttft_p95": percentile(ttft, 0.95),
+        "latency_p50": percentile(lat, 0.5),
+        "latency_p95": percentile(lat, 0.95),
+        "ttft_p50": percentile(ttft, 0.5),
+        "ttft_p95": percentile(ttft, 0.95),
         "units_last_min": per_min,
         # from the live snapshot's steady rate while running; a stopped run has no ETA
         "eta_s": (progress or {}).get("eta_s") if running else None,

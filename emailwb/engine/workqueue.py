@@ -51,9 +51,14 @@ def email_first(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     so no two requests share a prompt prefix (the original design's prompt)."""
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     user = next((m["content"] for m in messages if m["role"] == "user"), "")
-    email = user[len(USER_LEAD):] if user.startswith(USER_LEAD) else user
-    return [{"role": "user", "content": f"Email:\n{email}\n\n{system}\n\n"
-             "Analyse the email above and reply with the JSON object only."}]
+    email = user[len(USER_LEAD) :] if user.startswith(USER_LEAD) else user
+    return [
+        {
+            "role": "user",
+            "content": f"Email:\n{email}\n\n{system}\n\n"
+            "Analyse the email above and reply with the JSON object only.",
+        }
+    ]
 
 
 class WorkQueue:
@@ -63,9 +68,15 @@ class WorkQueue:
     re-orders all of them; prepared prompts wait in ``_ready`` until their unit's turn.
     """
 
-    def __init__(self, store: Store, config: RunConfig, run_id: int, *,
-                 batch: Callable[[], int] | int | None = None,
-                 only: Collection[int] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: RunConfig,
+        run_id: int,
+        *,
+        batch: Callable[[], int] | int | None = None,
+        only: Collection[int] | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.run_id = run_id
@@ -92,13 +103,15 @@ class WorkQueue:
     # --- loading and ordering ---------------------------------------------------------------
     async def load(self) -> int:
         """Add the run's pending units not already queued or out; returns how many are queued."""
-        weights, updated = await asyncio.to_thread(runs.load_profile, self.store,
-                                                   self.config.priority_profile)
+        weights, updated = await asyncio.to_thread(
+            runs.load_profile, self.store, self.config.priority_profile
+        )
         self.weights, self.profile_updated = weights, updated
         if await asyncio.to_thread(runs.detect_missing, self.store):
             await self.store.aflush()
-        units = await asyncio.to_thread(runs.load_pending, self.store, self.run_id,
-                                        self.config.unit)
+        units = await asyncio.to_thread(
+            runs.load_pending, self.store, self.run_id, self.config.unit
+        )
         for u in units:
             if u.id in self._infos or u.id in self._out:
                 continue
@@ -111,14 +124,15 @@ class WorkQueue:
 
     def reweigh(self, weights: dict[str, float]) -> None:
         """New per-type weights: re-score and re-order every queued unit at once."""
-        self.weights = runs._check_weights(weights)
+        self.weights = runs.check_weights(weights)
         self._heap = [(-u.score(self.weights), uid, u) for _, uid, u in self._heap]
         heapq.heapify(self._heap)
 
     async def watch_profile(self) -> bool:
         """Re-read the profile row; re-order when it changed. True if it did."""
-        weights, updated = await asyncio.to_thread(runs.load_profile, self.store,
-                                                   self.config.priority_profile)
+        weights, updated = await asyncio.to_thread(
+            runs.load_profile, self.store, self.config.priority_profile
+        )
         if updated == self.profile_updated:
             return False
         self.profile_updated = updated
@@ -138,8 +152,11 @@ class WorkQueue:
                 unit = self._ready.pop(uid)
                 del self._infos[uid]
                 self._out.add(uid)
-                if len(self._ready) < self.batch and self._refill is None and \
-                        len(self._heap) > len(self._ready):
+                if (
+                    len(self._ready) < self.batch
+                    and self._refill is None
+                    and len(self._heap) > len(self._ready)
+                ):
                     self._start_refill()  # prepare the next batch while this one is sent
                 return unit
             if self._refill is None:
@@ -206,16 +223,18 @@ class WorkQueue:
         built = await asyncio.to_thread(self._build, [(-unit.score, unit.id, unit.info)], config)
         return built[0] if built else unit
 
-    def _build(self, take: list[tuple[float, int, runs.UnitInfo]],
-               config: RunConfig | None = None) -> list[Prepared]:
+    def _build(
+        self, take: list[tuple[float, int, runs.UnitInfo]], config: RunConfig | None = None
+    ) -> list[Prepared]:
         """(worker thread) Load the emails of a batch with one query, their facts when the
         plan uses them, and build the prompts (none for a plan that asks no model)."""
         cfg = config or self.config
         plan = get_plan(cfg.plan)
         ids = [uid for _, uid, _ in take]
         members = runs.unit_email_ids(self.store, cfg.unit, ids)
-        emails = runs.load_emails(self.store, sorted({e for m in members.values() for e in m}),
-                                  raw=cfg.mode == "raw")
+        emails = runs.load_emails(
+            self.store, sorted({e for m in members.values() for e in m}), raw=cfg.mode == "raw"
+        )
         # the email a result is about: the unit's own, or a thread's newest
         about = {uid: m[-1] for uid, m in members.items() if m}
         if plan.all_llm:
@@ -232,21 +251,49 @@ class WorkQueue:
                 continue  # the unit has no email any more (deleted): nothing to ask
             found = analysed.get(about[uid])
             if not plan.uses_llm:
-                out.append(Prepared(uid, info.emails, [], f"plan:{plan.name}", plan.hash(),
-                                    False, -neg, info, texts.get(about[uid], ""), found,
-                                    plan.name))
+                out.append(
+                    Prepared(
+                        uid,
+                        info.emails,
+                        [],
+                        f"plan:{plan.name}",
+                        plan.hash(),
+                        False,
+                        -neg,
+                        info,
+                        texts.get(about[uid], ""),
+                        found,
+                        plan.name,
+                    )
+                )
                 continue
             tpl = template if template is not None else cfg.template
             if tpl is None and not cfg.chain:  # the type is known: no second detection
                 tpl = TEMPLATES.get(info.types[0][0], TEMPLATES["default"])
             context = candidates_note(found, plan.choice_fields) if found is not None else ""
-            prompt = build_messages(chain if cfg.chain else chain[0], template=tpl,
-                                    token_budget=cfg.token_budget, mode=cfg.mode,
-                                    context=context)
+            prompt = build_messages(
+                chain if cfg.chain else chain[0],
+                template=tpl,
+                token_budget=cfg.token_budget,
+                mode=cfg.mode,
+                context=context,
+            )
             messages = prompt.messages
             if cfg.layout == "email_first":
                 messages = email_first(messages)
-            out.append(Prepared(uid, info.emails, messages, prompt.template_name,
-                                prompt.template_version, prompt.truncated, -neg, info,
-                                texts.get(about[uid], ""), found, plan.name))
+            out.append(
+                Prepared(
+                    uid,
+                    info.emails,
+                    messages,
+                    prompt.template_name,
+                    prompt.template_version,
+                    prompt.truncated,
+                    -neg,
+                    info,
+                    texts.get(about[uid], ""),
+                    found,
+                    plan.name,
+                )
+            )
         return out

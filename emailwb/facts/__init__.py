@@ -24,5 +24,17 @@ from emailwb.facts.extract import Fact, Facts, extract_facts, extract_many
 from emailwb.facts.judgment import Judgment, judge
 from emailwb.facts.plans import PLANS, Plan, get_plan
 
-__all__ = ["PLANS", "Fact", "Facts", "Judgment", "Plan", "Segment", "counted_segments",
-           "extract_facts", "extract_many", "get_plan", "judge", "place"]
+__all__ = [
+    "PLANS",
+    "Fact",
+    "Facts",
+    "Judgment",
+    "Plan",
+    "Segment",
+    "counted_segments",
+    "extract_facts",
+    "extract_many",
+    "get_plan",
+    "judge",
+    "place",
+]

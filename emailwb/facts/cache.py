@@ -26,11 +26,15 @@ from emailwb.store.runs import now_iso, stored_list
 FACTS_VERSION = "4"  # 4: generic offers of help are no ask
 CHUNK = 64  # emails per spaCy batch (and per worker task)
 PROCESS_MIN = 600  # fewer emails than this: workers would spend longer loading spaCy
-_COLUMNS = ("id, message_id, subject, sender, sender_name, to_addrs, cc_addrs, body, new_text, "
-            "forwarded, signature")
-UPSERT_SQL = ("INSERT INTO facts (email_id, version, data, created_at) VALUES (?, ?, ?, ?) "
-              "ON CONFLICT(email_id) DO UPDATE SET version = excluded.version, "
-              "data = excluded.data, created_at = excluded.created_at")
+_COLUMNS = (
+    "id, message_id, subject, sender, sender_name, to_addrs, cc_addrs, body, new_text, "
+    "forwarded, signature"
+)
+UPSERT_SQL = (
+    "INSERT INTO facts (email_id, version, data, created_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(email_id) DO UPDATE SET version = excluded.version, "
+    "data = excluded.data, created_at = excluded.created_at"
+)
 
 
 @dataclass(slots=True)
@@ -42,28 +46,44 @@ class Analysed:
     text: str  # the body the spans point into
 
     def as_json(self) -> str:
-        return json.dumps({"facts": self.facts.as_dict(), "judgment": self.judgment._asdict()},
-                          separators=(",", ":"))
+        return json.dumps(
+            {"facts": self.facts.as_dict(), "judgment": self.judgment._asdict()},
+            separators=(",", ":"),
+        )
 
 
 def _emails(store: Any, ids: Sequence[int]) -> dict[int, Email]:
     out: dict[int, Email] = {}
     for i in range(0, len(ids), 500):
-        chunk = list(ids[i:i + 500])
-        rows = store.query(f"SELECT {_COLUMNS} FROM emails WHERE id IN "
-                           f"({','.join('?' * len(chunk))})", chunk)
+        chunk = list(ids[i : i + 500])
+        rows = store.query(
+            f"SELECT {_COLUMNS} FROM emails WHERE id IN ({','.join('?' * len(chunk))})", chunk
+        )
         for r in rows:
-            out[r[0]] = Email(message_id=r[1], date=None, date_flag=None, subject=r[2],
-                              sender=r[3], sender_name=r[4], to=stored_list(r[5]), cc=stored_list(r[6]),
-                              body=r[7], new_text=r[8], forwarded=r[9], signature=r[10])
+            out[r[0]] = Email(
+                message_id=r[1],
+                date=None,
+                date_flag=None,
+                subject=r[2],
+                sender=r[3],
+                sender_name=r[4],
+                to=stored_list(r[5]),
+                cc=stored_list(r[6]),
+                body=r[7],
+                new_text=r[8],
+                forwarded=r[9],
+                signature=r[10],
+            )
     return out
 
 
 def analyse(emails: Sequence[Email]) -> list[Analysed]:
     """Facts and judgment of each email (spaCy once over the batch)."""
     facts = extract_many(emails)
-    return [Analysed(f, judge(e), e.body.replace("\r\n", "\n"))
-            for f, e in zip(facts, emails, strict=True)]
+    return [
+        Analysed(f, judge(e), e.body.replace("\r\n", "\n"))
+        for f, e in zip(facts, emails, strict=True)
+    ]
 
 
 def _analyse_json(emails: list[Email]) -> list[str]:
@@ -74,9 +94,12 @@ def _analyse_json(emails: list[Email]) -> list[str]:
 def _stored(store: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for i in range(0, len(ids), 500):
-        chunk = list(ids[i:i + 500])
-        rows = store.query(f"SELECT email_id, data FROM facts WHERE version = ? AND email_id IN "
-                           f"({','.join('?' * len(chunk))})", [FACTS_VERSION, *chunk])
+        chunk = list(ids[i : i + 500])
+        rows = store.query(
+            f"SELECT email_id, data FROM facts WHERE version = ? AND email_id IN "
+            f"({','.join('?' * len(chunk))})",
+            [FACTS_VERSION, *chunk],
+        )
         for r in rows:
             out[r[0]] = json.loads(r[1])
     return out
@@ -93,14 +116,19 @@ def facts_for(store: Any, email_ids: Sequence[int]) -> dict[int, Analysed]:
         return {}
     emails = _emails(store, ids)
     stored = _stored(store, ids)
-    out = {i: _from_json(d, emails[i].body.replace("\r\n", "\n"))
-           for i, d in stored.items() if i in emails}
+    out = {
+        i: _from_json(d, emails[i].body.replace("\r\n", "\n"))
+        for i, d in stored.items()
+        if i in emails
+    }
     missing = [i for i in ids if i in emails and i not in out]
     if missing:
         done = analyse([emails[i] for i in missing])
         now = now_iso()
-        store.submit_many(UPSERT_SQL, [(i, FACTS_VERSION, a.as_json(), now)
-                                       for i, a in zip(missing, done, strict=True)])
+        store.submit_many(
+            UPSERT_SQL,
+            [(i, FACTS_VERSION, a.as_json(), now) for i, a in zip(missing, done, strict=True)],
+        )
         out.update(zip(missing, done, strict=True))
     return out
 
@@ -111,12 +139,18 @@ def missing_ids(store: Any) -> list[int]:
         "SELECT g.canonical_email_id FROM content_groups g LEFT JOIN facts f "
         "ON f.email_id = g.canonical_email_id AND f.version = ? "
         "WHERE g.canonical_email_id IS NOT NULL AND f.email_id IS NULL "
-        "ORDER BY g.canonical_email_id", (FACTS_VERSION,))
+        "ORDER BY g.canonical_email_id",
+        (FACTS_VERSION,),
+    )
     return [int(r[0]) for r in rows]
 
 
-def ensure_facts(store: Any, *, processes: int | None = None,
-                 on_progress: Callable[[int, int], Any] | None = None) -> int:
+def ensure_facts(
+    store: Any,
+    *,
+    processes: int | None = None,
+    on_progress: Callable[[int, int], Any] | None = None,
+) -> int:
     """(blocking) Facts for every content group that lacks them; returns how many were made.
 
     ``processes`` spaCy workers (default: the machine's cores); 1 works in this process.
@@ -126,14 +160,15 @@ def ensure_facts(store: Any, *, processes: int | None = None,
     if not ids:
         return 0
     processes = max(1, processes or os.cpu_count() or 1)
-    chunks = [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
+    chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
     done = 0
 
     def save(chunk: list[int], rows: list[str]) -> None:
         nonlocal done
         now = now_iso()
-        store.submit_many(UPSERT_SQL, [(i, FACTS_VERSION, data, now)
-                                       for i, data in zip(chunk, rows, strict=True)])
+        store.submit_many(
+            UPSERT_SQL, [(i, FACTS_VERSION, data, now) for i, data in zip(chunk, rows, strict=True)]
+        )
         done += len(chunk)
         if on_progress is not None:
             on_progress(done, len(ids))
@@ -160,9 +195,10 @@ def bodies(store: Any, ids: Sequence[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     ids = list(ids)
     for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        rows = store.query(f"SELECT id, body FROM emails WHERE id IN "
-                           f"({','.join('?' * len(chunk))})", chunk)
+        chunk = ids[i : i + 500]
+        rows = store.query(
+            f"SELECT id, body FROM emails WHERE id IN ({','.join('?' * len(chunk))})", chunk
+        )
         out.update((r[0], (r[1] or "").replace("\r\n", "\n")) for r in rows)
     return out
 

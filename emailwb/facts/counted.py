@@ -49,11 +49,17 @@ def blank_headers(text: str) -> str:
     lines = out.split("\n")
     src = text.split("\n")
     for i in range(1, len(lines)):
-        if not lines[i - 1].strip() and src[i - 1].strip() and re.match(
-                r"[ \t>]*(?:To|cc|bcc)\s*:", src[i - 1], re.IGNORECASE) is not None:
+        if (
+            not lines[i - 1].strip()
+            and src[i - 1].strip()
+            and re.match(r"[ \t>]*(?:To|cc|bcc)\s*:", src[i - 1], re.IGNORECASE) is not None
+        ):
             j = i
-            while j < len(lines) and _CONTINUATION_RE.match(src[j]) and (
-                    "@" in src[j] or "," in src[j] or "/" in src[j]):
+            while (
+                j < len(lines)
+                and _CONTINUATION_RE.match(src[j])
+                and ("@" in src[j] or "," in src[j] or "/" in src[j])
+            ):
                 lines[j] = " " * len(src[j])
                 j += 1
     return "\n".join(lines)

@@ -28,13 +28,17 @@ def place(value: str, text: str) -> dict[str, Any]:
     pattern = r"\s+".join(re.escape(w) for w in value.split())
     m = re.search(pattern, text[:_MAX_TEXT], re.IGNORECASE)
     if m is not None:
-        return {"text": value, "start": m.start(), "end": m.end(), "match": "exact",
-                "score": 100.0}
+        return {"text": value, "start": m.start(), "end": m.end(), "match": "exact", "score": 100.0}
     if len(value) >= 4:
         al = fuzz.partial_ratio_alignment(value.lower(), text[:_MAX_TEXT].lower())
         if al is not None and al.score >= FUZZY_MIN:
-            return {"text": value, "start": al.dest_start, "end": al.dest_end, "match": "fuzzy",
-                    "score": round(al.score, 1)}
+            return {
+                "text": value,
+                "start": al.dest_start,
+                "end": al.dest_end,
+                "match": "fuzzy",
+                "score": round(al.score, 1),
+            }
     return {"text": value, "start": -1, "end": -1, "match": "unplaced", "score": 0.0}
 
 
@@ -47,7 +51,19 @@ def place_amount(item: dict[str, Any], text: str) -> dict[str, Any]:
     for money in find_money(text[:_MAX_TEXT]):
         if any(abs(c - value) <= 0.01 * abs(c) if c else value == 0 for c in money.candidates()):
             start, end = money.span
-            return {"text": money.text, "start": start, "end": end, "match": "exact",
-                    "score": 100.0, "value": value}
-    return {"text": str(item.get("context") or value), "start": -1, "end": -1,
-            "match": "unplaced", "score": 0.0, "value": value}
+            return {
+                "text": money.text,
+                "start": start,
+                "end": end,
+                "match": "exact",
+                "score": 100.0,
+                "value": value,
+            }
+    return {
+        "text": str(item.get("context") or value),
+        "start": -1,
+        "end": -1,
+        "match": "unplaced",
+        "score": 0.0,
+        "value": value,
+    }

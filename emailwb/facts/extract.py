@@ -43,8 +43,13 @@ class Fact:
     currency: str | None = None
 
     def as_evidence(self) -> dict[str, Any]:
-        d = {"text": self.text, "start": self.start, "end": self.end, "source": self.source,
-             "match": "exact" if self.start >= 0 else "unplaced"}
+        d = {
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
+            "source": self.source,
+            "match": "exact" if self.start >= 0 else "unplaced",
+        }
         if self.value is not None:
             d["value"] = self.value
         return d
@@ -68,8 +73,10 @@ class Facts:
         return {
             "people": [{"name": f.text, "role": ""} for f in self.people],
             "organizations": [f.text for f in self.organizations],
-            "amounts": [{"value": f.value or 0.0, "currency": f.currency or "USD",
-                         "context": f.text} for f in self.amounts],
+            "amounts": [
+                {"value": f.value or 0.0, "currency": f.currency or "USD", "context": f.text}
+                for f in self.amounts
+            ],
             "dates": [{"date": f.text, "what": ""} for f in self.dates],
             "deal_refs": [f.text for f in self.deal_refs],
         }
@@ -110,8 +117,10 @@ def fullest(facts: list[Fact], *, acronyms: bool = False) -> list[Fact]:
     keys = [norm(f.text) for f in facts]
     if acronyms:
         longs = {_initials(f.text) for f in facts if len(f.text.split()) > 1}
-        keys = ["" if f.text.isupper() and f.text.lower() in longs else k
-                for f, k in zip(facts, keys, strict=True)]
+        keys = [
+            "" if f.text.isupper() and f.text.lower() in longs else k
+            for f, k in zip(facts, keys, strict=True)
+        ]
     out: list[Fact] = []
     seen: set[str] = set()
     for f, k in zip(facts, keys, strict=True):
@@ -123,18 +132,70 @@ def fullest(facts: list[Fact], *, acronyms: bool = False) -> list[Fact]:
 
 
 # --- people ------------------------------------------------------------------------------------
-_ROLE_WORDS = frozenset((
-    "dad", "mom", "mother", "father", "hubby", "honey", "babe", "sir", "madam", "team", "guys",
-    "all", "everyone", "folks", "thanks", "regards", "fyi", "re", "fw", "cc", "pm", "am",
-))
+_ROLE_WORDS = frozenset(
+    (
+        "dad",
+        "mom",
+        "mother",
+        "father",
+        "hubby",
+        "honey",
+        "babe",
+        "sir",
+        "madam",
+        "team",
+        "guys",
+        "all",
+        "everyone",
+        "folks",
+        "thanks",
+        "regards",
+        "fyi",
+        "re",
+        "fw",
+        "cc",
+        "pm",
+        "am",
+    )
+)
 _NOT_PERSON_RE = re.compile(r"[\d@/\\_#=<>|:;*]|^[^A-Za-z]|\bEnron\b|\bInc\b|\bCorp\b", re.I)
 _NAME_LINE_RE = re.compile(
-    r"[A-Z][a-z]+(?:[ \t]+[A-Z]\.?)?(?:[ \t]+(?:St\.[ \t]+)?[A-Z][A-Za-z'\-]+){0,2}")
-_NOT_SIGNATURE_NAMES = frozenset((
-    "thanks", "thank", "regards", "best", "cheers", "sincerely", "yes", "no", "ok", "please",
-    "hi", "hello", "dear", "fyi", "note", "attached", "call", "see", "let", "the", "this",
-    "enron", "confidential", "phone", "fax", "cell", "mobile", "office", "houston", "texas",
-))
+    r"[A-Z][a-z]+(?:[ \t]+[A-Z]\.?)?(?:[ \t]+(?:St\.[ \t]+)?[A-Z][A-Za-z'\-]+){0,2}"
+)
+_NOT_SIGNATURE_NAMES = frozenset(
+    (
+        "thanks",
+        "thank",
+        "regards",
+        "best",
+        "cheers",
+        "sincerely",
+        "yes",
+        "no",
+        "ok",
+        "please",
+        "hi",
+        "hello",
+        "dear",
+        "fyi",
+        "note",
+        "attached",
+        "call",
+        "see",
+        "let",
+        "the",
+        "this",
+        "enron",
+        "confidential",
+        "phone",
+        "fax",
+        "cell",
+        "mobile",
+        "office",
+        "houston",
+        "texas",
+    )
+)
 
 
 def _clean_span(text: str, start: int, end: int) -> tuple[int, int]:
@@ -143,17 +204,35 @@ def _clean_span(text: str, start: int, end: int) -> tuple[int, int]:
         start += 1
     while end > start and not (text[end - 1].isalnum() or text[end - 1] == "."):
         end -= 1
-    if text[end - 2:end] in ("'s", "’s"):
+    if text[end - 2 : end] in ("'s", "’s"):
         end -= 2
     if end - start > 1 and text[end - 1] == "." and not re.search(r"\b[A-Z]\.$", text[start:end]):
         end -= 1
     return start, end
 
 
-_NOT_PERSON_WORDS = frozenset((
-    "longhorns", "sooner", "sooners", "aggies", "agenda", "genco", "demos", "suite", "trader",
-    "term", "log", "variance", "dial", "status", "report", "update", "thanks", "regards",
-))
+_NOT_PERSON_WORDS = frozenset(
+    (
+        "longhorns",
+        "sooner",
+        "sooners",
+        "aggies",
+        "agenda",
+        "genco",
+        "demos",
+        "suite",
+        "trader",
+        "term",
+        "log",
+        "variance",
+        "dial",
+        "status",
+        "report",
+        "update",
+        "thanks",
+        "regards",
+    )
+)
 _FILE_RE = re.compile(r"\.(?:doc|xls|ppt|pdf|txt|zip|htm|html)\b", re.I)
 _POSITION_RE = re.compile(r"^(?:[A-Z]{1,3}/)?[A-Z]{1,3}\s+(?=[A-Z][a-z])")
 
@@ -200,7 +279,9 @@ def _person_ok(text: str) -> bool:
 _SIGN_OFF_RE = re.compile(
     r"^[ \t]*(?:thanks?(?: you)?(?: (?:again|so much|very much))?(?: for [^\n]{0,60})?|"
     r"regards|best regards|kind regards|best|cheers|sincerely|take care|love)[ \t]*[,.!-]*[ \t]*\n"
-    r"(?:[ \t]*\n)?[ \t]*(?P<name>[^\n]+)$", re.IGNORECASE | re.MULTILINE)
+    r"(?:[ \t]*\n)?[ \t]*(?P<name>[^\n]+)$",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def _sign_off_names(seg: Segment) -> list[Fact]:
@@ -208,13 +289,13 @@ def _sign_off_names(seg: Segment) -> list[Fact]:
     out = []
     for m in _SIGN_OFF_RE.finditer(seg.text):
         name = m.group("name").strip()
-        if _NAME_LINE_RE.fullmatch(name) is None or name.split()[0].lower() in \
-                _NOT_SIGNATURE_NAMES:
+        if _NAME_LINE_RE.fullmatch(name) is None or name.split()[0].lower() in _NOT_SIGNATURE_NAMES:
             continue
         local = m.start("name") + m.group("name").index(name)
         start = seg.offset + local if seg.offset >= 0 else -1
-        out.append(Fact("people", name, start, start + len(name) if start >= 0 else -1,
-                        "signature"))
+        out.append(
+            Fact("people", name, start, start + len(name) if start >= 0 else -1, "signature")
+        )
     return out
 
 
@@ -228,8 +309,9 @@ def _signature_name(seg: Segment) -> Fact | None:
             return None
         local = seg.text.index(stripped)
         start = seg.offset + local if seg.offset >= 0 else -1
-        return Fact("people", stripped, start, start + len(stripped) if start >= 0 else -1,
-                    "signature")
+        return Fact(
+            "people", stripped, start, start + len(stripped) if start >= 0 else -1, "signature"
+        )
     return None
 
 
@@ -257,13 +339,58 @@ VOCABULARY_RE = re.compile(
 )
 
 
-_NOT_ORG_WORDS = frozenset((
-    "fyi", "asap", "tx", "ny", "ca", "sat", "sun", "commission", "project", "wip", "e-mail",
-    "email", "free", "mvp", "log", "corporate", "gas", "power", "dba", "iso", "rto", "itc",
-    "need", "total", "the company", "company", "board", "office", "desk", "team", "group",
-    "hourahead", "ferc order", "fax", "e-mail/fax", "q&a", "faq", "ceo", "cfo", "coo", "vp",
-    "md", "pm", "am", "eol", "enrononline", "outlook", "the commission",
-))
+_NOT_ORG_WORDS = frozenset(
+    (
+        "fyi",
+        "asap",
+        "tx",
+        "ny",
+        "ca",
+        "sat",
+        "sun",
+        "commission",
+        "project",
+        "wip",
+        "e-mail",
+        "email",
+        "free",
+        "mvp",
+        "log",
+        "corporate",
+        "gas",
+        "power",
+        "dba",
+        "iso",
+        "rto",
+        "itc",
+        "need",
+        "total",
+        "the company",
+        "company",
+        "board",
+        "office",
+        "desk",
+        "team",
+        "group",
+        "hourahead",
+        "ferc order",
+        "fax",
+        "e-mail/fax",
+        "q&a",
+        "faq",
+        "ceo",
+        "cfo",
+        "coo",
+        "vp",
+        "md",
+        "pm",
+        "am",
+        "eol",
+        "enrononline",
+        "outlook",
+        "the commission",
+    )
+)
 
 
 def _org_ok(text: str) -> bool:
@@ -275,11 +402,15 @@ def _org_ok(text: str) -> bool:
 
 
 # --- dates -------------------------------------------------------------------------------------
-_WEEKDAY = (r"(?:Mon(?:day)?|Tue(?:s(?:day)?)?|Wed(?:nesday)?|Thu(?:r(?:s(?:day)?)?)?|"
-            r"Fri(?:day)?|Sat(?:urday)?|Sun(?:day)?)\.?")
+_WEEKDAY = (
+    r"(?:Mon(?:day)?|Tue(?:s(?:day)?)?|Wed(?:nesday)?|Thu(?:r(?:s(?:day)?)?)?|"
+    r"Fri(?:day)?|Sat(?:urday)?|Sun(?:day)?)\.?"
+)
 _WEEKDAY_FULL = r"(?:[Mm]onday|[Tt]uesday|[Ww]ednesday|[Tt]hursday|[Ff]riday|[Ss]aturday|[Ss]unday|MONDAY|TUESDAY|WEDNESDAY|THURSDAY|FRIDAY|SATURDAY|SUNDAY)"
-_MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
-          r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+    r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
+)
 _DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?"
 _YEAR = r"(?:19|20)\d\d|'\d\d"
 _NUMERIC = r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])/(?:\d{4}|\d\d)\b"
@@ -310,7 +441,9 @@ def _dates(seg: Segment) -> list[Fact]:
 # --- amounts and deal references ------------------------------------------------------------------
 _DEAL_RE = re.compile(
     r"\b(?:deal|ticket|trade|contract|confirm(?:ation)?)\s*(?:#|no\.?|number|num\.?)?\s*:?\s*"
-    r"(?P<ref>[A-Z]{0,3}\d{5,}[A-Z0-9.\-]*)", re.IGNORECASE)
+    r"(?P<ref>[A-Z]{0,3}\d{5,}[A-Z0-9.\-]*)",
+    re.IGNORECASE,
+)
 
 
 def _amounts(seg: Segment) -> list[Fact]:
@@ -318,8 +451,17 @@ def _amounts(seg: Segment) -> list[Fact]:
     for money in find_money(seg.text):
         s, e = money.span
         start = seg.offset + s if seg.offset >= 0 else -1
-        out.append(Fact("amounts", money.text, start, seg.offset + e if seg.offset >= 0 else -1,
-                        "money", value=money.value, currency=money.currency))
+        out.append(
+            Fact(
+                "amounts",
+                money.text,
+                start,
+                seg.offset + e if seg.offset >= 0 else -1,
+                "money",
+                value=money.value,
+                currency=money.currency,
+            )
+        )
     return out
 
 
@@ -328,8 +470,15 @@ def _deal_refs(seg: Segment) -> list[Fact]:
     for m in _DEAL_RE.finditer(seg.text):
         s, e = m.span("ref")
         start = seg.offset + s if seg.offset >= 0 else -1
-        out.append(Fact("deal_refs", m.group("ref"), start,
-                        seg.offset + e if seg.offset >= 0 else -1, "rule"))
+        out.append(
+            Fact(
+                "deal_refs",
+                m.group("ref"),
+                start,
+                seg.offset + e if seg.offset >= 0 else -1,
+                "rule",
+            )
+        )
     return out
 
 
@@ -337,8 +486,15 @@ def _vocabulary(seg: Segment) -> list[Fact]:
     out = []
     for m in VOCABULARY_RE.finditer(seg.text):
         start = seg.offset + m.start() if seg.offset >= 0 else -1
-        out.append(Fact("organizations", m.group(0), start,
-                        seg.offset + m.end() if seg.offset >= 0 else -1, "rule"))
+        out.append(
+            Fact(
+                "organizations",
+                m.group(0),
+                start,
+                seg.offset + m.end() if seg.offset >= 0 else -1,
+                "rule",
+            )
+        )
     return out
 
 
@@ -369,8 +525,13 @@ def _entities(seg: Segment, ents: Sequence[tuple[str, int, int]]) -> list[Fact]:
 def _collect(segments: list[Segment], ents: list[list[tuple[str, int, int]]]) -> Facts:
     found: dict[str, list[Fact]] = {name: [] for name in FIELDS}
     for seg, seg_ents in zip(segments, ents, strict=True):
-        for fact in (*_entities(seg, seg_ents), *_vocabulary(seg), *_amounts(seg),
-                     *_dates(seg), *_deal_refs(seg)):
+        for fact in (
+            *_entities(seg, seg_ents),
+            *_vocabulary(seg),
+            *_amounts(seg),
+            *_dates(seg),
+            *_deal_refs(seg),
+        ):
             found[fact.field].append(fact)
         if seg.part == "signature":
             sig = _signature_name(seg)
@@ -381,12 +542,20 @@ def _collect(segments: list[Segment], ents: list[list[tuple[str, int, int]]]) ->
     org_keys = {norm(f.text) for f in found["organizations"]}
     people = [f for f in found["people"] if norm(f.text) not in org_keys]
     person_words = {w for f in people for w in norm(f.text).split()}
-    found["organizations"] = [f for f in found["organizations"] if f.source == "rule" or not (
-        set(norm(f.text).split()) <= person_words)]
+    found["organizations"] = [
+        f
+        for f in found["organizations"]
+        if f.source == "rule" or not (set(norm(f.text).split()) <= person_words)
+    ]
     by_start = sorted(found["organizations"], key=lambda f: (f.start, -len(f.text)))
     amounts = [f for f in found["amounts"]]
-    return Facts(people=fullest(people), organizations=fullest(by_start, acronyms=True), amounts=amounts,
-                 dates=fullest(found["dates"]), deal_refs=fullest(found["deal_refs"]))
+    return Facts(
+        people=fullest(people),
+        organizations=fullest(by_start, acronyms=True),
+        amounts=amounts,
+        dates=fullest(found["dates"]),
+        deal_refs=fullest(found["deal_refs"]),
+    )
 
 
 def extract_many(emails: Iterable[Email], *, batch_size: int = 64) -> list[Facts]:
@@ -397,7 +566,7 @@ def extract_many(emails: Iterable[Email], *, batch_size: int = 64) -> list[Facts
     out: list[Facts] = []
     i = 0
     for segs in all_segments:
-        out.append(_collect(segs, ents[i:i + len(segs)]))
+        out.append(_collect(segs, ents[i : i + len(segs)]))
         i += len(segs)
     return out
 

@@ -26,37 +26,87 @@ def _rx(pattern: str) -> re.Pattern[str]:
 
 
 TYPE_RULES: tuple[tuple[str, re.Pattern[str], float, str], ...] = (
-    ("meeting", _rx(r"\b(meeting|conference call|agenda|reschedul\w*|dial[- ]in|conf(erence)? "
-                    r"room|get together|call-in|demos?|presentation will|invite you|"
-                    r"(will|to) meet|meet (with|at|on))\b"), 1.5, "both"),
-    ("request", _rx(r"\b(can|could|would|will) you\b|\bplease (send|provide|review|let|call|"
-                    r"forward|confirm|advise|give|get|fill|return|respond|reply|submit|approve|"
-                    r"sign|update|check|look|contact|make|process|agree|enroll|complete)\b|"
-                    r"\bneed (you|your|to know)\b|\blet me know\b|\bi need\b|\bcan we\b|"
-                    r"\bwhat is the status\b|\bare you\b|\bdo you\b|\bready for your "
-                    r"(approval|review)\b"), 1.4, "text"),
-    ("deal", _rx(r"\b(deal|counterpart(y|ies)|mmbtu|mwh?|megawatts?|swap|hedge|bid|"
-                 r"offer|term sheet|transaction|pricing|purchase agreement|confirm(ation)? of "
-                 r"(the|a) (trade|deal)|volumes?|tolling|ppa)\b"), 1.0, "both"),
-    ("report", _rx(r"\b(report|spreadsheet|p&l|forecast|summary|results|weekly|monthly|"
-                   r"estimates?|update|status|news(letter)?|article|press release|minutes|"
-                   r"index(es)?|recap|went well|presentation|rollout|live|prices)\b"), 0.9,
-     "both"),
-    ("announcement", _rx(r"\b(announce\w*|pleased to|effective (immediately|today|\w+ \d)|all "
-                         r"(employees|users)|reorgani[sz]ation|please welcome|new role|"
-                         r"reminder|outage|will be (unavailable|down|closed|disconnected)|"
-                         r"training|holiday|notice|renamed|available|version|procedures?|"
-                         r"policy|virus|do not destroy)\b"), 1.3, "both"),
-    ("personal", _rx(r"\b(family|kids|wife|husband|birthday|weekend|vacation|golf|party|"
-                     r"baby|wedding|mom|dad|love|football|tickets?|dinner|beer|fun|"
-                     r"church|hey|buddy|dude|class|homework|assignment|housewarming|"
-                     r"recruit\w*|quarterback|longhorns?)\b"), 1.0, "both"),
-    ("other", _rx(r"\b(unsubscribe|click here|password|your (account|order)|"
-                  r"congratulations|thank you for|order (number|confirmation)|survey|"
-                  r"attached (is|are) the|acknowledge)\b"), 1.0, "both"),
+    (
+        "meeting",
+        _rx(
+            r"\b(meeting|conference call|agenda|reschedul\w*|dial[- ]in|conf(erence)? "
+            r"room|get together|call-in|demos?|presentation will|invite you|"
+            r"(will|to) meet|meet (with|at|on))\b"
+        ),
+        1.5,
+        "both",
+    ),
+    (
+        "request",
+        _rx(
+            r"\b(can|could|would|will) you\b|\bplease (send|provide|review|let|call|"
+            r"forward|confirm|advise|give|get|fill|return|respond|reply|submit|approve|"
+            r"sign|update|check|look|contact|make|process|agree|enroll|complete)\b|"
+            r"\bneed (you|your|to know)\b|\blet me know\b|\bi need\b|\bcan we\b|"
+            r"\bwhat is the status\b|\bare you\b|\bdo you\b|\bready for your "
+            r"(approval|review)\b"
+        ),
+        1.4,
+        "text",
+    ),
+    (
+        "deal",
+        _rx(
+            r"\b(deal|counterpart(y|ies)|mmbtu|mwh?|megawatts?|swap|hedge|bid|"
+            r"offer|term sheet|transaction|pricing|purchase agreement|confirm(ation)? of "
+            r"(the|a) (trade|deal)|volumes?|tolling|ppa)\b"
+        ),
+        1.0,
+        "both",
+    ),
+    (
+        "report",
+        _rx(
+            r"\b(report|spreadsheet|p&l|forecast|summary|results|weekly|monthly|"
+            r"estimates?|update|status|news(letter)?|article|press release|minutes|"
+            r"index(es)?|recap|went well|presentation|rollout|live|prices)\b"
+        ),
+        0.9,
+        "both",
+    ),
+    (
+        "announcement",
+        _rx(
+            r"\b(announce\w*|pleased to|effective (immediately|today|\w+ \d)|all "
+            r"(employees|users)|reorgani[sz]ation|please welcome|new role|"
+            r"reminder|outage|will be (unavailable|down|closed|disconnected)|"
+            r"training|holiday|notice|renamed|available|version|procedures?|"
+            r"policy|virus|do not destroy)\b"
+        ),
+        1.3,
+        "both",
+    ),
+    (
+        "personal",
+        _rx(
+            r"\b(family|kids|wife|husband|birthday|weekend|vacation|golf|party|"
+            r"baby|wedding|mom|dad|love|football|tickets?|dinner|beer|fun|"
+            r"church|hey|buddy|dude|class|homework|assignment|housewarming|"
+            r"recruit\w*|quarterback|longhorns?)\b"
+        ),
+        1.0,
+        "both",
+    ),
+    (
+        "other",
+        _rx(
+            r"\b(unsubscribe|click here|password|your (account|order)|"
+            r"congratulations|thank you for|order (number|confirmation)|survey|"
+            r"attached (is|are) the|acknowledge)\b"
+        ),
+        1.0,
+        "both",
+    ),
 )
-_PERSONAL_DOMAINS_RE = _rx(r"@(aol|hotmail|yahoo|msn|juno|earthlink|excite|swbell|pdq|"
-                           r"prodigy|flash|home|mindspring|netzero|compuserve)\.")
+_PERSONAL_DOMAINS_RE = _rx(
+    r"@(aol|hotmail|yahoo|msn|juno|earthlink|excite|swbell|pdq|"
+    r"prodigy|flash|home|mindspring|netzero|compuserve)\."
+)
 
 
 def _features(email: Email, text: str) -> dict[str, float]:
@@ -79,16 +129,24 @@ def _features(email: Email, text: str) -> dict[str, float]:
     return extra
 
 
-_URGENT_RE = _rx(r"\b(urgent|asap|immediately|right away|by (noon|end of (the )?day|close of "
-                 r"business|cob|eod)|this (morning|afternoon)|tonight)\b")
-_HIGH_RE = _rx(r"\b(as soon as (possible|you can)|by tomorrow|deadline|no later than|"
-               r"end of today|by today)\b")
-_ASK = (r"(send|provide|review|approve|confirm|call|contact|forward|return|respond|reply|"
-        r"submit|sign|update|fill|complete|enroll|process|agree|log ?off|let|advise|give|"
-        r"get|check|make|read|prepare|attend|come|register|rsvp|remove|add|verify|match|"
-        r"schedule|print|bring|look)")
-_DUTY = (r"\bit is (necessary|required|mandatory)\b|\b(are|is) required to\b|\bremember to\b|"
-         r"\breminder to\b|\bwhy don't you\b|\bhope you (are|can)\b")
+_URGENT_RE = _rx(
+    r"\b(urgent|asap|immediately|right away|by (noon|end of (the )?day|close of "
+    r"business|cob|eod)|this (morning|afternoon)|tonight)\b"
+)
+_HIGH_RE = _rx(
+    r"\b(as soon as (possible|you can)|by tomorrow|deadline|no later than|"
+    r"end of today|by today)\b"
+)
+_ASK = (
+    r"(send|provide|review|approve|confirm|call|contact|forward|return|respond|reply|"
+    r"submit|sign|update|fill|complete|enroll|process|agree|log ?off|let|advise|give|"
+    r"get|check|make|read|prepare|attend|come|register|rsvp|remove|add|verify|match|"
+    r"schedule|print|bring|look)"
+)
+_DUTY = (
+    r"\bit is (necessary|required|mandatory)\b|\b(are|is) required to\b|\bremember to\b|"
+    r"\breminder to\b|\bwhy don't you\b|\bhope you (are|can)\b"
+)
 _ACTION_RE = _rx(
     rf"\bplease\s+(?:\w+\s+)?{_ASK}\b|\b(can|could|would|will) you\b|\blet me know\b|"
     rf"\bneed (you|your)\b|\bi need\b|\b{_ASK} me\b|\bmake sure\b|\bshould\s+{_ASK}\b|"
@@ -97,21 +155,28 @@ _ACTION_RE = _rx(
     r"\bplease\s+(do not|don't)\b|\bi would (like|appreciate)\b|"
     r"\b(would be|is) (greatly )?appreciated\b|\blook forward to hear|\bwhere are you\b|"
     r"\bready for your (approval|review)\b|\brequires? your (approval|attention|signature)\b|"
-    + _DUTY)
-_MASS_ACTION_RE = _rx(rf"\b(all|every) \w+ (must|should|are required|need)|"
-                      rf"\bplease\s+(?:\w+\s+){{0,4}}{_ASK}\b|\bmust\s+{_ASK}\b|{_DUTY}")
+    + _DUTY
+)
+_MASS_ACTION_RE = _rx(
+    rf"\b(all|every) \w+ (must|should|are required|need)|"
+    rf"\bplease\s+(?:\w+\s+){{0,4}}{_ASK}\b|\bmust\s+{_ASK}\b|{_DUTY}"
+)
 _NO_ACTION_RE = _rx(r"\bfyi\b|\bfor your (information|records)\b")
 #: marketing and subscriptions: their "please click" asks nothing of a colleague
-_BULK_RE = _rx(r"\bunsubscribe\b|\bto be removed\b|\bclick here\b|\bsubscri(be|ption)\b|"
-               r"\bnewsletter\b|\bthank you for (your order|shopping|purchasing)\b|"
-               r"\border (number|confirmation|status)\b")
+_BULK_RE = _rx(
+    r"\bunsubscribe\b|\bto be removed\b|\bclick here\b|\bsubscri(be|ption)\b|"
+    r"\bnewsletter\b|\bthank you for (your order|shopping|purchasing)\b|"
+    r"\border (number|confirmation|status)\b"
+)
 _LOW_TYPES = ("announcement", "personal", "other")
 #: generic offers ("please call me if you have any questions", "if you need additional
 #: information, please contact ..."): the labeling guide counts them as no ask, so the
 #: sentences holding them are blanked before the ask and type rules read the text
-_OFFER_RE = _rx(r"[^.!?\n]*\b(?:if you (?:have|need|would like|require)\b[^.!?]{0,40}\b"
-                r"(?:questions?|information|assistance|help|concerns|comments|clarification)|"
-                r"(?:any|with|for) (?:further |additional )?questions)\b[^.!?\n]*[.!?]?")
+_OFFER_RE = _rx(
+    r"[^.!?\n]*\b(?:if you (?:have|need|would like|require)\b[^.!?]{0,40}\b"
+    r"(?:questions?|information|assistance|help|concerns|comments|clarification)|"
+    r"(?:any|with|for) (?:further |additional )?questions)\b[^.!?\n]*[.!?]?"
+)
 
 
 def without_offers(text: str) -> str:
@@ -152,8 +217,11 @@ def judge(email: Email) -> Judgment:
         where = own if forward_is_point(email) else text
         asked = recipients <= 4 and re.search(r"\?(\s|$)", own) is not None
         action = bool(_ACTION_RE.search(where[:4000])) or asked
-    action = action and not _NO_ACTION_RE.search(subject + " " + own[:200]) and not \
-        _BULK_RE.search(text[:8000])
+    action = (
+        action
+        and not _NO_ACTION_RE.search(subject + " " + own[:200])
+        and not _BULK_RE.search(text[:8000])
+    )
     if _URGENT_RE.search(subject) or _URGENT_RE.search(text[:4000]):
         priority = "urgent"
     elif _HIGH_RE.search(subject + " " + text[:4000]):

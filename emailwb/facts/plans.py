@@ -32,17 +32,33 @@ from emailwb.llm.schema import EmailAnalysis
 
 SOURCES = ("facts", "rules", "llm", "choice", "none")
 #: the fields a plan routes; has_action_item is derived from action_items when the LLM writes them
-FIELDS = ("email_type", "workflow", "priority", "priority_reason", "summary", "people",
-          "organizations", "amounts", "dates", "deal_refs", "action_items", "has_action_item",
-          "business_value", "sentiment", "confidence")
+FIELDS = (
+    "email_type",
+    "workflow",
+    "priority",
+    "priority_reason",
+    "summary",
+    "people",
+    "organizations",
+    "amounts",
+    "dates",
+    "deal_refs",
+    "action_items",
+    "has_action_item",
+    "business_value",
+    "sentiment",
+    "confidence",
+)
 #: which sources each field can have
 ALLOWED: dict[str, tuple[str, ...]] = {
     **{f: ("llm", "none") for f in FIELDS},
     "email_type": ("rules", "llm", "none"),
     "priority": ("rules", "llm", "none"),
     "has_action_item": ("rules", "llm", "none"),
-    **{f: ("facts", "llm", "choice", "none") for f in
-       ("people", "organizations", "amounts", "dates", "deal_refs")},
+    **{
+        f: ("facts", "llm", "choice", "none")
+        for f in ("people", "organizations", "amounts", "dates", "deal_refs")
+    },
 }
 
 
@@ -57,11 +73,15 @@ class Plan:
     def __post_init__(self) -> None:
         for name, src in self.sources.items():
             if name not in ALLOWED:
-                raise ConfigError(f"plan {self.name!r}: unknown field {name!r}",
-                                  hint="fields: " + ", ".join(FIELDS))
+                raise ConfigError(
+                    f"plan {self.name!r}: unknown field {name!r}",
+                    hint="fields: " + ", ".join(FIELDS),
+                )
             if src not in ALLOWED[name]:
-                raise ConfigError(f"plan {self.name!r}: {name} cannot come from {src!r}",
-                                  hint=f"{name} can come from: {', '.join(ALLOWED[name])}")
+                raise ConfigError(
+                    f"plan {self.name!r}: {name} cannot come from {src!r}",
+                    hint=f"{name} can come from: {', '.join(ALLOWED[name])}",
+                )
 
     def source(self, name: str) -> str:
         return self.sources.get(name, "none")
@@ -91,8 +111,12 @@ class Plan:
         return self.fields_from("choice")
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "sources": {f: self.source(f) for f in FIELDS},
-                "llm_fields": list(self.llm_fields), "hash": self.hash()}
+        return {
+            "name": self.name,
+            "sources": {f: self.source(f) for f in FIELDS},
+            "llm_fields": list(self.llm_fields),
+            "hash": self.hash(),
+        }
 
     def hash(self) -> str:
         text = json.dumps(self.sources, sort_keys=True)
@@ -102,24 +126,53 @@ class Plan:
 _ENTITIES = ("people", "organizations", "amounts", "dates", "deal_refs")
 _ALL_LLM = {f: "llm" for f in FIELDS}
 
-PLANS: dict[str, Plan] = {p.name: p for p in (
-    Plan("reference", "the seed's design: every field written by the model", dict(_ALL_LLM)),
-    Plan("llm", "every field written by the model (the defaults before plans)", dict(_ALL_LLM)),
-    Plan("facts", "no model: entities from the extractors, type, priority and action from "
-         "the rules (a whole mailbox in minutes)",
-         {**{f: "facts" for f in _ENTITIES}, "email_type": "rules", "priority": "rules",
-          "has_action_item": "rules"}),
-    Plan("default", "each field from the source that scored best on the hand labels: "
-         "entities from the extractors, type, priority and action from the rules; the model "
-         "writes only the summary (no deterministic source does)",
-         {**{f: "facts" for f in _ENTITIES}, "email_type": "rules", "priority": "rules",
-          "has_action_item": "rules", "summary": "llm"}),
-    Plan("choice", "the model picks people, organizations and dates among the extracted "
-         "candidates (it cannot invent one); type, priority and action from the model",
-         {"people": "choice", "organizations": "choice", "dates": "choice",
-          "amounts": "facts", "deal_refs": "facts", "email_type": "llm", "priority": "llm",
-          "has_action_item": "llm", "summary": "llm"}),
-)}
+PLANS: dict[str, Plan] = {
+    p.name: p
+    for p in (
+        Plan("reference", "the seed's design: every field written by the model", dict(_ALL_LLM)),
+        Plan("llm", "every field written by the model (the defaults before plans)", dict(_ALL_LLM)),
+        Plan(
+            "facts",
+            "no model: entities from the extractors, type, priority and action from "
+            "the rules (a whole mailbox in minutes)",
+            {
+                **{f: "facts" for f in _ENTITIES},
+                "email_type": "rules",
+                "priority": "rules",
+                "has_action_item": "rules",
+            },
+        ),
+        Plan(
+            "default",
+            "each field from the source that scored best on the hand labels: "
+            "entities from the extractors, type, priority and action from the rules; the model "
+            "writes only the summary (no deterministic source does)",
+            {
+                **{f: "facts" for f in _ENTITIES},
+                "email_type": "rules",
+                "priority": "rules",
+                "has_action_item": "rules",
+                "summary": "llm",
+            },
+        ),
+        Plan(
+            "choice",
+            "the model picks people, organizations and dates among the extracted "
+            "candidates (it cannot invent one); type, priority and action from the model",
+            {
+                "people": "choice",
+                "organizations": "choice",
+                "dates": "choice",
+                "amounts": "facts",
+                "deal_refs": "facts",
+                "email_type": "llm",
+                "priority": "llm",
+                "has_action_item": "llm",
+                "summary": "llm",
+            },
+        ),
+    )
+}
 
 
 def get_plan(name: str | Plan | None) -> Plan:
@@ -128,8 +181,9 @@ def get_plan(name: str | Plan | None) -> Plan:
         return name
     key = name or "default"
     if key not in PLANS:
-        raise ConfigError(f"unknown extraction plan {key!r}",
-                          hint="choose one of: " + ", ".join(PLANS))
+        raise ConfigError(
+            f"unknown extraction plan {key!r}", hint="choose one of: " + ", ".join(PLANS)
+        )
     return PLANS[key]
 
 
@@ -151,8 +205,14 @@ def _llm_strings(name: str, value: Any) -> list[str]:
     return out
 
 
-def compose(plan: Plan, text: str, llm: dict[str, Any] | None = None, *,
-            facts: Facts | None = None, judgment: Judgment | None = None) -> dict[str, Any]:
+def compose(
+    plan: Plan,
+    text: str,
+    llm: dict[str, Any] | None = None,
+    *,
+    facts: Facts | None = None,
+    judgment: Judgment | None = None,
+) -> dict[str, Any]:
     """One result: each field from its plan source, with ``evidence`` and ``sources``.
 
     ``llm`` is the model's validated reply (only the plan's fields), None when the plan asks
@@ -189,11 +249,16 @@ def compose(plan: Plan, text: str, llm: dict[str, Any] | None = None, *,
             data[name] = Facts(**{name: chosen}).result_fields()[name]
             evidence[name] = [f.as_evidence() for f in chosen]
         elif src == "llm" and name == "amounts":
-            evidence[name] = [{**place_amount(item, text), "source": "llm"}
-                              for item in data.get(name) or [] if isinstance(item, dict)]
+            evidence[name] = [
+                {**place_amount(item, text), "source": "llm"}
+                for item in data.get(name) or []
+                if isinstance(item, dict)
+            ]
         elif src == "llm":
-            evidence[name] = [{**place(value, text), "source": "llm"}
-                              for value in _llm_strings(name, data.get(name))]
+            evidence[name] = [
+                {**place(value, text), "source": "llm"}
+                for value in _llm_strings(name, data.get(name))
+            ]
     if judgment is not None:
         rules = judgment._asdict()
         for name in _RULE_FIELDS:

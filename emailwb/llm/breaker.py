@@ -55,8 +55,13 @@ class _State:
 class EndpointBreaker:
     """Breakers for any number of endpoints, keyed by URL."""
 
-    def __init__(self, threshold: int = 5, cooldown: float = 2.0, max_cooldown: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        threshold: int = 5,
+        cooldown: float = 2.0,
+        max_cooldown: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.threshold = max(1, threshold)
         self.cooldown = cooldown
         self.max_cooldown = max_cooldown
@@ -67,8 +72,11 @@ class EndpointBreaker:
     def state(self, endpoint: str) -> str:
         """closed | open | half-open."""
         st = self._state.get(endpoint)
-        if st is None or st.opens == 0 or (st.failures < self.threshold and not st.trial
-                                           and st.open_until == 0.0):
+        if (
+            st is None
+            or st.opens == 0
+            or (st.failures < self.threshold and not st.trial and st.open_until == 0.0)
+        ):
             return "closed"
         return "open" if self.clock() < st.open_until else "half-open"
 
@@ -79,11 +87,17 @@ class EndpointBreaker:
             return False
         now = self.clock()
         if now < st.open_until:
-            raise EndpointResting(f"{endpoint} is rested after {st.failures} failures in a row",
-                                  endpoint=endpoint, retry_after=st.open_until - now)
+            raise EndpointResting(
+                f"{endpoint} is rested after {st.failures} failures in a row",
+                endpoint=endpoint,
+                retry_after=st.open_until - now,
+            )
         if st.trial:
-            raise EndpointResting(f"{endpoint} is being probed after repeated failures",
-                                  endpoint=endpoint, retry_after=min(self.cooldown, 1.0))
+            raise EndpointResting(
+                f"{endpoint} is being probed after repeated failures",
+                endpoint=endpoint,
+                retry_after=min(self.cooldown, 1.0),
+            )
         st.trial = True
         return True
 
@@ -105,9 +119,14 @@ class EndpointBreaker:
             rest = min(self.cooldown * 2 ** (st.opens - 1), self.max_cooldown)
             st.open_until = self.clock() + rest
             st.trial = False
-            log.warning("%s failed %d times in a row (%s); resting it for %.1f s, then one "
-                        "trial request (stop the run to give up)", endpoint, st.failures,
-                        exc.message, rest)
+            log.warning(
+                "%s failed %d times in a row (%s); resting it for %.1f s, then one "
+                "trial request (stop the run to give up)",
+                endpoint,
+                st.failures,
+                exc.message,
+                rest,
+            )
 
     def release_trial(self, endpoint: str) -> None:
         """A trial request was cancelled: let another one through."""
@@ -148,6 +167,9 @@ def guard_backend(backend: Backend, breaker: EndpointBreaker) -> Backend:
         return backend
     if isinstance(backend, Router):
         guarded = [GuardedBackend(b, breaker) for b in backend.backends]
-        return Router(guarded, cooldown=backend.cooldown,  # type: ignore[arg-type]
-                      max_cooldown=backend.max_cooldown)
+        return Router(
+            guarded,  # type: ignore[arg-type]  # GuardedBackend stands in for a Backend
+            cooldown=backend.cooldown,
+            max_cooldown=backend.max_cooldown,
+        )
     return GuardedBackend(backend, breaker)  # type: ignore[return-value]

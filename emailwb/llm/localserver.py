@@ -56,15 +56,28 @@ _NO_REPACK: set[Path] = set()  # binaries that died of SIGILL: run them with --n
 class LocalServer:
     """One llama-server child process. Use ``with``/``async with``, or ``start()``/``stop()``."""
 
-    def __init__(self, model_path: str | Path | None = None, binary: str | None = None, *,
-                 slots: int = 4, ctx_per_slot: int = 2048, threads: int | None = None,
-                 host: str = "127.0.0.1", port: int | None = None, extra_args: Sequence[str] = (),
-                 log_path: Path | None = None, startup_timeout: float = 120.0,
-                 cache_reuse: int | None = 256, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        binary: str | None = None,
+        *,
+        slots: int = 4,
+        ctx_per_slot: int = 2048,
+        threads: int | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        log_path: Path | None = None,
+        startup_timeout: float = 120.0,
+        cache_reuse: int | None = 256,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         if slots < 1 or ctx_per_slot < 128 or (threads is not None and threads < 1):
-            raise ConfigError(f"Invalid local server size: slots={slots}, "
-                              f"ctx_per_slot={ctx_per_slot}, threads={threads}",
-                              hint="use slots >= 1, ctx_per_slot >= 128 and threads >= 1")
+            raise ConfigError(
+                f"Invalid local server size: slots={slots}, "
+                f"ctx_per_slot={ctx_per_slot}, threads={threads}",
+                hint="use slots >= 1, ctx_per_slot >= 128 and threads >= 1",
+            )
         self.model_path = Path(model_path).expanduser() if model_path else default_model_path()
         if not self.model_path.is_file():
             raise LocalServerError(f"GGUF model {self.model_path} not found", hint=MODEL_HINT)
@@ -77,9 +90,15 @@ class LocalServer:
         # ggml's OpenMP threads spin while they wait; on a busy machine (2 shared cores, or the
         # processor's own work) that made generation 10-20x slower than passive waiting.
         self.env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), **(env or {})}
-        self._drop_log = log_path is None  # a temporary log goes on a clean stop(), not after a crash
-        self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / (
-            f"emailwb-llama-server-{os.getpid()}-{id(self):x}.log")
+        self._drop_log = (
+            log_path is None
+        )  # a temporary log goes on a clean stop(), not after a crash
+        self.log_path = (
+            Path(log_path)
+            if log_path
+            else Path(tempfile.gettempdir())
+            / (f"emailwb-llama-server-{os.getpid()}-{id(self):x}.log")
+        )
         self.restarts = 0
         self.exit_codes: list[int] = []
         self._proc: subprocess.Popen[bytes] | None = None
@@ -117,8 +136,15 @@ class LocalServer:
     def command(self) -> list[str]:
         """The argv to run, with only the flags this build supports."""
         known = supported_flags(self.binary)
-        args = [str(self.binary), "-m", str(self.model_path), "--host", self.host,
-                "--port", str(self.port)]
+        args = [
+            str(self.binary),
+            "-m",
+            str(self.model_path),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
 
         def opt(*names: str, value: object = None) -> None:
             name = next((n for n in names if n in known), None)
@@ -151,10 +177,15 @@ class LocalServer:
         self._log.flush()
         self._log_offset = self._log.tell()
         try:
-            proc = subprocess.Popen(argv, env={**os.environ, **self.env},
-                                    stdin=subprocess.DEVNULL, stdout=self._log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=die_with_parent())
+            proc = subprocess.Popen(
+                argv,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
         except OSError as exc:
             raise LocalServerError(f"Cannot start {self.binary}: {exc}", hint=SETUP_HINT) from exc
         self._proc, self._props = proc, {}
@@ -180,17 +211,24 @@ class LocalServer:
         if (code := self._proc.poll()) is not None:
             tail, self._drop_log = self.log_tail(), False
             self._stop_proc(0)
-            self._failure = ("port" if "bind" in tail.lower() else
-                             "sigill" if code == -signal.SIGILL else "exit")
-            hint = (f"read {self.log_path}; check the model file and the flags, or pass "
-                    "another --llama-server")
+            self._failure = (
+                "port" if "bind" in tail.lower() else "sigill" if code == -signal.SIGILL else "exit"
+            )
+            hint = (
+                f"read {self.log_path}; check the model file and the flags, or pass "
+                "another --llama-server"
+            )
             if self._failure == "sigill":
-                hint = ("this llama-server uses CPU instructions this machine cannot run: "
-                        "rebuild it with CMAKE_ARGS=-DGGML_NATIVE=OFF or pass another "
-                        "--llama-server")
+                hint = (
+                    "this llama-server uses CPU instructions this machine cannot run: "
+                    "rebuild it with CMAKE_ARGS=-DGGML_NATIVE=OFF or pass another "
+                    "--llama-server"
+                )
             raise LocalServerError(
                 f"llama-server exited (exit code {code}) while starting; last log lines:\n{tail}",
-                hint=hint, endpoint=self.base_url)
+                hint=hint,
+                endpoint=self.base_url,
+            )
         if status == 200 and self._owns_port():
             return True
         if time.monotonic() - started > self.startup_timeout:
@@ -200,14 +238,17 @@ class LocalServer:
                 f"llama-server did not become healthy within {self.startup_timeout:.0f} s; "
                 f"last log lines:\n{tail}",
                 hint=f"read {self.log_path}; raise startup_timeout or use a smaller model",
-                endpoint=self.base_url)
+                endpoint=self.base_url,
+            )
         return False
 
     def _owns_port(self) -> bool:
         """True when our process listens on the port (not some other server that answered)."""
         try:
-            return any(c.laddr and c.laddr.port == self.port and c.status == psutil.CONN_LISTEN
-                       for c in psutil.Process(self.pid).net_connections("tcp"))
+            return any(
+                c.laddr and c.laddr.port == self.port and c.status == psutil.CONN_LISTEN
+                for c in psutil.Process(self.pid).net_connections("tcp")
+            )
         except (psutil.Error, TypeError):
             return True  # cannot tell (permissions, platform): trust /health
 
@@ -335,8 +376,9 @@ class LocalServer:
 
     async def _get_async(self, http: aiohttp.ClientSession, path: str) -> tuple[int | None, str]:
         try:
-            async with http.get(f"{self.base_url}{path}",
-                                timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            async with http.get(
+                f"{self.base_url}{path}", timeout=aiohttp.ClientTimeout(total=5)
+            ) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, TimeoutError):
             return None, ""
@@ -374,20 +416,30 @@ class LocalServer:
             if http is None:
                 http = await stack.enter_async_context(aiohttp.ClientSession())
             try:
-                async with http.post(f"{self.url}/chat/completions", json=body,
-                                     timeout=aiohttp.ClientTimeout(total=seconds)) as resp:
+                async with http.post(
+                    f"{self.url}/chat/completions",
+                    json=body,
+                    timeout=aiohttp.ClientTimeout(total=seconds),
+                ) as resp:
                     text = await resp.text()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise LocalServerError(f"Warm-up request to {self.url} failed: {exc!r}",
-                                       hint=f"call ensure_alive(); read {self.log_path}",
-                                       endpoint=self.url) from exc
+                raise LocalServerError(
+                    f"Warm-up request to {self.url} failed: {exc!r}",
+                    hint=f"call ensure_alive(); read {self.log_path}",
+                    endpoint=self.url,
+                ) from exc
         if resp.status != 200:
-            raise LocalServerError(f"Warm-up request failed: HTTP {resp.status}: {text[:300]}",
-                                   hint=f"read {self.log_path}", endpoint=self.url,
-                                   status=resp.status)
+            raise LocalServerError(
+                f"Warm-up request failed: HTTP {resp.status}: {text[:300]}",
+                hint=f"read {self.log_path}",
+                endpoint=self.url,
+                status=resp.status,
+            )
         return time.perf_counter() - started
 
-    async def server_load(self, http: aiohttp.ClientSession | None = None) -> dict[str, float] | None:
+    async def server_load(
+        self, http: aiohttp.ClientSession | None = None
+    ) -> dict[str, float] | None:
         """``llamacpp:*`` values of ``/metrics`` (requests_processing, requests_deferred, token
         counters), else busy slots from ``/slots``; None when the server exposes neither."""
         async with contextlib.AsyncExitStack() as stack:
@@ -400,9 +452,10 @@ class LocalServer:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             if status == 200:
                 slots = json.loads(text)
-                return {"requests_processing": float(sum(bool(s.get("is_processing"))
-                                                         for s in slots)),
-                        "slots": float(len(slots))}
+                return {
+                    "requests_processing": float(sum(bool(s.get("is_processing")) for s in slots)),
+                    "slots": float(len(slots)),
+                }
         return None
 
     def resource_usage(self) -> dict[str, float | int] | None:
@@ -411,8 +464,11 @@ class LocalServer:
             return None
         try:
             with self._ps.oneshot():
-                return {"pid": self._ps.pid, "cpu_percent": self._ps.cpu_percent(None),
-                        "rss_bytes": self._ps.memory_info().rss,
-                        "num_threads": self._ps.num_threads()}
+                return {
+                    "pid": self._ps.pid,
+                    "cpu_percent": self._ps.cpu_percent(None),
+                    "rss_bytes": self._ps.memory_info().rss,
+                    "num_threads": self._ps.num_threads(),
+                }
         except psutil.Error:
             return None

@@ -34,21 +34,38 @@ from emailwb.llm.contract import Backend, BackendInfo, CallState, LLMRequest, Re
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 
 #: accepted in the past, removed in 2025: current Ollama only logs them and carries on
-OLLAMA_REMOVED_OPTIONS = frozenset({"low_vram", "f16_kv", "use_mlock", "vocab_only",
-                                    "logits_all"})
+OLLAMA_REMOVED_OPTIONS = frozenset({"low_vram", "f16_kv", "use_mlock", "vocab_only", "logits_all"})
 #: a value different from the loaded model's makes Ollama unload and reload the model
-OLLAMA_RELOAD_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "num_thread",
-                                   "use_mmap"})
-OLLAMA_SAMPLING_OPTIONS = frozenset({
-    "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p",
-    "repeat_last_n", "temperature", "repeat_penalty", "presence_penalty",
-    "frequency_penalty", "stop", "main_gpu", "numa", "penalize_newline", "mirostat",
-    "mirostat_tau", "mirostat_eta", "tfs_z",
-})
+OLLAMA_RELOAD_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "num_thread", "use_mmap"})
+OLLAMA_SAMPLING_OPTIONS = frozenset(
+    {
+        "num_keep",
+        "seed",
+        "num_predict",
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical_p",
+        "repeat_last_n",
+        "temperature",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "stop",
+        "main_gpu",
+        "numa",
+        "penalize_newline",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "tfs_z",
+    }
+)
 
 
-def check_ollama_options(options: Mapping[str, Any],
-                         previous: Mapping[str, Any] | None = None) -> list[str]:
+def check_ollama_options(
+    options: Mapping[str, Any], previous: Mapping[str, Any] | None = None
+) -> list[str]:
     """Warnings for Ollama ``options``: no-ops, typos, and model-reloading settings.
 
     With ``previous`` (the options of the run being compared against), reload warnings are
@@ -59,23 +76,27 @@ def check_ollama_options(options: Mapping[str, Any],
         if key in OLLAMA_REMOVED_OPTIONS:
             warnings.append(
                 f"option {key!r} does nothing on current Ollama (removed in 2025; the server "
-                "only logs unknown keys): remove it from the options")
+                "only logs unknown keys): remove it from the options"
+            )
         elif key in OLLAMA_RELOAD_OPTIONS:
             if previous is not None and previous.get(key) == options[key]:
                 continue
             warnings.append(
                 f"option {key!r}={options[key]!r} makes Ollama reload the model when it differs "
                 "from the loaded one: warm up with these exact options before timing, and keep "
-                "it the same on both sides of an A/B comparison")
+                "it the same on both sides of an A/B comparison"
+            )
         elif key not in OLLAMA_SAMPLING_OPTIONS:
             warnings.append(
                 f"option {key!r} is not a known Ollama option and is ignored (the server only "
-                "logs it): check the spelling")
+                "logs it): check the spelling"
+            )
     if previous is not None:
         for key in sorted(OLLAMA_RELOAD_OPTIONS & (set(previous) - set(options))):
             warnings.append(
                 f"option {key!r} was set before and is not now: Ollama reloads the model with "
-                "its default; set it to the same value on both sides of an A/B comparison")
+                "its default; set it to the same value on both sides of an A/B comparison"
+            )
     return warnings
 
 
@@ -119,8 +140,10 @@ class OllamaBackend(Backend):
 
     def _body(self, req: LLMRequest, *, stream: bool) -> dict[str, Any]:
         if req.grammar is not None:
-            raise ConfigError("Ollama's API takes a JSON schema, not a GBNF grammar",
-                              hint="use json_format 'schema' with the ollama backend")
+            raise ConfigError(
+                "Ollama's API takes a JSON schema, not a GBNF grammar",
+                hint="use json_format 'schema' with the ollama backend",
+            )
         return {
             "model": self.model,
             "messages": req.messages,
@@ -138,8 +161,11 @@ class OllamaBackend(Backend):
 
     async def _send(self, req: LLMRequest, t0: float, state: CallState) -> Reply:
         if not self.model:
-            raise self._err(ModelNotFound, "no model given",
-                            hint="pass --model (see `ollama list` on the server)")
+            raise self._err(
+                ModelNotFound,
+                "no model given",
+                hint="pass --model (see `ollama list` on the server)",
+            )
         async with self.session().post(
             f"{self.url}/api/chat",
             json=self._body(req, stream=req.stream),
@@ -162,8 +188,9 @@ class OllamaBackend(Backend):
                 if not isinstance(obj, dict):
                     raise ValueError(f"stream line is not an object: {line[:80]!r}")
                 if "error" in obj:
-                    raise self._err(BackendServerError,
-                                    f"error in the middle of the reply: {obj['error']}")
+                    raise self._err(
+                        BackendServerError, f"error in the middle of the reply: {obj['error']}"
+                    )
                 piece = (obj.get("message") or {}).get("content") or ""
                 if piece:
                     if ttft is None:
@@ -171,15 +198,18 @@ class OllamaBackend(Backend):
                     parts.append(piece)
                 if obj.get("done"):
                     return self._reply(obj, "".join(parts), ttft)
-            raise self._err(BackendProtocolError,
-                            "the stream ended without its final (done) chunk")
+            raise self._err(BackendProtocolError, "the stream ended without its final (done) chunk")
 
     def _reply(self, final: dict[str, Any], text: str, ttft: float | None) -> Reply:
-        timings: dict[str, Any] = {k: final[k] for k in ("total_duration", "load_duration", "prompt_eval_duration",
-                                          "eval_duration") if k in final}
+        timings: dict[str, Any] = {
+            k: final[k]
+            for k in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+            if k in final
+        }
         if ttft is None and "prompt_eval_duration" in final:
-            timings["server_ttft_s"] = (final.get("load_duration", 0)
-                                        + final["prompt_eval_duration"]) / 1e9
+            timings["server_ttft_s"] = (
+                final.get("load_duration", 0) + final["prompt_eval_duration"]
+            ) / 1e9
         return Reply(
             text=text,
             model=final.get("model") or self.model,
@@ -191,11 +221,13 @@ class OllamaBackend(Backend):
             timings=timings,
         )
 
-    async def _get_json(self, method: str, path: str, body: dict[str, Any] | None = None,
-                        limit_s: float = 30.0) -> Any:
+    async def _get_json(
+        self, method: str, path: str, body: dict[str, Any] | None = None, limit_s: float = 30.0
+    ) -> Any:
         async with self._mapped(path, limit_s) as state:
-            async with self.session().request(method, f"{self.url}{path}", json=body,
-                                              timeout=self.client_timeout(limit_s)) as resp:
+            async with self.session().request(
+                method, f"{self.url}{path}", json=body, timeout=self.client_timeout(limit_s)
+            ) as resp:
                 state.got_response = True
                 await self.check_status(resp)
                 return json.loads(await resp.text())
@@ -240,6 +272,11 @@ class OllamaBackend(Backend):
 
     async def warm(self, limit_s: float = 600.0) -> None:
         """Load the model with these options (an empty chat) and keep it for ``keep_alive``."""
-        body: dict[str, Any] = {"model": self.model, "messages": [], "options": self.options,
-                "keep_alive": self.keep_alive, "stream": False}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [],
+            "options": self.options,
+            "keep_alive": self.keep_alive,
+            "stream": False,
+        }
         await self._get_json("POST", "/api/chat", body, limit_s=limit_s)

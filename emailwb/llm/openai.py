@@ -154,8 +154,9 @@ class OpenAIBackend(Backend):
                         parts.append(piece)
                     finish = choice.get("finish_reason") or finish
             if not done and finish is None:
-                raise self._err(BackendProtocolError,
-                                "the event stream ended before [DONE] or a finish_reason")
+                raise self._err(
+                    BackendProtocolError, "the event stream ended before [DONE] or a finish_reason"
+                )
             return self._reply(last, "".join(parts), ttft, finish, usage_chunk)
 
     def _raise_in_body(self, obj: dict[str, Any]) -> None:
@@ -169,8 +170,14 @@ class OpenAIBackend(Backend):
             raise self._err(BackendOverloaded, f"server busy: {message}")
         raise self._err(BackendServerError, f"error in the reply: {message}")
 
-    def _reply(self, obj: dict[str, Any], text: str, ttft: float | None, finish: str | None,
-               usage_src: dict[str, Any]) -> Reply:
+    def _reply(
+        self,
+        obj: dict[str, Any],
+        text: str,
+        ttft: float | None,
+        finish: str | None,
+        usage_src: dict[str, Any],
+    ) -> Reply:
         usage = usage_src.get("usage") or {}
         timings = usage_src.get("timings") or {}
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
@@ -189,8 +196,9 @@ class OpenAIBackend(Backend):
 
     async def _get_json(self, url: str, limit_s: float = 30.0) -> Any:
         async with self._mapped(url.rsplit("/", 1)[-1], limit_s) as state:
-            async with self.session().get(url, headers=self._headers(),
-                                          timeout=self.client_timeout(limit_s)) as resp:
+            async with self.session().get(
+                url, headers=self._headers(), timeout=self.client_timeout(limit_s)
+            ) as resp:
                 state.got_response = True
                 await self.check_status(resp)
                 return json.loads(await resp.text())
@@ -217,8 +225,9 @@ class OpenAIBackend(Backend):
             details["model_path"] = props.get("model_path")
         elif kind == "vllm":
             try:
-                version = (await self._get_json(f"{_root(self.url)}/version",
-                                                limit_s=10.0)).get("version")
+                version = (await self._get_json(f"{_root(self.url)}/version", limit_s=10.0)).get(
+                    "version"
+                )
             except BackendError:
                 pass
         self.server_kind = kind
@@ -235,12 +244,19 @@ class OpenAIBackend(Backend):
 
     async def warm(self, limit_s: float = 600.0) -> None:
         """One tiny request (no schema), so the model is loaded before timing starts."""
-        body = {"model": self.model or "default", "max_tokens": 1, "stream": False,
-                "messages": [{"role": "user", "content": "Reply with OK."}]}
+        body = {
+            "model": self.model or "default",
+            "max_tokens": 1,
+            "stream": False,
+            "messages": [{"role": "user", "content": "Reply with OK."}],
+        }
         async with self._mapped("warm-up", limit_s) as state:
-            async with self.session().post(f"{self.url}/chat/completions", json=body,
-                                           headers=self._headers(),
-                                           timeout=self.client_timeout(limit_s)) as resp:
+            async with self.session().post(
+                f"{self.url}/chat/completions",
+                json=body,
+                headers=self._headers(),
+                timeout=self.client_timeout(limit_s),
+            ) as resp:
                 state.got_response = True
                 await self.check_status(resp)
                 await resp.read()

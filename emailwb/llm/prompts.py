@@ -37,33 +37,33 @@ MAX_RECIPIENTS = 4
 FIELD_LINES: dict[str, str] = {
     "email_type": f"email_type: one of {', '.join(EMAIL_TYPES)}",
     "workflow": 'workflow: the business process in a few words, e.g. "gas trading", '
-                '"contract review"',
+    '"contract review"',
     "priority": f"priority: one of {', '.join(PRIORITIES)}",
     "priority_reason": "priority_reason: one short line saying why",
     "summary": "summary: one or two sentences",
     "people": 'people: list of {"name", "role"} for people named in the email (at most 3)',
     "organizations": "organizations: list of company, agency or team names",
     "amounts": 'amounts: list of {"value": number, "currency": e.g. "USD", "context": what it '
-               'is for}',
+    "is for}",
     "dates": 'dates: list of {"date": as written, "what": the event or deadline}',
     "deal_refs": "deal_refs: list of deal, contract, ticket or docket numbers",
     "action_items": 'action_items: list of {"task", "owner", "due"}',
     "business_value": f'business_value: {{"level": one of {", ".join(LEVELS)}, "evidence": a '
-                      f'short quote from the email}}',
+    f"short quote from the email}}",
     "sentiment": f"sentiment: one of {', '.join(SENTIMENTS)}",
     "confidence": "confidence: a number from 0 to 1, how sure you are",
 }
 #: a choice field's line: the model picks among candidates extracted from the email
 CHOICE_LINES: dict[str, str] = {
     "people": "people: the names, among the candidates listed after the email, of people "
-              "the sender's own text names",
+    "the sender's own text names",
     "organizations": "organizations: the names, among the candidates listed after the email, "
-                     "of companies, agencies or teams the email names",
+    "of companies, agencies or teams the email names",
     "dates": "dates: the dates, among the candidates listed after the email, that pin a day "
-             "the email is about",
+    "the email is about",
     "amounts": "amounts: the money amounts, among the candidates listed after the email",
     "deal_refs": "deal_refs: the deal or contract numbers, among the candidates listed after "
-                 "the email",
+    "the email",
 }
 _REPLY_HEAD = "Reply with one JSON object with exactly these keys:"
 _REPLY_TAIL = 'Use only facts stated in the email. Use "" or [] when something is not there.'
@@ -96,8 +96,7 @@ _FOCUS: dict[str, str] = {
     "usually low unless it flags a problem.",
     "announcement": "Say who is affected and from when; priority is usually low.",
     "personal": "Keep the summary short; business_value is low unless work is discussed.",
-    "newsletter": "Summarise the main topic in one sentence; priority and business_value are "
-    "low.",
+    "newsletter": "Summarise the main topic in one sentence; priority and business_value are low.",
     "spam": "Use email_type spam, priority low, business_value low.",
     "other": "No usual kind of business mail was recognised: fill every field from what "
     "the email says, and use email_type other only when nothing fits.",
@@ -244,12 +243,16 @@ def build_messages(
     if mode not in ("clean", "raw"):
         raise ConfigError(f"unknown prompt mode {mode!r}", hint='use mode="clean" or mode="raw"')
     if token_budget <= 0:
-        raise ConfigError(f"token budget must be positive, got {token_budget}",
-                          hint="pass a token budget such as 1500")
+        raise ConfigError(
+            f"token budget must be positive, got {token_budget}",
+            hint="pass a token budget such as 1500",
+        )
     chain = list(email) if isinstance(email, Sequence) else None
     if chain is not None and not chain:
-        raise ConfigError("build_messages got an empty chain",
-                          hint="pass one Email, or a list of at least one Email, oldest first")
+        raise ConfigError(
+            "build_messages got an empty chain",
+            hint="pass one Email, or a list of at least one Email, oldest first",
+        )
     newest = chain[-1] if chain else email
     assert isinstance(newest, Email)
     tpl = _choose(newest, template)
@@ -270,8 +273,15 @@ def build_messages(
     return _chain(tpl, system, chain, mode, room, notes, context)
 
 
-def _chain(tpl: Template, system: str, chain: list[Email], mode: str, room: int,
-           notes: list[str], context: str = "") -> Prompt:
+def _chain(
+    tpl: Template,
+    system: str,
+    chain: list[Email],
+    mode: str,
+    room: int,
+    notes: list[str],
+    context: str = "",
+) -> Prompt:
     blocks: list[str] = []
     for i, msg in enumerate(chain, 1):
         date = msg.date.strftime("%Y-%m-%d %H:%M") if msg.date else "undated"

@@ -93,8 +93,9 @@ class Router(Backend):
             raise ConfigError("a Router needs at least one backend", hint="pass one or more URLs")
         urls = [b.url for b in backends]
         if len(set(urls)) != len(urls):
-            raise ConfigError(f"the same endpoint is listed twice: {urls}",
-                              hint="list each server URL once")
+            raise ConfigError(
+                f"the same endpoint is listed twice: {urls}", hint="list each server URL once"
+            )
         super().__init__(",".join(urls), backends[0].model, backends[0].options, None)
         self._own_session = False
         self.backends = list(backends)
@@ -229,8 +230,7 @@ class Router(Backend):
 
     async def info(self) -> BackendInfo:
         """Combined provenance; ``details["endpoints"]`` holds each endpoint's own info."""
-        results = await asyncio.gather(*(b.info() for b in self.backends),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(b.info() for b in self.backends), return_exceptions=True)
         infos = [r for r in results if isinstance(r, BackendInfo)]
         if not infos:
             first = results[0]
@@ -260,8 +260,7 @@ class Router(Backend):
 
     async def warm(self) -> None:
         """Warm every endpoint; unreachable ones are marked down. Raises if none warmed."""
-        results = await asyncio.gather(*(b.warm() for b in self.backends),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(b.warm() for b in self.backends), return_exceptions=True)
         errors = []
         for b, r in zip(self.backends, results, strict=True):
             if isinstance(r, BackendUnavailable):
@@ -322,11 +321,15 @@ def make_backend(
                     hint="start it with emailwb.localserver and pass its URL, or use "
                     "--backend ollama|openai",
                 )
-            backends.append(OpenAIBackend(this_url, api_key or "", model or "local", options,
-                                          session, name="local"))
+            backends.append(
+                OpenAIBackend(
+                    this_url, api_key or "", model or "local", options, session, name="local"
+                )
+            )
         else:
-            raise ConfigError(f"unknown backend kind {this_kind!r}",
-                              hint="use --backend local, ollama or openai")
+            raise ConfigError(
+                f"unknown backend kind {this_kind!r}", hint="use --backend local, ollama or openai"
+            )
     if len(backends) == 1:
         return backends[0]
     return Router(backends, **router_kw)

@@ -210,7 +210,8 @@ class EmailAnalysis(_Strict):
     # and the schema retry re-sent the whole email for this one trailing field. An enum of
     # tenths is enforced by every server's grammar; the validator still takes any 0..1 value.
     confidence: Annotated[float, BeforeValidator(_confidence)] = Field(
-        0.5, ge=0.0, le=1.0, json_schema_extra={"enum": list(CONFIDENCE_STEPS)})
+        0.5, ge=0.0, le=1.0, json_schema_extra={"enum": list(CONFIDENCE_STEPS)}
+    )
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -280,14 +281,16 @@ def _model_schema(model: type[BaseModel], limits: bool) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=64)
-def _schema_text(limits: bool, fields: tuple[str, ...] | None = None,
-                 choices: tuple[str, ...] = ()) -> str:
+def _schema_text(
+    limits: bool, fields: tuple[str, ...] | None = None, choices: tuple[str, ...] = ()
+) -> str:
     model = EmailAnalysis if fields is None else plan_model(fields, choices)
     return json.dumps(_model_schema(model, limits), separators=(",", ":"))
 
 
-def output_json_schema(*, limits: bool = True, fields: tuple[str, ...] | None = None,
-                       choices: tuple[str, ...] = ()) -> dict[str, Any]:
+def output_json_schema(
+    *, limits: bool = True, fields: tuple[str, ...] | None = None, choices: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The JSON schema sent to servers (a fresh copy; no ``$ref``, every key required).
 
     ``limits=False`` drops maxLength/maxItems/minimum/maximum for servers whose strict mode
@@ -322,8 +325,9 @@ def schema_hash(fields: tuple[str, ...] | None = None, choices: tuple[str, ...] 
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"the reply holds {name}, which is not JSON (strict JSON has no "
-                     "Infinity or NaN)")
+    raise ValueError(
+        f"the reply holds {name}, which is not JSON (strict JSON has no Infinity or NaN)"
+    )
 
 
 def parse_reply(text: str, model: type[BaseModel] = EmailAnalysis) -> BaseModel:
@@ -343,6 +347,8 @@ def parse_reply(text: str, model: type[BaseModel] = EmailAnalysis) -> BaseModel:
         raise ValueError(f"the reply is a JSON {type(data).__name__}, not an object")
     if not data.keys() & model.model_fields.keys():
         # an object without any of our keys means the server ignored the schema
-        raise ValueError("the reply has none of the schema's fields (the server probably "
-                         "ignored the JSON schema)")
+        raise ValueError(
+            "the reply has none of the schema's fields (the server probably "
+            "ignored the JSON schema)"
+        )
     return model.model_validate(data)

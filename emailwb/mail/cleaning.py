@@ -55,7 +55,9 @@ _TIME_RE = re.compile(r"(?:\d{1,2}:\d{2}(?::\d{2})?)?\s*[AaPp][Mm]\s*$")
 _NOTES_DATE_RE = re.compile(
     r"\d{1,2}/\d{1,2}/\d{2,4}\s+\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp][Mm])?\s*$"
 )
-_NOTES_DATE_TAIL_RE = re.compile(r"\s\d{1,2}/\d{1,2}/\d{2,4}\s+\d{1,2}:\d{2}(?::\d{2})?\s*[AaPp][Mm]\s*$")
+_NOTES_DATE_TAIL_RE = re.compile(
+    r"\s\d{1,2}/\d{1,2}/\d{2,4}\s+\d{1,2}:\d{2}(?::\d{2})?\s*[AaPp][Mm]\s*$"
+)
 _WROTE_RE = re.compile(r"(?:wrote|writes|schrieb)\s*:\s*$", re.IGNORECASE)
 _DISCLAIMER_RE = re.compile(
     r"this e-?mail is the property of"
@@ -74,14 +76,71 @@ _VALEDICTION_RE = re.compile(
     re.IGNORECASE,
 )
 _NAME_RE = re.compile(r"[A-Z][A-Za-z'.\-]*(?:,? [A-Z][A-Za-z'.\-]*){0,3}\s*$")
-_NOT_NAMES = frozenset((
-    "thanks", "thank", "regards", "best", "cheers", "sincerely", "yes", "no", "ok", "okay",
-    "sure", "great", "happy", "merry", "see", "talk", "call", "let", "please", "good", "hi",
-    "hello", "hey", "dear", "fyi", "congratulations", "welcome", "agreed", "done", "fine",
-    "sounds", "will", "also", "note", "attached", "enjoy", "have", "what", "why", "how",
-    "when", "where", "who", "the", "this", "that", "i", "we", "you", "it", "nice", "wow",
-    "sorry", "later", "bye", "cool", "excellent", "perfect", "approved", "confirmed", "noted",
-))
+_NOT_NAMES = frozenset(
+    (
+        "thanks",
+        "thank",
+        "regards",
+        "best",
+        "cheers",
+        "sincerely",
+        "yes",
+        "no",
+        "ok",
+        "okay",
+        "sure",
+        "great",
+        "happy",
+        "merry",
+        "see",
+        "talk",
+        "call",
+        "let",
+        "please",
+        "good",
+        "hi",
+        "hello",
+        "hey",
+        "dear",
+        "fyi",
+        "congratulations",
+        "welcome",
+        "agreed",
+        "done",
+        "fine",
+        "sounds",
+        "will",
+        "also",
+        "note",
+        "attached",
+        "enjoy",
+        "have",
+        "what",
+        "why",
+        "how",
+        "when",
+        "where",
+        "who",
+        "the",
+        "this",
+        "that",
+        "i",
+        "we",
+        "you",
+        "it",
+        "nice",
+        "wow",
+        "sorry",
+        "later",
+        "bye",
+        "cool",
+        "excellent",
+        "perfect",
+        "approved",
+        "confirmed",
+        "noted",
+    )
+)
 _CONTACT_RE = re.compile(
     r"\(?\d{3}\)?[-. ]?\d{3}[-.]\d{4}|\b(?:phone|tel|fax|cell|mobile|direct|pager|office)\b"
     r"|\bx\d{4,5}\b|\b\d-\d{4}\b|^\s*\d{5}\s*$|\S+@\S+\.\w|\bwww\.|https?://",

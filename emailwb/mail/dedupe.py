@@ -49,9 +49,7 @@ def canonical_rank(folder: str, source: str) -> tuple[int, int, str]:
     A copy outside the catch-all folders comes first, then the one with the shortest path.
     """
     low_folder, low_source = folder.lower(), source.lower()
-    catch_all = any(
-        name in low_folder or f"/{name}/" in low_source for name in CATCH_ALL_FOLDERS
-    )
+    catch_all = any(name in low_folder or f"/{name}/" in low_source for name in CATCH_ALL_FOLDERS)
     return (1 if catch_all else 0, len(source), source)
 
 
@@ -116,9 +114,13 @@ def refresh_groups(conn: sqlite3.Connection, group_ids: list[int]) -> None:
 
 def finalize_groups(conn: sqlite3.Connection, since_email_id: int = 0) -> None:
     """``refresh_groups`` for every group holding an email with ``id > since_email_id``."""
-    ids = [r[0] for r in conn.execute(
-        "SELECT DISTINCT group_id FROM emails WHERE id > ? AND group_id IS NOT NULL",
-        (since_email_id,))]
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT group_id FROM emails WHERE id > ? AND group_id IS NOT NULL",
+            (since_email_id,),
+        )
+    ]
     refresh_groups(conn, ids)
 
 

@@ -54,54 +54,144 @@ def _rx(words: str) -> re.Pattern[str]:
 
 RULES: tuple[Rule, ...] = (
     # meetings and calendar
-    Rule("meeting", _rx(r"\b(meeting|conference call|agenda|calendar|invitation|invite|"
-                        r"reschedul\w*|dial[- ]in|conf(erence)? room|call-in)\b"), 1.5),
-    Rule("meeting", _rx(r"\b(when|where):|\b(mon|tues|wednes|thurs|fri)day\b.{0,40}"
-                        r"\b\d{1,2}(:\d\d)?\s*(am|pm)\b"), 1.0),
+    Rule(
+        "meeting",
+        _rx(
+            r"\b(meeting|conference call|agenda|calendar|invitation|invite|"
+            r"reschedul\w*|dial[- ]in|conf(erence)? room|call-in)\b"
+        ),
+        1.5,
+    ),
+    Rule(
+        "meeting",
+        _rx(
+            r"\b(when|where):|\b(mon|tues|wednes|thurs|fri)day\b.{0,40}"
+            r"\b\d{1,2}(:\d\d)?\s*(am|pm)\b"
+        ),
+        1.0,
+    ),
     # requests
-    Rule("request", _rx(r"\b(can|could|would|will) you\b|\bplease\b|\bpls\b|\bkindly\b|"
-                        r"\bneed (you|your|to know)\b|\blet me know\b"), 1.2),
+    Rule(
+        "request",
+        _rx(
+            r"\b(can|could|would|will) you\b|\bplease\b|\bpls\b|\bkindly\b|"
+            r"\bneed (you|your|to know)\b|\blet me know\b"
+        ),
+        1.2,
+    ),
     Rule("request", _rx(r"\b(asap|approval|approve|review and|sign off|respond by)\b"), 0.8),
     # deals and trades
-    Rule("deal", _rx(r"\$\s?\d[\d,.]*\s*(k|m|mm|million|billion)?\b|\b\d[\d,.]*\s*(usd|dollars)\b"),
-         1.0),
-    Rule("deal", _rx(r"\b(deal|trade[sd]?|counterpart(y|ies)|mmbtu|mwh?|megawatts?|nymex|"
-                     r"swap|hedge|bid|offer|purchase|volumes?|term sheet|transaction)\b"), 1.2),
+    Rule(
+        "deal",
+        _rx(r"\$\s?\d[\d,.]*\s*(k|m|mm|million|billion)?\b|\b\d[\d,.]*\s*(usd|dollars)\b"),
+        1.0,
+    ),
+    Rule(
+        "deal",
+        _rx(
+            r"\b(deal|trade[sd]?|counterpart(y|ies)|mmbtu|mwh?|megawatts?|nymex|"
+            r"swap|hedge|bid|offer|purchase|volumes?|term sheet|transaction)\b"
+        ),
+        1.2,
+    ),
     Rule("deal", _rx(r"\bdeal\s*(#|no\.?|number)?\s*\d{4,}"), 2.0),
     # contracts and legal
-    Rule("legal", _rx(r"\b(contract|agreement|amendment|clause|legal|attorney|counsel|"
-                      r"litigation|lawsuit|nda|isda|indemnif\w*|liabilit\w*|guarant\w*|"
-                      r"termination|execution copy|redline)\b"), 1.4),
+    Rule(
+        "legal",
+        _rx(
+            r"\b(contract|agreement|amendment|clause|legal|attorney|counsel|"
+            r"litigation|lawsuit|nda|isda|indemnif\w*|liabilit\w*|guarant\w*|"
+            r"termination|execution copy|redline)\b"
+        ),
+        1.4,
+    ),
     # regulatory
-    Rule("regulatory", _rx(r"\b(ferc|cftc|nerc|puc|cpuc|caiso|iso|sec filing|regulat\w*|"
-                           r"tariff|docket|rulemaking|compliance|commission|order no\.?)\b"),
-         1.6),
+    Rule(
+        "regulatory",
+        _rx(
+            r"\b(ferc|cftc|nerc|puc|cpuc|caiso|iso|sec filing|regulat\w*|"
+            r"tariff|docket|rulemaking|compliance|commission|order no\.?)\b"
+        ),
+        1.6,
+    ),
     # reports
-    Rule("report", _rx(r"\b(log messages|hourahead|variances detected|schedules awarded|"
-                       r"automated (report|message))\b"), 2.5),
-    Rule("report", _rx(r"\b(report|spreadsheet|p&l|forecast|analysis|results|weekly|daily|"
-                       r"monthly|quarterly|estimates?|positions?|attached (is|are|please find))\b"),
-         1.0),
+    Rule(
+        "report",
+        _rx(
+            r"\b(log messages|hourahead|variances detected|schedules awarded|"
+            r"automated (report|message))\b"
+        ),
+        2.5,
+    ),
+    Rule(
+        "report",
+        _rx(
+            r"\b(report|spreadsheet|p&l|forecast|analysis|results|weekly|daily|"
+            r"monthly|quarterly|estimates?|positions?|attached (is|are|please find))\b"
+        ),
+        1.0,
+    ),
     # status updates
-    Rule("status_update", _rx(r"\b(update|status|fyi|progress|completed|finished|on track|"
-                              r"heads up|done)\b"), 0.9),
+    Rule(
+        "status_update",
+        _rx(
+            r"\b(update|status|fyi|progress|completed|finished|on track|"
+            r"heads up|done)\b"
+        ),
+        0.9,
+    ),
     # announcements
-    Rule("announcement", _rx(r"\b(announce\w*|pleased to (announce|welcome)|effective "
-                             r"(immediately|today)|all employees|reorgani[sz]ation|"
-                             r"organizational change|please welcome|new role)\b"), 1.6),
-    Rule("announcement", _rx(r"announce|all[._-]?employees|corporate\.?comm|office\.of"), 2.0,
-         "sender"),
+    Rule(
+        "announcement",
+        _rx(
+            r"\b(announce\w*|pleased to (announce|welcome)|effective "
+            r"(immediately|today)|all employees|reorgani[sz]ation|"
+            r"organizational change|please welcome|new role)\b"
+        ),
+        1.6,
+    ),
+    Rule(
+        "announcement",
+        _rx(r"announce|all[._-]?employees|corporate\.?comm|office\.of"),
+        2.0,
+        "sender",
+    ),
     # newsletters
-    Rule("newsletter", _rx(r"\b(unsubscribe|newsletter|mailing list|view (this|it) in your "
-                           r"browser|to be removed from|subscription|daily digest)\b"), 2.0),
-    Rule("newsletter", _rx(r"newsletter|news@|digest|bulletin|no-?reply|list(serv)?@|"
-                           r"mailer"), 2.0, "sender"),
+    Rule(
+        "newsletter",
+        _rx(
+            r"\b(unsubscribe|newsletter|mailing list|view (this|it) in your "
+            r"browser|to be removed from|subscription|daily digest)\b"
+        ),
+        2.0,
+    ),
+    Rule(
+        "newsletter",
+        _rx(
+            r"newsletter|news@|digest|bulletin|no-?reply|list(serv)?@|"
+            r"mailer"
+        ),
+        2.0,
+        "sender",
+    ),
     # spam
-    Rule("spam", _rx(r"\b(viagra|lottery|winner|you have won|free offer|100% free|act now|"
-                     r"limited time offer|earn \$|mortgage rates|click below|enlarge)\b"), 2.5),
+    Rule(
+        "spam",
+        _rx(
+            r"\b(viagra|lottery|winner|you have won|free offer|100% free|act now|"
+            r"limited time offer|earn \$|mortgage rates|click below|enlarge)\b"
+        ),
+        2.5,
+    ),
     # personal
-    Rule("personal", _rx(r"\b(family|kids|wife|husband|birthday|weekend|vacation|golf|"
-                         r"party|baby|wedding|mom|dad|love you|happy hour)\b"), 1.0),
+    Rule(
+        "personal",
+        _rx(
+            r"\b(family|kids|wife|husband|birthday|weekend|vacation|golf|"
+            r"party|baby|wedding|mom|dad|love you|happy hour)\b"
+        ),
+        1.0,
+    ),
 )
 
 #: the priority each type starts from before urgency words
@@ -119,8 +209,10 @@ TYPE_BASE: dict[str, float] = {
     "newsletter": 0.05,
     "spam": 0.0,
 }
-_URGENT = _rx(r"\b(urgent|asap|immediately|right away|critical|deadline|by (today|tomorrow|"
-              r"eod|close of business|cob|noon)|end of (the )?day|time[- ]sensitive|important)\b")
+_URGENT = _rx(
+    r"\b(urgent|asap|immediately|right away|critical|deadline|by (today|tomorrow|"
+    r"eod|close of business|cob|noon)|end of (the )?day|time[- ]sensitive|important)\b"
+)
 _THRESHOLD = 1.0  # a type needs this much evidence to beat "other"
 _MAX_HITS = 3  # counts per rule are capped so one long email cannot drown the others
 _TEXT_CHARS = 4000  # enough of the body to classify; keeps the regexes fast
@@ -165,8 +257,10 @@ def detect(email: Email, key: str | None = None) -> Detection:
             _CACHE.move_to_end(key)
             return found
         _stats["misses"] += 1
-    text = email.new_text if len(email.new_text.strip()) >= 20 else (
-        f"{email.new_text}\n{email.forwarded}".strip() or email.body
+    text = (
+        email.new_text
+        if len(email.new_text.strip()) >= 20
+        else (f"{email.new_text}\n{email.forwarded}".strip() or email.body)
     )
     sender = f"{email.sender} {email.sender_name}".strip()
     result = detect_text(email.subject, text, sender)
@@ -195,6 +289,8 @@ def priority_score(email_type: str, base: float, weights: dict[str, float]) -> f
     """
     weight = weights.get(email_type, weights.get("*", 1.0))
     if weight < 0:
-        raise ConfigError(f"priority weight for {email_type!r} is negative ({weight}): use 0 "
-                         "to push a type to the back of the queue")
+        raise ConfigError(
+            f"priority weight for {email_type!r} is negative ({weight}): use 0 "
+            "to push a type to the back of the queue"
+        )
     return base * weight

@@ -49,7 +49,9 @@ class Email:
 
     message_id: str  # without <>; synthesised as "sha256:<hex>" when the header is missing
     date: datetime | None  # timezone-aware (UTC) or None
-    date_flag: str | None  # None when fine; "missing" | "unparseable" | "placeholder" (1979/1980 epoch dates)
+    date_flag: (
+        str | None
+    )  # None when fine; "missing" | "unparseable" | "placeholder" (1979/1980 epoch dates)
     sender: str  # lower-cased address, "" if none
     sender_name: str  # display name ("" if none); Enron's X-From when From has no name
     to: list[str] = field(default_factory=list)  # lower-cased addresses
@@ -72,11 +74,31 @@ class Email:
 
 
 #: at least one of these must be present for the input to count as a message
-_KNOWN_HEADERS = frozenset((
-    "from", "to", "cc", "bcc", "date", "subject", "message-id", "received", "return-path",
-    "mime-version", "content-type", "sender", "reply-to", "in-reply-to", "references",
-    "delivered-to", "x-from", "x-to", "content-transfer-encoding", "x-mailer", "user-agent",
-))
+_KNOWN_HEADERS = frozenset(
+    (
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "date",
+        "subject",
+        "message-id",
+        "received",
+        "return-path",
+        "mime-version",
+        "content-type",
+        "sender",
+        "reply-to",
+        "in-reply-to",
+        "references",
+        "delivered-to",
+        "x-from",
+        "x-to",
+        "content-transfer-encoding",
+        "x-mailer",
+        "user-agent",
+    )
+)
 _SUBJECT_PREFIX_RE = re.compile(
     r"\s*(?:(?:re|fwd?|aw|wg|sv|vs|tr|antw|rif)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]|\[[^\]]*\])",
     re.IGNORECASE,
@@ -155,7 +177,7 @@ def _headers(raw: bytes) -> tuple[dict[str, str], bytes, list[str]]:
             f" among {len(h)} header-like lines (first bytes: {_first_bytes(raw)})"
         )
     if hend < 0:
-        body = raw[len(block):]
+        body = raw[len(block) :]
         if rest.strip() or body:
             defects.append("no blank line after the headers; the rest is read as body")
         else:

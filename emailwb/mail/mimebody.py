@@ -39,10 +39,34 @@ _BLANKS_RE = re.compile(r"\n{3,}")
 
 
 class _HTMLText(HTMLParser):
-    _BLOCK = frozenset((
-        "br", "p", "div", "tr", "li", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5", "h6",
-        "blockquote", "pre", "hr", "section", "article", "header", "footer", "title", "dd", "dt",
-    ))
+    _BLOCK = frozenset(
+        (
+            "br",
+            "p",
+            "div",
+            "tr",
+            "li",
+            "ul",
+            "ol",
+            "table",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "blockquote",
+            "pre",
+            "hr",
+            "section",
+            "article",
+            "header",
+            "footer",
+            "title",
+            "dd",
+            "dt",
+        )
+    )
     _SKIP = frozenset(("script", "style", "head", "noscript", "template"))
 
     def __init__(self) -> None:

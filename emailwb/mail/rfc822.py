@@ -37,20 +37,45 @@ _DATE_RE = re.compile(
     r"\s*(?:[A-Za-z]{3,9},?\s*)?(\d{1,2})\s+([A-Za-z]{3})[A-Za-z]*\.?\s+(\d{4})\s+"
     r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*([+-])(\d{2})(\d{2})"
 )
-_MONTHS = {m: i for i, m in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
 _TZ_CACHE: dict[int, timezone] = {}
 _DATE_CACHE: dict[str, tuple[datetime | None, str | None]] = {}
 _DATE_CACHE_SIZE = 8192
 _B64_JUNK_RE = re.compile(rb"[^A-Za-z0-9+/]")
 
 # Charsets that are supersets of ASCII: pure-ASCII bytes decode the same in all of them.
-ASCII_SAFE_CHARSETS = frozenset((
-    "", "us-ascii", "ascii", "ansi_x3.4-1968", "utf-8", "utf8", "iso-8859-1", "latin-1",
-    "latin1", "iso-8859-15", "iso-8859-2", "windows-1252", "cp1252", "windows-1250",
-    "windows-1251", "koi8-r", "iso-2022-jp", "gb2312", "gbk", "big5", "shift_jis", "euc-jp",
-    "euc-kr",
-))
+ASCII_SAFE_CHARSETS = frozenset(
+    (
+        "",
+        "us-ascii",
+        "ascii",
+        "ansi_x3.4-1968",
+        "utf-8",
+        "utf8",
+        "iso-8859-1",
+        "latin-1",
+        "latin1",
+        "iso-8859-15",
+        "iso-8859-2",
+        "windows-1252",
+        "cp1252",
+        "windows-1250",
+        "windows-1251",
+        "koi8-r",
+        "iso-2022-jp",
+        "gb2312",
+        "gbk",
+        "big5",
+        "shift_jis",
+        "euc-jp",
+        "euc-kr",
+    )
+)
 _UNKNOWN_CHARSETS = frozenset(("unknown", "unknown-8bit", "x-unknown", "default", "x-user-defined"))
 
 
@@ -291,8 +316,9 @@ def _parse_date(value: str) -> tuple[datetime | None, str | None]:
                     tz = None
             if tz is not None:
                 try:
-                    dt = datetime(int(year), month, int(day), int(hour), int(minute),
-                                  int(sec or 0), tzinfo=tz)
+                    dt = datetime(
+                        int(year), month, int(day), int(hour), int(minute), int(sec or 0), tzinfo=tz
+                    )
                 except ValueError:
                     dt = None
     if dt is None:

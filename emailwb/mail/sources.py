@@ -49,7 +49,7 @@ _IGNORED_NAMES = frozenset(
 _MBOX_SUFFIXES = frozenset((".mbox", ".mbx"))
 _FROM_LINE = re.compile(rb"From \S+\s+\w{3} \w{3}\s+\d{1,2} \d{1,2}:\d\d")
 _NUM = re.compile(r"(\d+)")
-_JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*\Z')  # printable ASCII without " and \
+_JSON_PLAIN = re.compile(r"[ !#-\[\]-~]*\Z")  # printable ASCII without " and \
 # A work task: (source label, file path or raw bytes, mailbox hint, folder hint).
 Task = tuple[str, "str | bytes", str, str]
 #: defects that only flag a field (kept on the email, not reported in ingest_errors)
@@ -61,8 +61,14 @@ _FLAGGED_ONLY = ("unparseable Date", "From header has no address")
 Result = tuple[Any, ...]
 
 
-def error_record(source: str, reason: str, head: bytes, size: int | None, detail: str = "",
-           file_level: bool = False) -> Result:
+def error_record(
+    source: str,
+    reason: str,
+    head: bytes,
+    size: int | None,
+    detail: str = "",
+    file_level: bool = False,
+) -> Result:
     sha = hashlib.sha256(head).hexdigest()
     return ("err", source, reason, detail, size, sha, head[:HEAD_BYTES], file_level)
 
@@ -81,8 +87,15 @@ def _jl(items: list[str]) -> str:
     return json.dumps(items)
 
 
-def parse_message(raw: bytes, source: str, mailbox: str = "", folder: str = "",
-                  max_bytes: int = MAX_MESSAGE_BYTES, *, whole_file: bool = False) -> Result:
+def parse_message(
+    raw: bytes,
+    source: str,
+    mailbox: str = "",
+    folder: str = "",
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    *,
+    whole_file: bool = False,
+) -> Result:
     """Hash and parse one raw message into an ``ok`` row or an ``err`` record (never raises).
 
     ``whole_file``: ``raw`` is a whole file (not a message taken out of a container); input
@@ -92,8 +105,13 @@ def parse_message(raw: bytes, source: str, mailbox: str = "", folder: str = "",
     if size > max_bytes:
         return too_big(source, size, max_bytes, raw[:HEAD_BYTES])
     if not raw or raw.isspace():
-        return error_record(source, "empty file or empty message: nothing to ingest; delete it",
-                            raw, size, file_level=whole_file)
+        return error_record(
+            source,
+            "empty file or empty message: nothing to ingest; delete it",
+            raw,
+            size,
+            file_level=whole_file,
+        )
     sha = hashlib.sha256(raw).hexdigest()
     try:
         em = parse_email(raw, source=source, mailbox=mailbox, folder=folder)
@@ -102,35 +120,67 @@ def parse_message(raw: bytes, source: str, mailbox: str = "", folder: str = "",
     except EmailParseError as exc:
         return error_record(source, str(exc), raw[:HEAD_BYTES], size)
     except Exception as exc:  # a parser bug must not stop the ingest
-        return error_record(source, f"the parser failed on this message ({type(exc).__name__}: {exc});"
-                      " it is kept here, please report it", raw[:HEAD_BYTES], size,
-                      detail=repr(exc))
+        return error_record(
+            source,
+            f"the parser failed on this message ({type(exc).__name__}: {exc});"
+            " it is kept here, please report it",
+            raw[:HEAD_BYTES],
+            size,
+            detail=repr(exc),
+        )
     date = em.date.astimezone(UTC).isoformat() if em.date is not None else None
     row = (
-        em.message_id, date, em.date_flag, em.sender, em.sender_name, _jl(em.to), _jl(em.cc),
-        _jl(em.bcc), em.subject, normalize_subject(em.subject), em.in_reply_to,
-        _jl(em.references), em.mailbox, em.folder, source, em.body, em.new_text, em.quoted,
-        em.forwarded, em.signature, em.disclaimer, em.charset, _jl(em.defects), len(em.body),
+        em.message_id,
+        date,
+        em.date_flag,
+        em.sender,
+        em.sender_name,
+        _jl(em.to),
+        _jl(em.cc),
+        _jl(em.bcc),
+        em.subject,
+        normalize_subject(em.subject),
+        em.in_reply_to,
+        _jl(em.references),
+        em.mailbox,
+        em.folder,
+        source,
+        em.body,
+        em.new_text,
+        em.quoted,
+        em.forwarded,
+        em.signature,
+        em.disclaimer,
+        em.charset,
+        _jl(em.defects),
+        len(em.body),
         len(em.new_text),
     )
     key = content_key(em.sender, em.date, em.subject, em.body)
     notes = [d for d in em.defects if not d.startswith(_FLAGGED_ONLY)]
     warning = None
     if notes:
-        warning = (f"stored with defects: {'; '.join(notes)}. The message is in the store but its"
-                   " text may be incomplete or mis-decoded: check it, and export it again from"
-                   " the mail client if it matters")
+        warning = (
+            f"stored with defects: {'; '.join(notes)}. The message is in the store but its"
+            " text may be incomplete or mis-decoded: check it, and export it again from"
+            " the mail client if it matters"
+        )
     return ("ok", sha, raw, source, row, key, warning)
 
 
 def too_big(source: str, size: int, max_bytes: int, head: bytes) -> Result:
-    return error_record(source, f"message is {_mb(size)}, over the {_mb(max_bytes)} limit: it was not"
-                  " stored; raise max_message_bytes to ingest it, or remove the attachment",
-                  head, size)
+    return error_record(
+        source,
+        f"message is {_mb(size)}, over the {_mb(max_bytes)} limit: it was not"
+        " stored; raise max_message_bytes to ingest it, or remove the attachment",
+        head,
+        size,
+    )
 
 
-def read_file(path: str, mailbox: str = "", folder: str = "",
-              max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[list[Result], int | None, float | None]:
+def read_file(
+    path: str, mailbox: str = "", folder: str = "", max_bytes: int = MAX_MESSAGE_BYTES
+) -> tuple[list[Result], int | None, float | None]:
     """Read and parse one message file: ``(results, size, mtime)`` (never raises).
 
     A file that starts with an mbox envelope line is split (its messages are ``path#N``); a
@@ -148,30 +198,53 @@ def read_file(path: str, mailbox: str = "", folder: str = "",
                 return [too_big(path, size, max_bytes, head)], size, st.st_mtime
             raw = f.read()
     except OSError as exc:
-        return [error_record(path, f"cannot read the file ({exc.strerror or exc}): check that it"
-                       " exists and is readable, then ingest again", b"", None,
-                       detail=repr(exc), file_level=True)], None, None
+        return (
+            [
+                error_record(
+                    path,
+                    f"cannot read the file ({exc.strerror or exc}): check that it"
+                    " exists and is readable, then ingest again",
+                    b"",
+                    None,
+                    detail=repr(exc),
+                    file_level=True,
+                )
+            ],
+            None,
+            None,
+        )
     if raw.startswith(b"From ") and _FROM_LINE.match(raw):
         msgs = list(iter_mbox(io.BytesIO(raw), max_bytes))
         if len(msgs) > 1:
-            return [_mbox_result(path, n, data, n_bytes, mailbox, folder, max_bytes)
-                    for n, data, n_bytes in msgs], size, st.st_mtime
+            return (
+                [
+                    _mbox_result(path, n, data, n_bytes, mailbox, folder, max_bytes)
+                    for n, data, n_bytes in msgs
+                ],
+                size,
+                st.st_mtime,
+            )
         if msgs:
             raw = msgs[0][1]
-    return [parse_message(raw, path, mailbox, folder, max_bytes, whole_file=True)], size, \
-        st.st_mtime
+    return (
+        [parse_message(raw, path, mailbox, folder, max_bytes, whole_file=True)],
+        size,
+        st.st_mtime,
+    )
 
 
-def _mbox_result(path: str, n: int, data: bytes, size: int, mailbox: str, folder: str,
-                 max_bytes: int) -> Result:
+def _mbox_result(
+    path: str, n: int, data: bytes, size: int, mailbox: str, folder: str, max_bytes: int
+) -> Result:
     source = f"{path}#{n}"
     if size > max_bytes:
         return too_big(source, size, max_bytes, data)
     return parse_message(data, source, mailbox, folder, max_bytes)
 
 
-def process_chunk(tasks: list[Task], max_bytes: int = MAX_MESSAGE_BYTES
-                  ) -> list[tuple[list[Result], int | None, float | None]]:
+def process_chunk(
+    tasks: list[Task], max_bytes: int = MAX_MESSAGE_BYTES
+) -> list[tuple[list[Result], int | None, float | None]]:
     """Worker entry point: ``(results, size, mtime)`` per task, in task order.
 
     A task's payload is a file path (read here; size and mtime come from the open file) or
@@ -190,7 +263,6 @@ def worker_init() -> None:
     """Pool initializer: a worker forked from a process that traces memory stops tracing."""
     if tracemalloc.is_tracing():
         tracemalloc.stop()
-
 
 
 # --- streaming containers -------------------------------------------------------------------
@@ -249,8 +321,9 @@ def _pick_column(names: list[str], column: str | None, choices: Sequence[str]) -
     return next((lower[c] for c in choices if c in lower), None)
 
 
-def iter_table(path: str, kind: str, column: str | None = None
-               ) -> Iterator[tuple[int, bytes | str | None, str | None]]:
+def iter_table(
+    path: str, kind: str, column: str | None = None
+) -> Iterator[tuple[int, bytes | str | None, str | None]]:
     """Rows ``(n, raw, file)`` of a CSV or Parquet file, read in batches with polars.
 
     Raises ``InputError`` when no column holds the raw message (naming the columns found).
@@ -264,10 +337,15 @@ def iter_table(path: str, kind: str, column: str | None = None
     names = lf.collect_schema().names()
     col = _pick_column(names, column, RAW_COLUMNS)
     if col is None:
-        wanted = (f"no column {column!r}" if column else
-                  "no raw message column (looked for " + ", ".join(RAW_COLUMNS[:3]) + ")")
-        raise InputError(f"{path} has {wanted}; its columns are: {', '.join(names) or 'none'}",
-                         hint="pass column=NAME (the column holding the raw RFC 822 message)")
+        wanted = (
+            f"no column {column!r}"
+            if column
+            else "no raw message column (looked for " + ", ".join(RAW_COLUMNS[:3]) + ")"
+        )
+        raise InputError(
+            f"{path} has {wanted}; its columns are: {', '.join(names) or 'none'}",
+            hint="pass column=NAME (the column holding the raw RFC 822 message)",
+        )
     file_col = _pick_column(names, None, [c for c in FILE_COLUMNS if c != col.lower()])
     cols = [col] + ([file_col] if file_col else [])
     n = 0
@@ -335,8 +413,11 @@ def is_ignored(name: str) -> bool:
         return True
     low = name.lower()
     dot = low.rfind(".")
-    return ((dot > 0 and low[dot:] in _IGNORED_SUFFIXES) or low in _IGNORED_NAMES
-            or low.startswith(("readme.", "manifest.")))
+    return (
+        (dot > 0 and low[dot:] in _IGNORED_SUFFIXES)
+        or low in _IGNORED_NAMES
+        or low.startswith(("readme.", "manifest."))
+    )
 
 
 def read_head(path: str) -> bytes:

@@ -33,19 +33,89 @@ MAX_GAP = timedelta(days=30)
 #: normalised subjects too common to say two messages belong together
 GENERIC_SUBJECTS = frozenset(
     (
-        "hi", "hello", "hey", "fyi", "fw", "fwd", "re", "question", "questions", "thanks",
-        "thank you", "thx", "update", "updates", "meeting", "call", "lunch", "dinner", "test",
-        "info", "information", "request", "follow up", "follow-up", "followup", "reminder",
-        "note", "notes", "news", "status", "misc", "stuff", "document", "documents",
-        "attachment", "attachments", "file", "files", "see attached", "(no subject)",
-        "no subject", "your message", "message", "tomorrow", "today", "tonight", "this week",
-        "next week", "weekend", "draft", "revised", "agenda", "minutes", "quick question",
-        "important", "urgent", "hello there", "greetings", "good morning", "check this out",
+        "hi",
+        "hello",
+        "hey",
+        "fyi",
+        "fw",
+        "fwd",
+        "re",
+        "question",
+        "questions",
+        "thanks",
+        "thank you",
+        "thx",
+        "update",
+        "updates",
+        "meeting",
+        "call",
+        "lunch",
+        "dinner",
+        "test",
+        "info",
+        "information",
+        "request",
+        "follow up",
+        "follow-up",
+        "followup",
+        "reminder",
+        "note",
+        "notes",
+        "news",
+        "status",
+        "misc",
+        "stuff",
+        "document",
+        "documents",
+        "attachment",
+        "attachments",
+        "file",
+        "files",
+        "see attached",
+        "(no subject)",
+        "no subject",
+        "your message",
+        "message",
+        "tomorrow",
+        "today",
+        "tonight",
+        "this week",
+        "next week",
+        "weekend",
+        "draft",
+        "revised",
+        "agenda",
+        "minutes",
+        "quick question",
+        "important",
+        "urgent",
+        "hello there",
+        "greetings",
+        "good morning",
+        "check this out",
     )
 )
 _GENERIC_WORDS = frozenset(w for s in GENERIC_SUBJECTS for w in s.split()) | {
-    "a", "an", "the", "this", "that", "for", "of", "and", "my", "your", "our", "me", "you",
-    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+    "a",
+    "an",
+    "the",
+    "this",
+    "that",
+    "for",
+    "of",
+    "and",
+    "my",
+    "your",
+    "our",
+    "me",
+    "you",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
 }
 
 _REPLY_PREFIX = re.compile(
@@ -124,8 +194,9 @@ def _link_subjects(uf: _UnionFind, items: list[tuple]) -> None:
     parsed = []
     for group_id, subject, sender, to_addrs, cc_addrs, date, flag in items:
         when = None if flag == "placeholder" else _parse_date(date)
-        parsed.append((when, group_id, is_reply_subject(subject),
-                       _people(sender, to_addrs, cc_addrs)))
+        parsed.append(
+            (when, group_id, is_reply_subject(subject), _people(sender, to_addrs, cc_addrs))
+        )
     # dated messages in time order, then the undated ones
     parsed.sort(key=lambda it: (it[0] is None, it[0] or datetime.min, it[1]))
     chains: list[list] = []  # [group id, participants, last date]
@@ -210,8 +281,10 @@ def rebuild_threads(conn: sqlite3.Connection) -> int:
     whose values change are written.
     """
     linked = link_groups(conn)
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS thread_links"
-                 " (group_id INTEGER PRIMARY KEY, thread_id INTEGER NOT NULL)")
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS thread_links"
+        " (group_id INTEGER PRIMARY KEY, thread_id INTEGER NOT NULL)"
+    )
     conn.execute("DELETE FROM temp.thread_links")
     conn.executemany("INSERT INTO temp.thread_links VALUES (?, ?)", linked.items())
 
@@ -226,8 +299,17 @@ def rebuild_threads(conn: sqlite3.Connection) -> int:
     for thread_id, items in chains.items():
         items.sort()
         dates = [d for d, _, _ in items if d != "\uffff"]
-        rows.append((thread_id, f"g{thread_id}", items[0][2], items[0][1], len(items),
-                     dates[0] if dates else None, dates[-1] if dates else None))
+        rows.append(
+            (
+                thread_id,
+                f"g{thread_id}",
+                items[0][2],
+                items[0][1],
+                len(items),
+                dates[0] if dates else None,
+                dates[-1] if dates else None,
+            )
+        )
     conn.executemany(
         "INSERT INTO threads (id, thread_key, subject, root_email_id, size, first_date,"
         " last_date) VALUES (?, ?, ?, ?, ?, ?, ?)" + _UPSERT,
@@ -237,8 +319,7 @@ def rebuild_threads(conn: sqlite3.Connection) -> int:
     conn.execute(
         "INSERT INTO threads (id, thread_key, subject, root_email_id, size, first_date,"
         f" last_date) SELECT g.id, 'g' || g.id, e.subject, e.id, 1, {_DATE}, {_DATE}"
-        f" FROM {_CANONICAL} WHERE g.id NOT IN (SELECT group_id FROM temp.thread_links)"
-        + _UPSERT
+        f" FROM {_CANONICAL} WHERE g.id NOT IN (SELECT group_id FROM temp.thread_links)" + _UPSERT
     )
     conn.execute(
         "UPDATE emails SET thread_id = COALESCE((SELECT l.thread_id FROM temp.thread_links l"
@@ -249,8 +330,10 @@ def rebuild_threads(conn: sqlite3.Connection) -> int:
     # chains that merged into another one: drop their rows unless a result points at them
     used = "SELECT thread_id FROM emails WHERE thread_id IS NOT NULL"
     if _table_exists(conn, "results"):
-        conn.execute(f"UPDATE threads SET size = 0 WHERE id NOT IN ({used}) AND id IN"
-                     " (SELECT thread_id FROM results WHERE thread_id IS NOT NULL)")
+        conn.execute(
+            f"UPDATE threads SET size = 0 WHERE id NOT IN ({used}) AND id IN"
+            " (SELECT thread_id FROM results WHERE thread_id IS NOT NULL)"
+        )
         used += " UNION SELECT thread_id FROM results WHERE thread_id IS NOT NULL"
     conn.execute(f"DELETE FROM threads WHERE id NOT IN ({used})")
     conn.execute("DELETE FROM temp.thread_links")

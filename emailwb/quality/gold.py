@@ -54,12 +54,24 @@ from emailwb.store.runs import stored_date, stored_list
 if TYPE_CHECKING:
     from emailwb.store.database import Store
 
-LABEL_TYPES: tuple[str, ...] = ("deal", "meeting", "report", "request", "announcement",
-                                "personal", "other")
+LABEL_TYPES: tuple[str, ...] = (
+    "deal",
+    "meeting",
+    "report",
+    "request",
+    "announcement",
+    "personal",
+    "other",
+)
 PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "urgent")
 #: schema types that are not label types, and the label type each scores as
-TYPE_MAP: dict[str, str] = {"status_update": "report", "newsletter": "report", "legal": "deal",
-                            "regulatory": "announcement", "spam": "other"}
+TYPE_MAP: dict[str, str] = {
+    "status_update": "report",
+    "newsletter": "report",
+    "legal": "deal",
+    "regulatory": "announcement",
+    "spam": "other",
+}
 ACCURACY_FIELDS: tuple[str, ...] = ("email_type", "priority", "has_action_item")
 LIST_FIELDS: tuple[str, ...] = ("people", "organizations", "amounts", "dates")
 RESAMPLES = 1000
@@ -91,15 +103,18 @@ def _selection(path: Path) -> tuple[dict[str, str], dict[str, str]]:
                 if row.get("path"):
                     by_path[row["path"].strip()] = split
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}",
-                          hint="fix or remove the selection.tsv beside the labels file") from exc
+        raise ConfigError(
+            f"cannot read {path}: {exc}",
+            hint="fix or remove the selection.tsv beside the labels file",
+        ) from exc
     return by_id, by_path
 
 
 def _check_row(row: Any, where: str) -> dict[str, Any]:
     if not isinstance(row, dict):
-        raise ConfigError(f"{where}: expected a JSON object, got {type(row).__name__}",
-                          hint=_LABELS_HINT)
+        raise ConfigError(
+            f"{where}: expected a JSON object, got {type(row).__name__}", hint=_LABELS_HINT
+        )
     missing = [k for k in _REQUIRED if k not in row]
     if missing:
         raise ConfigError(f"{where}: missing {', '.join(missing)}", hint=_LABELS_HINT)
@@ -108,22 +123,31 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
     if not out["message_id"]:
         raise ConfigError(f"{where}: empty message_id", hint=_LABELS_HINT)
     if row["email_type"] not in LABEL_TYPES:
-        raise ConfigError(f"{where}: unknown email_type {row['email_type']!r} "
-                          f"(labels use {', '.join(LABEL_TYPES)})", hint=_LABELS_HINT)
+        raise ConfigError(
+            f"{where}: unknown email_type {row['email_type']!r} "
+            f"(labels use {', '.join(LABEL_TYPES)})",
+            hint=_LABELS_HINT,
+        )
     if row["priority"] not in PRIORITIES:
-        raise ConfigError(f"{where}: unknown priority {row['priority']!r} "
-                          f"(labels use {', '.join(PRIORITIES)})", hint=_LABELS_HINT)
+        raise ConfigError(
+            f"{where}: unknown priority {row['priority']!r} (labels use {', '.join(PRIORITIES)})",
+            hint=_LABELS_HINT,
+        )
     if not isinstance(row["has_action_item"], bool):
-        raise ConfigError(f"{where}: has_action_item must be true or false, got "
-                          f"{row['has_action_item']!r}", hint=_LABELS_HINT)
+        raise ConfigError(
+            f"{where}: has_action_item must be true or false, got {row['has_action_item']!r}",
+            hint=_LABELS_HINT,
+        )
     for name in LIST_FIELDS:
         value = row[name]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: {name} must be a list of strings, got {value!r}",
-                              hint=_LABELS_HINT)
+            raise ConfigError(
+                f"{where}: {name} must be a list of strings, got {value!r}", hint=_LABELS_HINT
+            )
     if "split" in row and row["split"] is not None and not isinstance(row["split"], str):
-        raise ConfigError(f"{where}: split must be a string such as \"dev\" or \"test\"",
-                          hint=_LABELS_HINT)
+        raise ConfigError(
+            f'{where}: split must be a string such as "dev" or "test"', hint=_LABELS_HINT
+        )
     return out
 
 
@@ -138,13 +162,16 @@ def load_labels(path: str | Path, split: str | None = None) -> list[dict[str, An
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"labels file {path} not found",
-                          hint="pass --labels with the JSONL file of hand labels")
+        raise ConfigError(
+            f"labels file {path} not found", hint="pass --labels with the JSONL file of hand labels"
+        )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read labels file {path}: {exc}",
-                          hint="check the path; the file must be UTF-8 JSONL") from exc
+        raise ConfigError(
+            f"cannot read labels file {path}: {exc}",
+            hint="check the path; the file must be UTF-8 JSONL",
+        ) from exc
     rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
@@ -154,12 +181,16 @@ def load_labels(path: str | Path, split: str | None = None) -> list[dict[str, An
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})",
-                              hint=_LABELS_HINT) from exc
+            raise ConfigError(
+                f"{where}: not valid JSON ({exc.msg} at column {exc.colno})", hint=_LABELS_HINT
+            ) from exc
         row = _check_row(raw, where)
         if row["message_id"] in seen:
-            raise ConfigError(f"{where}: message_id {row['message_id']!r} was already labeled "
-                              f"on line {seen[row['message_id']]}", hint=_LABELS_HINT)
+            raise ConfigError(
+                f"{where}: message_id {row['message_id']!r} was already labeled "
+                f"on line {seen[row['message_id']]}",
+                hint=_LABELS_HINT,
+            )
         seen[row["message_id"]] = number
         rows.append(row)
     if any(not r.get("split") for r in rows):
@@ -175,10 +206,10 @@ def load_labels(path: str | Path, split: str | None = None) -> list[dict[str, An
     if rows and not kept:
         known = sorted({str(r["split"]) for r in rows if r.get("split")})
         raise ConfigError(
-            f"no labels in split {split!r} in {path} (splits there: "
-            f"{', '.join(known) or 'none'})",
+            f"no labels in split {split!r} in {path} (splits there: {', '.join(known) or 'none'})",
             hint="pick another --split, or give the rows a split (or a selection.tsv beside "
-                 "the labels file)")
+            "the labels file)",
+        )
     return kept
 
 
@@ -297,13 +328,15 @@ def _greedy(predicted: Sequence[Any], labels: Sequence[Any], match: Any) -> tupl
     return tp, len(predicted) - tp, len(labels) - tp
 
 
-def match_counts(name: str, prediction: Mapping[str, Any] | None,
-                 label: Mapping[str, Any]) -> tuple[int, int, int]:
+def match_counts(
+    name: str, prediction: Mapping[str, Any] | None, label: Mapping[str, Any]
+) -> tuple[int, int, int]:
     """(tp, fp, fn) of one list field of one email."""
     gold = list(label.get(name) or [])
     if name == "amounts":
-        return _greedy(_predicted_amounts(prediction), [amount_values(g) for g in gold],
-                       amounts_match)
+        return _greedy(
+            _predicted_amounts(prediction), [amount_values(g) for g in gold], amounts_match
+        )
     return _greedy(_predicted_strings(prediction, name), gold, strings_match)
 
 
@@ -335,10 +368,16 @@ def grounding_strings(prediction: Mapping[str, Any] | None) -> list[str]:
     skipped)."""
     if not prediction:
         return []
-    out = [s for name in ("people", "organizations", "dates")
-           for s in _predicted_strings(prediction, name)]
-    amounts = [a for a in prediction.get("amounts") or [] if isinstance(a, str)] \
-        if isinstance(prediction.get("amounts"), list) else []
+    out = [
+        s
+        for name in ("people", "organizations", "dates")
+        for s in _predicted_strings(prediction, name)
+    ]
+    amounts = (
+        [a for a in prediction.get("amounts") or [] if isinstance(a, str)]
+        if isinstance(prediction.get("amounts"), list)
+        else []
+    )
     evidence = prediction.get("evidence")
     if isinstance(evidence, Mapping) and isinstance(evidence.get("amounts"), list):
         for item in evidence["amounts"]:
@@ -464,9 +503,14 @@ def _estimate(point: float | None, boot: list[float | None]) -> Estimate:
     return Estimate(point, low, high)
 
 
-def score(labels: Sequence[Mapping[str, Any]], predictions: Mapping[str, Mapping[str, Any] | None],
-          texts: Mapping[str, str] | None = None, *, resamples: int = RESAMPLES,
-          seed: int = SEED) -> Scores:
+def score(
+    labels: Sequence[Mapping[str, Any]],
+    predictions: Mapping[str, Mapping[str, Any] | None],
+    texts: Mapping[str, str] | None = None,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> Scores:
     """Score ``predictions`` (by message_id; missing or None = no result) against ``labels``.
 
     ``texts`` (by message_id) turns on grounding; emails without a text are left out of it.
@@ -474,8 +518,10 @@ def score(labels: Sequence[Mapping[str, Any]], predictions: Mapping[str, Mapping
     the same labels get the same resamples, whatever the predictions.
     """
     if not labels:
-        raise ConfigError("there are no labels to score against",
-                          hint="pass a labels file with at least one row (and check --split)")
+        raise ConfigError(
+            "there are no labels to score against",
+            hint="pass a labels file with at least one row (and check --split)",
+        )
     n = len(labels)
     preds = [predictions.get(_message_id(lab["message_id"])) for lab in labels]
     picks = [itemgetter(*idx) for idx in _resamples(n, resamples, seed)]
@@ -483,8 +529,9 @@ def score(labels: Sequence[Mapping[str, Any]], predictions: Mapping[str, Mapping
     acc: dict[str, Accuracy] = {}
     for name in ACCURACY_FIELDS:
         guesses = [predicted_value(name, p) for p in preds]
-        hits = [int(g is not None and g == lab[name])
-                for g, lab in zip(guesses, labels, strict=True)]
+        hits = [
+            int(g is not None and g == lab[name]) for g, lab in zip(guesses, labels, strict=True)
+        ]
         boot: list[float | None] = [_sum_at(hits, pick) / n for pick in picks]
         acc[name] = Accuracy(_estimate(sum(hits) / n, boot), sum(hits), n)
 
@@ -501,22 +548,40 @@ def score(labels: Sequence[Mapping[str, Any]], predictions: Mapping[str, Mapping
             bp.append(_ratio(a, a + b))
             br.append(_ratio(a, a + c))
             bf.append(_ratio(2 * a, 2 * a + b + c))
-        lists[name] = ListScore(_estimate(_ratio(tp, tp + fp), bp),
-                                _estimate(_ratio(tp, tp + fn), br),
-                                _estimate(_ratio(2 * tp, 2 * tp + fp + fn), bf), tp, fp, fn)
+        lists[name] = ListScore(
+            _estimate(_ratio(tp, tp + fp), bp),
+            _estimate(_ratio(tp, tp + fn), br),
+            _estimate(_ratio(2 * tp, 2 * tp + fp + fn), bf),
+            tp,
+            fp,
+            fn,
+        )
 
     ground: GroundingScore | None = None
     if texts is not None:
-        pairs = [grounded_counts(p, texts[mid]) if (mid := _message_id(lab["message_id"])) in texts
-                 else (0, 0) for p, lab in zip(preds, labels, strict=True)]
+        pairs = [
+            grounded_counts(p, texts[mid])
+            if (mid := _message_id(lab["message_id"])) in texts
+            else (0, 0)
+            for p, lab in zip(preds, labels, strict=True)
+        ]
         got, checked = [g for g, _ in pairs], [c for _, c in pairs]
         boot_g = [_ratio(_sum_at(got, pick), _sum_at(checked, pick)) for pick in picks]
-        ground = GroundingScore(_estimate(_ratio(sum(got), sum(checked)), boot_g),
-                                sum(got), sum(checked))
+        ground = GroundingScore(
+            _estimate(_ratio(sum(got), sum(checked)), boot_g), sum(got), sum(checked)
+        )
 
-    return Scores(n, acc["email_type"], acc["priority"], acc["has_action_item"],
-                  lists["people"], lists["organizations"], lists["amounts"], lists["dates"],
-                  ground)
+    return Scores(
+        n,
+        acc["email_type"],
+        acc["priority"],
+        acc["has_action_item"],
+        lists["people"],
+        lists["organizations"],
+        lists["amounts"],
+        lists["dates"],
+        ground,
+    )
 
 
 def majority_prediction(labels: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -529,21 +594,31 @@ def majority_prediction(labels: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def majority_baseline(labels: Sequence[Mapping[str, Any]], *, resamples: int = RESAMPLES,
-                      seed: int = SEED) -> Scores:
+def majority_baseline(
+    labels: Sequence[Mapping[str, Any]], *, resamples: int = RESAMPLES, seed: int = SEED
+) -> Scores:
     """The scores of predicting every email's majority type, priority and action flag, and
     nothing for the list fields (F1 0); no grounding."""
     guess = majority_prediction(labels)
-    return score(labels, {_message_id(lab["message_id"]): guess for lab in labels},
-                 resamples=resamples, seed=seed)
+    return score(
+        labels,
+        {_message_id(lab["message_id"]): guess for lab in labels},
+        resamples=resamples,
+        seed=seed,
+    )
 
 
 # --- output -------------------------------------------------------------------------------
 TABLE_ROWS: tuple[tuple[str, str], ...] = (
-    ("email_type", "email_type"), ("priority", "priority"),
-    ("has_action_item", "has_action_item"), ("people F1", "people"),
-    ("organizations F1", "organizations"), ("amounts F1", "amounts"), ("dates F1", "dates"),
-    ("grounding", "grounding"))
+    ("email_type", "email_type"),
+    ("priority", "priority"),
+    ("has_action_item", "has_action_item"),
+    ("people F1", "people"),
+    ("organizations F1", "organizations"),
+    ("amounts F1", "amounts"),
+    ("dates F1", "dates"),
+    ("grounding", "grounding"),
+)
 
 
 def _cell(scores: Scores, name: str) -> str:
@@ -565,9 +640,12 @@ def score_table(columns: Mapping[str, Scores]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join([cells[0].ljust(widths[0]),
-                          *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]
-                         ).rstrip()
+        return "  ".join(
+            [
+                cells[0].ljust(widths[0]),
+                *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)),
+            ]
+        ).rstrip()
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
@@ -580,30 +658,42 @@ def scores_as_dict(scores: Scores) -> dict[str, Any]:
         out[name] = {"accuracy": a.accuracy.as_dict(), "correct": a.correct, "n": a.n}
     for name in LIST_FIELDS:
         s: ListScore = getattr(scores, name)
-        out[name] = {"precision": s.precision.as_dict(), "recall": s.recall.as_dict(),
-                     "f1": s.f1.as_dict(), "tp": s.tp, "fp": s.fp, "fn": s.fn}
+        out[name] = {
+            "precision": s.precision.as_dict(),
+            "recall": s.recall.as_dict(),
+            "f1": s.f1.as_dict(),
+            "tp": s.tp,
+            "fp": s.fp,
+            "fn": s.fn,
+        }
     g = scores.grounding
-    out["grounding"] = None if g is None else {
-        "share": g.share.as_dict(), "grounded": g.grounded, "checked": g.checked}
+    out["grounding"] = (
+        None
+        if g is None
+        else {"share": g.share.as_dict(), "grounded": g.grounded, "checked": g.checked}
+    )
     return out
 
 
 # --- the store ----------------------------------------------------------------------------
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
-        yield list(items[i:i + size])
+        yield list(items[i : i + size])
 
 
-def predictions_from_run(store: Store, run: Any, message_ids: Iterable[str]
-                         ) -> dict[str, dict[str, Any] | None]:
+def predictions_from_run(
+    store: Store, run: Any, message_ids: Iterable[str]
+) -> dict[str, dict[str, Any] | None]:
     """A run's stored result JSON for each of ``message_ids`` (None: no result, a failed one,
     or an email not in the store). ``run`` is a ``runs.RunRecord``, a run name or an id."""
     from emailwb.store.runs import get_run
 
     record = run if hasattr(run, "id") and hasattr(run, "name") else get_run(store, run)
     if record is None:
-        raise ConfigError(f"no run {run!r} in {getattr(store, 'path', 'the store')}",
-                          hint="see `emailwb status --json` for the runs in this database")
+        raise ConfigError(
+            f"no run {run!r} in {getattr(store, 'path', 'the store')}",
+            hint="see `emailwb status --json` for the runs in this database",
+        )
     ids = sorted({_message_id(m) for m in message_ids})
     out: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
     for chunk in _chunks(ids):
@@ -611,7 +701,8 @@ def predictions_from_run(store: Store, run: Any, message_ids: Iterable[str]
             "SELECT e.message_id, x.status, x.data FROM emails e "
             "JOIN email_results x ON x.email_id = e.id AND x.run_id = ? "
             f"WHERE e.message_id IN ({','.join('?' * len(chunk))}) ORDER BY e.id",
-            [record.id, *chunk])
+            [record.id, *chunk],
+        )
         for r in rows:
             if r["status"] != "done" or not r["data"] or out.get(r["message_id"]) is not None:
                 continue  # several copies of a message: the first done result wins
@@ -629,8 +720,11 @@ def present_message_ids(store: Store, message_ids: Iterable[str]) -> set[str]:
     ids = sorted({_message_id(m) for m in message_ids})
     found: set[str] = set()
     for chunk in _chunks(ids):
-        rows = store.query(f"SELECT DISTINCT message_id FROM emails WHERE message_id IN "
-                           f"({','.join('?' * len(chunk))})", chunk)
+        rows = store.query(
+            f"SELECT DISTINCT message_id FROM emails WHERE message_id IN "
+            f"({','.join('?' * len(chunk))})",
+            chunk,
+        )
         found.update(r[0] for r in rows)
     return found
 
@@ -643,13 +737,20 @@ def email_texts(store: Store, message_ids: Iterable[str]) -> dict[str, str]:
     for chunk in _chunks(ids):
         rows = store.query(
             "SELECT message_id, date, sender, sender_name, to_addrs, cc_addrs, subject, body "
-            f"FROM emails WHERE message_id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
+            f"FROM emails WHERE message_id IN ({','.join('?' * len(chunk))}) ORDER BY id",
+            chunk,
+        )
         for r in rows:
             if r["message_id"] in out:
                 continue
-            mail = SimpleNamespace(sender=r["sender"] or "", sender_name=r["sender_name"] or "",
-                                   to=stored_list(r["to_addrs"]), cc=stored_list(r["cc_addrs"]),
-                                   subject=r["subject"] or "", date=stored_date(r["date"]))
+            mail = SimpleNamespace(
+                sender=r["sender"] or "",
+                sender_name=r["sender_name"] or "",
+                to=stored_list(r["to_addrs"]),
+                cc=stored_list(r["cc_addrs"]),
+                subject=r["subject"] or "",
+                date=stored_date(r["date"]),
+            )
             out[r["message_id"]] = grounding_text(mail, body=r["body"] or "")
     return out
 
@@ -666,42 +767,66 @@ class ScoreReport:
     audited: dict[str, list[dict[str, Any]]]  # run label -> audited accuracy rows (if any)
 
     def text(self) -> str:
-        head = (f"{self.scored} labeled emails scored"
-                + (f" (split {self.split})" if self.split else "") + "; 95% bootstrap intervals")
+        head = (
+            f"{self.scored} labeled emails scored"
+            + (f" (split {self.split})" if self.split else "")
+            + "; 95% bootstrap intervals"
+        )
         out = [head, score_table(self.columns)]
         for label, rows in self.audited.items():
-            lines = [f"  {r['field']:<16} {r['correct']:>4}/{r['n']:<4} = {r['accuracy']:.2f} "
-                     f"[{r['low']:.2f}, {r['high']:.2f}]" for r in rows if r["n"]]
+            lines = [
+                f"  {r['field']:<16} {r['correct']:>4}/{r['n']:<4} = {r['accuracy']:.2f} "
+                f"[{r['low']:.2f}, {r['high']:.2f}]"
+                for r in rows
+                if r["n"]
+            ]
             if lines:
                 out.append(f"\naudit labels of {label} (the audit panel; Wilson intervals):")
                 out.extend(lines)
         return "\n".join(out)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "scored": self.scored, "missing": self.missing,
-                "columns": {k: scores_as_dict(v) for k, v in self.columns.items()},
-                "audited": self.audited}
+        return {
+            "split": self.split,
+            "scored": self.scored,
+            "missing": self.missing,
+            "columns": {k: scores_as_dict(v) for k, v in self.columns.items()},
+            "audited": self.audited,
+        }
 
     def html(self) -> str:
         """The table as HTML (every cell escaped), for the notebooks."""
         head = "".join(f"<th>{escape(str(h))}</th>" for h in ("field", *self.columns))
         body = "".join(
-            "<tr><td>" + escape(label) + "</td>"
+            "<tr><td>"
+            + escape(label)
+            + "</td>"
             + "".join(f"<td>{escape(_cell(s, name))}</td>" for s in self.columns.values())
-            + "</tr>" for label, name in TABLE_ROWS)
-        note = (f"<p>{self.scored} labeled emails scored"
-                + (f" (split {escape(self.split)})" if self.split else "")
-                + (f"; {self.missing} not in this store" if self.missing else "")
-                + "; 95% bootstrap intervals over emails</p>")
-        return (f"{note}<table class='emailwb-score'><thead><tr>{head}</tr></thead>"
-                f"<tbody>{body}</tbody></table>")
+            + "</tr>"
+            for label, name in TABLE_ROWS
+        )
+        note = (
+            f"<p>{self.scored} labeled emails scored"
+            + (f" (split {escape(self.split)})" if self.split else "")
+            + (f"; {self.missing} not in this store" if self.missing else "")
+            + "; 95% bootstrap intervals over emails</p>"
+        )
+        return (
+            f"{note}<table class='emailwb-score'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>"
+        )
 
     def _repr_html_(self) -> str:  # a notebook shows the report as its HTML table
         return self.html()
 
 
-def score_runs(store: Store, labels: Sequence[Mapping[str, Any]], runs: Sequence[Any], *,
-               split: str | None = None) -> ScoreReport:
+def score_runs(
+    store: Store,
+    labels: Sequence[Mapping[str, Any]],
+    runs: Sequence[Any],
+    *,
+    split: str | None = None,
+) -> ScoreReport:
     """Score ``runs`` (names, ids or records; labelled by name) on the labeled emails present
     in the store, next to the majority baseline; audit-panel labels of each run come along.
 
@@ -719,15 +844,19 @@ def score_runs(store: Store, labels: Sequence[Mapping[str, Any]], runs: Sequence
         if record is None:
             known = ", ".join(r.name for r in list_runs(store)) or "none"
             what = f"no run named {name!r}" if name is not None else "there is no run yet"
-            raise ConfigError(f"{what} in this store (runs: {known})",
-                              hint="see `emailwb status --json` for the runs in this database")
+            raise ConfigError(
+                f"{what} in this store (runs: {known})",
+                hint="see `emailwb status --json` for the runs in this database",
+            )
         records.append(record)
     present = present_message_ids(store, (lab["message_id"] for lab in labels))
     kept = [lab for lab in labels if lab["message_id"] in present]
     if not kept:
-        raise ConfigError(f"none of the {len(labels)} labeled emails is in this store",
-                          hint="ingest the labeled emails first, e.g. "
-                               "`emailwb ingest ../shared/data/enron/maildir`")
+        raise ConfigError(
+            f"none of the {len(labels)} labeled emails is in this store",
+            hint="ingest the labeled emails first, e.g. "
+            "`emailwb ingest ../shared/data/enron/maildir`",
+        )
     ids = [lab["message_id"] for lab in kept]
     texts = email_texts(store, ids)
     columns = {r.name: score(kept, predictions_from_run(store, r, ids), texts) for r in records}

@@ -40,22 +40,98 @@ def _squash(text: str) -> str:
 
 
 # nicknames to one spelling ("will", "rich", "drew", "sue" left out: they are common words)
-_NICK = {"dave": "david", "bill": "william", "billy": "william", "jim": "james",
-         "jimmy": "james", "bob": "robert", "rob": "robert", "bobby": "robert", "mike": "michael",
-         "chris": "christopher", "tim": "timothy", "tom": "thomas", "jeff": "jeffrey",
-         "geoff": "jeffrey", "steve": "steven", "stephen": "steven", "rick": "richard",
-         "dick": "richard", "joe": "joseph", "ken": "kenneth", "dan": "daniel",
-         "danny": "daniel", "don": "donald", "greg": "gregory", "ron": "ronald", "sam": "samuel",
-         "tony": "anthony", "kate": "katherine", "kathy": "katherine", "liz": "elizabeth",
-         "beth": "elizabeth", "jenny": "jennifer", "jen": "jennifer",
-         "matt": "matthew", "andy": "andrew", "pat": "patrick", "phil": "phillip",
-         "philip": "phillip", "wes": "wesley", "fred": "frederick", "larry": "lawrence",
-         "jerry": "gerald", "nick": "nicholas", "ed": "edward", "ted": "edward", "vince": "vincent",
-         "barb": "barbara", "debbie": "deborah", "deb": "deborah", "becky": "rebecca",
-         "peggy": "margaret", "maggie": "margaret", "jon": "john", "johnny": "john", "kim": "kimberly"}
-_TITLES = {"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "jr", "sr", "ii", "iii", "iv", "phd", "esq"}
-_ORG_NOISE = {"inc", "incorporated", "corp", "corporation", "co", "company", "llc", "ltd", "limited",
-              "lp", "llp", "plc", "the", "sa", "ag", "gmbh", "nv"}
+_NICK = {
+    "dave": "david",
+    "bill": "william",
+    "billy": "william",
+    "jim": "james",
+    "jimmy": "james",
+    "bob": "robert",
+    "rob": "robert",
+    "bobby": "robert",
+    "mike": "michael",
+    "chris": "christopher",
+    "tim": "timothy",
+    "tom": "thomas",
+    "jeff": "jeffrey",
+    "geoff": "jeffrey",
+    "steve": "steven",
+    "stephen": "steven",
+    "rick": "richard",
+    "dick": "richard",
+    "joe": "joseph",
+    "ken": "kenneth",
+    "dan": "daniel",
+    "danny": "daniel",
+    "don": "donald",
+    "greg": "gregory",
+    "ron": "ronald",
+    "sam": "samuel",
+    "tony": "anthony",
+    "kate": "katherine",
+    "kathy": "katherine",
+    "liz": "elizabeth",
+    "beth": "elizabeth",
+    "jenny": "jennifer",
+    "jen": "jennifer",
+    "matt": "matthew",
+    "andy": "andrew",
+    "pat": "patrick",
+    "phil": "phillip",
+    "philip": "phillip",
+    "wes": "wesley",
+    "fred": "frederick",
+    "larry": "lawrence",
+    "jerry": "gerald",
+    "nick": "nicholas",
+    "ed": "edward",
+    "ted": "edward",
+    "vince": "vincent",
+    "barb": "barbara",
+    "debbie": "deborah",
+    "deb": "deborah",
+    "becky": "rebecca",
+    "peggy": "margaret",
+    "maggie": "margaret",
+    "jon": "john",
+    "johnny": "john",
+    "kim": "kimberly",
+}
+_TITLES = {
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "dr",
+    "prof",
+    "sir",
+    "jr",
+    "sr",
+    "ii",
+    "iii",
+    "iv",
+    "phd",
+    "esq",
+}
+_ORG_NOISE = {
+    "inc",
+    "incorporated",
+    "corp",
+    "corporation",
+    "co",
+    "company",
+    "llc",
+    "ltd",
+    "limited",
+    "lp",
+    "llp",
+    "plc",
+    "the",
+    "sa",
+    "ag",
+    "gmbh",
+    "nv",
+}
 
 
 class _Text:
@@ -77,12 +153,15 @@ class _Text:
         # a user name ("jdasovich", "tsoto", "delaineyd") holds a surname and an initial or two
         return len(token) >= 4 and any(
             len(w) - 2 <= len(token) < len(w) and (w.endswith(token) or w.startswith(token))
-            for w in self.words)
+            for w in self.words
+        )
 
 
 # --- dates ------------------------------------------------------------------------------
-_MON = (r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-        r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_MON = (
+    r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _DATE_RES = [
@@ -90,17 +169,50 @@ _DATE_RES = [
     re.compile(r"(?<![\d/.])\b(?P<m>\d{1,2})/(?P<d>\d{1,2})(?:/(?P<y>\d{4}|\d{2}))?\b(?![/.]\d)"),
     re.compile(r"(?<![\d/.-])\b(?P<m>\d{1,2})([.-])(?P<d>\d{1,2})\2(?P<y>\d{4}|\d{2})\b(?![.-]\d)"),
     re.compile(rf"\b{_MON}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\b(?!:)(?:,?\s+(?P<y>\d{{4}})\b)?"),
-    re.compile(rf"\b(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MON}\b(?:,?\s+(?P<y>\d{{4}})\b)?"),
+    re.compile(
+        rf"\b(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MON}\b(?:,?\s+(?P<y>\d{{4}})\b)?"
+    ),
     re.compile(rf"\b{_MON}(?:[\s,]+(?P<y>\d{{4}})|\s?['-](?P<y2>\d{{2}}))\b"),
 ]
-_WEEKDAY_RE = re.compile(r"\b(mon|tue|wed|thu|fri|sat|sun)(?:day|s|sday|nesday|r|rs|rsday|urday)?\b")
+_WEEKDAY_RE = re.compile(
+    r"\b(mon|tue|wed|thu|fri|sat|sun)(?:day|s|sday|nesday|r|rs|rsday|urday)?\b"
+)
 _YEAR_RE = re.compile(r"\b(19[5-9]\d|20[0-4]\d)\b")
-_QUARTER_RE = re.compile(r"\bq([1-4])\b|\b([1-4])q\b|\b(first|second|third|fourth|1st|2nd|3rd|4th) quarter\b")
-_RELATIVE = ("tomorrow", "today", "tonight", "yesterday", "this week", "next week", "last week",
-             "this weekend", "next weekend", "this month", "next month", "last month", "this year",
-             "next year", "this morning", "this afternoon", "end of the day", "end of day",
-             "end of the week", "end of week", "end of the month", "end of month", "end of the year",
-             "end of year", "end of the quarter", "next quarter", "eod", "eow", "eom", "asap")
+_QUARTER_RE = re.compile(
+    r"\bq([1-4])\b|\b([1-4])q\b|\b(first|second|third|fourth|1st|2nd|3rd|4th) quarter\b"
+)
+_RELATIVE = (
+    "tomorrow",
+    "today",
+    "tonight",
+    "yesterday",
+    "this week",
+    "next week",
+    "last week",
+    "this weekend",
+    "next weekend",
+    "this month",
+    "next month",
+    "last month",
+    "this year",
+    "next year",
+    "this morning",
+    "this afternoon",
+    "end of the day",
+    "end of day",
+    "end of the week",
+    "end of week",
+    "end of the month",
+    "end of month",
+    "end of the year",
+    "end of year",
+    "end of the quarter",
+    "next quarter",
+    "eod",
+    "eow",
+    "eom",
+    "asap",
+)
 
 
 def _year(text: str | None) -> int | None:
@@ -135,18 +247,29 @@ def _date_keys(text: str, sent: date | None = None) -> _DateKeys:
                 if 1 <= mo <= 12 and 1 <= d <= 31:
                     keys.md.add((mo, d, y))
                     break
-    keys.years = {int(y) for y in _YEAR_RE.findall(low)} | {y for *_, y in keys.md if y} | {
-        y for y, _ in keys.ym if y}
+    keys.years = (
+        {int(y) for y in _YEAR_RE.findall(low)}
+        | {y for *_, y in keys.md if y}
+        | {y for y, _ in keys.ym if y}
+    )
     keys.weekdays = {_WEEKDAYS.index(w) for w in _WEEKDAY_RE.findall(low)}
     for m in _QUARTER_RE.finditer(low):
         q = m.group(1) or m.group(2) or m.group(3)
-        keys.quarters.add(int(q[0]) if q[0].isdigit() else ["first", "second", "third", "fourth"].index(q) + 1)
+        keys.quarters.add(
+            int(q[0]) if q[0].isdigit() else ["first", "second", "third", "fourth"].index(q) + 1
+        )
     spaced = f" {_norm(text)} "
     keys.relative = {r for r in _RELATIVE if f" {r} " in spaced}
     if sent is not None:  # resolve relative words and weekdays against the sent date
         days: set[date] = set()
-        offsets = {"today": [0], "tonight": [0], "this morning": [0], "this afternoon": [0],
-                   "tomorrow": [1], "yesterday": [-1]}
+        offsets = {
+            "today": [0],
+            "tonight": [0],
+            "this morning": [0],
+            "this afternoon": [0],
+            "tomorrow": [1],
+            "yesterday": [-1],
+        }
         for word in keys.relative:
             days.update(sent + timedelta(o) for o in offsets.get(word, []))
         if keys.relative & {"next week", "next weekend"}:
@@ -169,12 +292,21 @@ def _date_grounded(value: str, text: _Text, tkeys: _DateKeys) -> bool:
         return a is None or b is None or a == b
 
     if e.md:
-        return any(m == tm and d == td and year_ok(y, ty) for m, d, y in e.md for tm, td, ty in tkeys.md)
+        return any(
+            m == tm and d == td and year_ok(y, ty) for m, d, y in e.md for tm, td, ty in tkeys.md
+        )
     if e.ym:
-        return any(m == tm and year_ok(y, ty) for y, m in e.ym
-                   for ty, tm in tkeys.ym | {(ty, tm) for tm, _, ty in tkeys.md})
+        return any(
+            m == tm and year_ok(y, ty)
+            for y, m in e.ym
+            for ty, tm in tkeys.ym | {(ty, tm) for tm, _, ty in tkeys.md}
+        )
     if e.weekdays or e.quarters or e.relative:
-        return bool(e.weekdays & tkeys.weekdays or e.quarters & tkeys.quarters or e.relative & tkeys.relative)
+        return bool(
+            e.weekdays & tkeys.weekdays
+            or e.quarters & tkeys.quarters
+            or e.relative & tkeys.relative
+        )
     if e.years:
         return bool(e.years & tkeys.years)
     return False
@@ -260,7 +392,11 @@ def _org(value: Any, text: _Text) -> tuple[str, str | None]:
         return label, None
     phrase = " ".join(words)
     squashed = "".join(words)
-    if f" {phrase} " in text.norm or squashed in text.tokens or (len(squashed) >= 8 and squashed in text.squashed):
+    if (
+        f" {phrase} " in text.norm
+        or squashed in text.tokens
+        or (len(squashed) >= 8 and squashed in text.squashed)
+    ):
         return label, "full"
     if len(words) >= 2 and "".join(w[0] for w in words) in text.words:
         return label, "full"  # "Enron North America" -> "ENA"
@@ -302,7 +438,9 @@ def _evidence_grounded(quote: str, text: _Text) -> bool:
     return bool(words) and sum(w in text.words for w in words) / len(words) >= 0.8
 
 
-def grounding(result: Mapping[str, Any], email_text: str, *, sent: date | datetime | None = None) -> Grounding:
+def grounding(
+    result: Mapping[str, Any], email_text: str, *, sent: date | datetime | None = None
+) -> Grounding:
     """Which extracted values the email's text supports.
 
     ``email_text`` should hold what the model saw plus the header lines (From/To/Cc names
@@ -324,12 +462,24 @@ def grounding(result: Mapping[str, Any], email_text: str, *, sent: date | dateti
         "amounts": _check(_amount(a, text) for a in _items(result, "amounts")),
         "dates": _check(
             (str(v).strip(), "full" if _date_grounded(str(v), text, tkeys) else None)
-            for v in ((d.get("date") if isinstance(d, Mapping) else d) or "" for d in _items(result, "dates"))),
+            for v in (
+                (d.get("date") if isinstance(d, Mapping) else d) or ""
+                for d in _items(result, "dates")
+            )
+        ),
         "deal_refs": _check(
-            (str(r).strip(), "full" if f" {_norm(str(r))} " in text.norm
-             or (len(_squash(str(r))) >= 3 and _squash(str(r)) in text.squashed) else None)
-            for r in _items(result, "deal_refs")),
-        "evidence": _check([(quote, "full" if quote and _evidence_grounded(quote, text) else None)]),
+            (
+                str(r).strip(),
+                "full"
+                if f" {_norm(str(r))} " in text.norm
+                or (len(_squash(str(r))) >= 3 and _squash(str(r)) in text.squashed)
+                else None,
+            )
+            for r in _items(result, "deal_refs")
+        ),
+        "evidence": _check(
+            [(quote, "full" if quote and _evidence_grounded(quote, text) else None)]
+        ),
     }
     checked = sum(fields[f].checked for f in SCORED_FIELDS)
     score = sum(len(fields[f].grounded) for f in SCORED_FIELDS) / checked if checked else None
@@ -338,12 +488,16 @@ def grounding(result: Mapping[str, Any], email_text: str, *, sent: date | dateti
 
 def grounding_text(email: Any, *, body: str | None = None) -> str:
     """Header lines and body of an ``Email`` (or any object with its attributes) as one text."""
+
     def people(addrs: Iterable[str]) -> str:
         return ", ".join(addrs)
 
-    lines = [f"From: {getattr(email, 'sender_name', '')} <{getattr(email, 'sender', '')}>",
-             f"To: {people(getattr(email, 'to', []))}", f"Cc: {people(getattr(email, 'cc', []))}",
-             f"Subject: {getattr(email, 'subject', '')}"]
+    lines = [
+        f"From: {getattr(email, 'sender_name', '')} <{getattr(email, 'sender', '')}>",
+        f"To: {people(getattr(email, 'to', []))}",
+        f"Cc: {people(getattr(email, 'cc', []))}",
+        f"Subject: {getattr(email, 'subject', '')}",
+    ]
     if getattr(email, "date", None):
         lines.append(f"Date: {email.date:%A, %B %d, %Y %m/%d/%Y}")
     return "\n".join(lines) + "\n\n" + (body if body is not None else getattr(email, "body", ""))
@@ -354,8 +508,14 @@ AMOUNT_SLOTS = 6  # EmailAnalysis.amounts holds at most this many
 
 def amounts_missed(result: Mapping[str, Any] | None, email_text: str) -> list[Money]:
     """Money mentions (one per distinct value and unit) that no extracted amount matches."""
-    values = [v for v in (as_number(a.get("value") if isinstance(a, Mapping) else a)
-                          for a in _items(result or {}, "amounts")) if v is not None]
+    values = [
+        v
+        for v in (
+            as_number(a.get("value") if isinstance(a, Mapping) else a)
+            for a in _items(result or {}, "amounts")
+        )
+        if v is not None
+    ]
     seen: set[tuple[float, str]] = set()
     missed: list[Money] = []
     for money in find_money(email_text):

@@ -37,15 +37,45 @@ from emailwb.quality.grounding import (
 )
 
 __all__ = [
-    "AMOUNT_SLOTS", "COMPLETENESS_FIELDS", "JUDGED_FIELDS", "JUDGE_RUBRIC", "JUDGE_SCHEMA",
-    "SCORED_FIELDS", "DriftAlert", "DriftDetector", "FieldGrounding", "Grounding", "JudgeVerdict",
-    "Money", "QualityMetrics", "amounts_missed", "deep_check_sample", "find_money", "grounding",
-    "grounding_text", "judge_json_schema", "judge_messages", "metrics_for", "sample_keys",
+    "AMOUNT_SLOTS",
+    "COMPLETENESS_FIELDS",
+    "JUDGED_FIELDS",
+    "JUDGE_RUBRIC",
+    "JUDGE_SCHEMA",
+    "SCORED_FIELDS",
+    "DriftAlert",
+    "DriftDetector",
+    "FieldGrounding",
+    "Grounding",
+    "JudgeVerdict",
+    "Money",
+    "QualityMetrics",
+    "amounts_missed",
+    "deep_check_sample",
+    "find_money",
+    "grounding",
+    "grounding_text",
+    "judge_json_schema",
+    "judge_messages",
+    "metrics_for",
+    "sample_keys",
 ]
 
 # --- metrics ----------------------------------------------------------------------------
-COMPLETENESS_FIELDS = ("email_type", "workflow", "priority", "priority_reason", "summary", "people",
-                       "organizations", "amounts", "dates", "deal_refs", "action_items", "business_value")
+COMPLETENESS_FIELDS = (
+    "email_type",
+    "workflow",
+    "priority",
+    "priority_reason",
+    "summary",
+    "people",
+    "organizations",
+    "amounts",
+    "dates",
+    "deal_refs",
+    "action_items",
+    "business_value",
+)
 
 
 def _filled(value: Any) -> bool:
@@ -86,9 +116,17 @@ class QualityMetrics:
         return asdict(self)
 
 
-def metrics_for(result: Mapping[str, Any] | None, email_text: str, *, raw: str | None = None,
-                schema_valid: bool, truncated: bool, rule_type: str | None = None,
-                rule_priority: str | None = None, sent: date | datetime | None = None) -> QualityMetrics:
+def metrics_for(
+    result: Mapping[str, Any] | None,
+    email_text: str,
+    *,
+    raw: str | None = None,
+    schema_valid: bool,
+    truncated: bool,
+    rule_type: str | None = None,
+    rule_priority: str | None = None,
+    sent: date | datetime | None = None,
+) -> QualityMetrics:
     """Every automatic metric for one result (``None`` when no JSON object came back).
 
     ``email_text`` is what grounding searches: the text the model saw plus header lines
@@ -114,22 +152,37 @@ def metrics_for(result: Mapping[str, Any] | None, email_text: str, *, raw: str |
     else:
         chars = len(json.dumps(result, ensure_ascii=False)) if result is not None else 0
     return QualityMetrics(
-        schema_valid=schema_valid, truncated=truncated,
-        completeness=sum(_filled(res.get(f)) for f in COMPLETENESS_FIELDS) / len(COMPLETENESS_FIELDS),
-        response_chars=chars, **(spans if spans is not None else dict(
-            grounding=g.score,
-            grounding_people=g.share("people"), grounding_organizations=g.share("organizations"),
-            grounding_amounts=g.share("amounts"), grounding_dates=g.share("dates"),
-            ungrounded_people=len(g.fields["people"].ungrounded),
-            ungrounded_organizations=len(g.fields["organizations"].ungrounded),
-            ungrounded_amounts=len(g.fields["amounts"].ungrounded),
-            ungrounded_dates=len(g.fields["dates"].ungrounded),
-            ungrounded_total=g.ungrounded_count,
-            checked_total=sum(g.fields[f].checked for f in SCORED_FIELDS))),
+        schema_valid=schema_valid,
+        truncated=truncated,
+        completeness=sum(_filled(res.get(f)) for f in COMPLETENESS_FIELDS)
+        / len(COMPLETENESS_FIELDS),
+        response_chars=chars,
+        **(
+            spans
+            if spans is not None
+            else dict(
+                grounding=g.score,
+                grounding_people=g.share("people"),
+                grounding_organizations=g.share("organizations"),
+                grounding_amounts=g.share("amounts"),
+                grounding_dates=g.share("dates"),
+                ungrounded_people=len(g.fields["people"].ungrounded),
+                ungrounded_organizations=len(g.fields["organizations"].ungrounded),
+                ungrounded_amounts=len(g.fields["amounts"].ungrounded),
+                ungrounded_dates=len(g.fields["dates"].ungrounded),
+                ungrounded_total=g.ungrounded_count,
+                checked_total=sum(g.fields[f].checked for f in SCORED_FIELDS),
+            )
+        ),
         evidence_grounded=bool(ev.grounded) if ev.checked else None,
-        amounts_in_text=in_text, amounts_missed=len(missed),
-        amount_recall=min(1.0, (in_text - len(missed)) / min(in_text, AMOUNT_SLOTS)) if in_text else None,
-        type_agrees=agrees("email_type", rule_type), priority_agrees=agrees("priority", rule_priority))
+        amounts_in_text=in_text,
+        amounts_missed=len(missed),
+        amount_recall=min(1.0, (in_text - len(missed)) / min(in_text, AMOUNT_SLOTS))
+        if in_text
+        else None,
+        type_agrees=agrees("email_type", rule_type),
+        priority_agrees=agrees("priority", rule_priority),
+    )
 
 
 def _span_grounding(evidence: Any, sources: Any, g: Grounding) -> dict[str, Any] | None:
@@ -188,14 +241,29 @@ def sample_keys(keys: Iterable[str], every: int = 100, *, salt: str = "") -> lis
 def _verdict(value: Any) -> Any:
     if isinstance(value, str):
         v = value.strip().lower()
-        return {"right": "correct", "ok": "correct", "yes": "correct", "wrong": "incorrect",
-                "no": "incorrect", "unknown": "unsure", "n/a": "unsure"}.get(v, v)
+        return {
+            "right": "correct",
+            "ok": "correct",
+            "yes": "correct",
+            "wrong": "incorrect",
+            "no": "incorrect",
+            "unknown": "unsure",
+            "n/a": "unsure",
+        }.get(v, v)
     return value
 
 
 Verdict3 = Annotated[Literal["correct", "incorrect", "unsure"], BeforeValidator(_verdict)]
-JUDGED_FIELDS = ("email_type", "priority", "people", "organizations", "amounts", "dates",
-                 "action_items", "business_value")
+JUDGED_FIELDS = (
+    "email_type",
+    "priority",
+    "people",
+    "organizations",
+    "amounts",
+    "dates",
+    "action_items",
+    "business_value",
+)
 
 
 class JudgeVerdict(BaseModel):
@@ -243,17 +311,30 @@ amounts, dates, action_items, business_value, overall, notes."""
 def judge_json_schema() -> dict[str, Any]:
     """JUDGE_SCHEMA as a JSON schema for the servers: every key required, no extras."""
     schema = JudgeVerdict.model_json_schema()
-    props = {k: {kk: vv for kk, vv in v.items() if kk not in ("title", "default")}
-             for k, v in schema["properties"].items()}
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+    props = {
+        k: {kk: vv for kk, vv in v.items() if kk not in ("title", "default")}
+        for k, v in schema["properties"].items()
+    }
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+    }
 
 
-def judge_messages(email_text: str, result: Mapping[str, Any], *, max_chars: int = 8000) -> list[dict[str, str]]:
+def judge_messages(
+    email_text: str, result: Mapping[str, Any], *, max_chars: int = 8000
+) -> list[dict[str, str]]:
     """Chat messages for the judge: the static rubric first (a shared, cacheable prefix)."""
-    body = email_text if len(email_text) <= max_chars else email_text[:max_chars] + "\n[... cut ...]"
+    body = (
+        email_text if len(email_text) <= max_chars else email_text[:max_chars] + "\n[... cut ...]"
+    )
     record = json.dumps(result, ensure_ascii=False, indent=1, default=str)
-    return [{"role": "system", "content": JUDGE_RUBRIC},
-            {"role": "user", "content": f"EMAIL:\n{body}\n\nEXTRACTED JSON:\n{record}"}]
+    return [
+        {"role": "system", "content": JUDGE_RUBRIC},
+        {"role": "user", "content": f"EMAIL:\n{body}\n\nEXTRACTED JSON:\n{record}"},
+    ]
 
 
 # --- drift ------------------------------------------------------------------------------
@@ -261,8 +342,8 @@ def judge_messages(email_text: str, result: Mapping[str, Any], *, max_chars: int
 FLOORS: dict[str, float] = {"grounding": 0.5}
 FLOOR_ADVICE = {
     "grounding": "most extracted strings are not in the email; switch to a plan that takes "
-                 "entities from the extractors (--plan default or --plan facts) or use a larger "
-                 "model, and check with `emailwb score --labels gold/enron-labels.jsonl`",
+    "entities from the extractors (--plan default or --plan facts) or use a larger "
+    "model, and check with `emailwb score --labels gold/enron-labels.jsonl`",
 }
 
 
@@ -270,8 +351,10 @@ def grounding_warning(share: float | None, floor: float = FLOORS["grounding"]) -
     """The warning for a run whose extracted strings are mostly not in the emails, or None."""
     if share is None or share >= floor:
         return None
-    return (f"only {share:.0%} of the extracted strings are in the emails (floor {floor:.0%}): "
-            + FLOOR_ADVICE["grounding"])
+    return (
+        f"only {share:.0%} of the extracted strings are in the emails (floor {floor:.0%}): "
+        + FLOOR_ADVICE["grounding"]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,13 +375,17 @@ class DriftAlert:
     @property
     def message(self) -> str:
         if self.floor:
-            return (f"quality below the floor on {self.metric}: {self.current:.3f} over the last "
-                    f"{self.window_n} results, floor {self.baseline:.2f}, at result {self.seen}: "
-                    + FLOOR_ADVICE.get(self.metric, "check the results before using them"))
+            return (
+                f"quality below the floor on {self.metric}: {self.current:.3f} over the last "
+                f"{self.window_n} results, floor {self.baseline:.2f}, at result {self.seen}: "
+                + FLOOR_ADVICE.get(self.metric, "check the results before using them")
+            )
         kind = "relative" if self.relative else "absolute"
-        return (f"quality drift on {self.metric}: {self.current:.3f} over the last {self.window_n} "
-                f"results vs baseline {self.baseline:.3f} over the first {self.baseline_n} "
-                f"({kind} change {self.change:.3f} > {self.threshold}) at result {self.seen}")
+        return (
+            f"quality drift on {self.metric}: {self.current:.3f} over the last {self.window_n} "
+            f"results vs baseline {self.baseline:.3f} over the first {self.baseline_n} "
+            f"({kind} change {self.change:.3f} > {self.threshold}) at result {self.seen}"
+        )
 
 
 class DriftDetector:
@@ -312,12 +399,21 @@ class DriftDetector:
     Each metric alerts once, until ``reset()``; one alert per ``update`` (the worst).
     """
 
-    def __init__(self, metric_names: Iterable[str], baseline_size: int = 50, window: int = 50,
-                 threshold: float = 0.15, *, relative: bool = False,
-                 lower_is_better: Collection[str] = (),
-                 floors: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        metric_names: Iterable[str],
+        baseline_size: int = 50,
+        window: int = 50,
+        threshold: float = 0.15,
+        *,
+        relative: bool = False,
+        lower_is_better: Collection[str] = (),
+        floors: Mapping[str, float] | None = None,
+    ) -> None:
         if baseline_size < 1 or window < 1 or threshold < 0:
-            raise ConfigError("drift detector: baseline_size and window must be >= 1, threshold >= 0")
+            raise ConfigError(
+                "drift detector: baseline_size and window must be >= 1, threshold >= 0"
+            )
         self.metrics = list(metric_names)
         self.baseline_size, self.window, self.threshold = baseline_size, window, threshold
         self.relative, self.lower_is_better = relative, set(lower_is_better)
@@ -357,8 +453,18 @@ class DriftDetector:
                 cur = sum(recent) / len(recent)
                 if cur < floor and name not in self._alerted:
                     self._alerted.update((key, name))  # one alarm per metric, whichever first
-                    return DriftAlert(name, floor, cur, floor - cur, 0.0, False, 0, len(recent),
-                                      self.seen, floor=True)
+                    return DriftAlert(
+                        name,
+                        floor,
+                        cur,
+                        floor - cur,
+                        0.0,
+                        False,
+                        0,
+                        len(recent),
+                        self.seen,
+                        floor=True,
+                    )
         for name in self.metrics:
             value = metrics.get(name)
             if value is None or isinstance(value, str):
@@ -378,8 +484,17 @@ class DriftDetector:
             if self.relative:
                 change = change / abs(base) if base else (math.inf if change > 0 else 0.0)
             if change > self.threshold and (worst is None or change > worst.change):
-                worst = DriftAlert(name, base, cur, change, self.threshold, self.relative,
-                                   self.baseline_size, len(win), self.seen)
+                worst = DriftAlert(
+                    name,
+                    base,
+                    cur,
+                    change,
+                    self.threshold,
+                    self.relative,
+                    self.baseline_size,
+                    len(win),
+                    self.seen,
+                )
         if worst is not None:
             self._alerted.update((worst.metric, f"floor:{worst.metric}"))
         return worst

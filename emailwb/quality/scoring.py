@@ -41,13 +41,25 @@ if TYPE_CHECKING:
 
 MAX_BODY_CHARS = 30_000  # per email: prompts are far shorter; keeps grounding cheap
 METRIC_COLUMNS = tuple(QualityMetrics.__dataclass_fields__)
-_COLUMNS = ("run_id", "unit_id", "phase", "content_key", "sampled", *METRIC_COLUMNS,
-            "rule_type", "rule_priority", "created_at")
-QUALITY_SQL = (f"INSERT INTO quality ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-               "ON CONFLICT(run_id, unit_id) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:]))
-AUDIT_QUEUE_SQL = ("INSERT OR IGNORE INTO audit_queue (run_id, unit_id, reason, added_at) "
-                   "VALUES (?, ?, ?, ?)")
+_COLUMNS = (
+    "run_id",
+    "unit_id",
+    "phase",
+    "content_key",
+    "sampled",
+    *METRIC_COLUMNS,
+    "rule_type",
+    "rule_priority",
+    "created_at",
+)
+QUALITY_SQL = (
+    f"INSERT INTO quality ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    "ON CONFLICT(run_id, unit_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])
+)
+AUDIT_QUEUE_SQL = (
+    "INSERT OR IGNORE INTO audit_queue (run_id, unit_id, reason, added_at) VALUES (?, ?, ?, ?)"
+)
 
 
 @dataclass(slots=True)
@@ -102,18 +114,18 @@ class _Mail:
 
 def _chunks(ids: Sequence[int], n: int = 500) -> Iterable[list[int]]:
     for i in range(0, len(ids), n):
-        yield list(ids[i:i + n])
+        yield list(ids[i : i + n])
 
 
 _UNIT_SQL = {
     "group": "SELECT g.id AS unit_id, g.content_key AS key, g.email_type, g.priority "
-             "FROM content_groups g WHERE g.id IN ({marks})",
+    "FROM content_groups g WHERE g.id IN ({marks})",
     "email": "SELECT e.id AS unit_id, COALESCE(g.content_key, 'message:' || e.message_id) AS key, "
-             "g.email_type, g.priority FROM emails e LEFT JOIN content_groups g "
-             "ON g.id = e.group_id WHERE e.id IN ({marks})",
+    "g.email_type, g.priority FROM emails e LEFT JOIN content_groups g "
+    "ON g.id = e.group_id WHERE e.id IN ({marks})",
     "thread": "SELECT t.id AS unit_id, t.thread_key AS key, g.email_type, g.priority "
-              "FROM threads t LEFT JOIN emails e ON e.id = t.root_email_id "
-              "LEFT JOIN content_groups g ON g.id = e.group_id WHERE t.id IN ({marks})",
+    "FROM threads t LEFT JOIN emails e ON e.id = t.root_email_id "
+    "LEFT JOIN content_groups g ON g.id = e.group_id WHERE t.id IN ({marks})",
 }
 
 
@@ -134,12 +146,21 @@ def unit_texts(store: Store, unit: str, ids: Sequence[int]) -> dict[int, UnitTex
             "SELECT id, date, sender, sender_name, to_addrs, cc_addrs, subject, "
             f"substr(body, 1, {MAX_BODY_CHARS}) AS body, substr(new_text, 1, {MAX_BODY_CHARS}) "
             f"AS new_text, substr(forwarded, 1, {MAX_BODY_CHARS}) AS forwarded FROM emails "
-            f"WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            f"WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
         for r in rows:
-            mails[r["id"]] = _Mail(r["sender"] or "", r["sender_name"] or "",
-                                   runs.stored_list(r["to_addrs"]), runs.stored_list(r["cc_addrs"]),
-                                   r["subject"] or "", runs.stored_date(r["date"]), r["body"] or "",
-                                   r["new_text"] or "", r["forwarded"] or "")
+            mails[r["id"]] = _Mail(
+                r["sender"] or "",
+                r["sender_name"] or "",
+                runs.stored_list(r["to_addrs"]),
+                runs.stored_list(r["cc_addrs"]),
+                r["subject"] or "",
+                runs.stored_date(r["date"]),
+                r["body"] or "",
+                r["new_text"] or "",
+                r["forwarded"] or "",
+            )
     out: dict[int, UnitText] = {}
     for uid in ids:
         chain = [mails[e] for e in members.get(uid, []) if e in mails]
@@ -154,25 +175,44 @@ def unit_texts(store: Store, unit: str, ids: Sequence[int]) -> dict[int, UnitTex
         rtype = row["email_type"] if row is not None else None
         score = row["priority"] if row is not None else None
         out[uid] = UnitText(
-            uid, str(row["key"]) if row is not None and row["key"] else f"{unit}:{uid}", rtype,
+            uid,
+            str(row["key"]) if row is not None and row["key"] else f"{unit}:{uid}",
+            rtype,
             Detection(rtype or "other", float(score)).priority_hint if score is not None else None,
-            "\n\n".join(full), "\n\n".join(own), chain[0].date)
+            "\n\n".join(full),
+            "\n\n".join(own),
+            chain[0].date,
+        )
     return out
 
 
 def unit_metrics(outcome: Outcome, text: UnitText) -> QualityMetrics:
     """``quality.metrics_for`` with grounding on the full text and amounts on the own text."""
-    m = metrics_for(outcome.data, text.full_text, raw=outcome.raw,
-                    schema_valid=outcome.schema_valid, truncated=outcome.truncated,
-                    rule_type=text.rule_type, rule_priority=text.rule_priority, sent=text.sent)
+    m = metrics_for(
+        outcome.data,
+        text.full_text,
+        raw=outcome.raw,
+        schema_valid=outcome.schema_valid,
+        truncated=outcome.truncated,
+        rule_type=text.rule_type,
+        rule_priority=text.rule_priority,
+        sent=text.sent,
+    )
     missed = len(amounts_missed(outcome.data, text.own_text))
     in_text = len({(round(abs(x.value), 6), x.unit.lower()) for x in find_money(text.own_text)})
     recall = min(1.0, (in_text - missed) / min(in_text, AMOUNT_SLOTS)) if in_text else None
     return replace(m, amounts_in_text=in_text, amounts_missed=missed, amount_recall=recall)
 
 
-def score_units(store: Store, run_id: int, unit: str, outcomes: Sequence[Outcome], *,
-                every: int = 100, salt: str = "") -> list[Scored]:
+def score_units(
+    store: Store,
+    run_id: int,
+    unit: str,
+    outcomes: Sequence[Outcome],
+    *,
+    every: int = 100,
+    salt: str = "",
+) -> list[Scored]:
     """Quality rows for ``outcomes`` of one run (blocking: call it in a worker thread).
 
     Units whose emails are gone are left out. Nothing is written: submit
@@ -188,9 +228,17 @@ def score_units(store: Store, run_id: int, unit: str, outcomes: Sequence[Outcome
         m = unit_metrics(o, text)
         metrics = {c: getattr(m, c) for c in METRIC_COLUMNS}  # flat: asdict() is 10x slower
         sampled = deep_check_sample(text.content_key, every, salt=salt)
-        params = (run_id, o.unit_id, o.phase, text.content_key, int(sampled),
-                  *(int(v) if isinstance(v, bool) else v for v in metrics.values()),
-                  text.rule_type, text.rule_priority, now)
+        params = (
+            run_id,
+            o.unit_id,
+            o.phase,
+            text.content_key,
+            int(sampled),
+            *(int(v) if isinstance(v, bool) else v for v in metrics.values()),
+            text.rule_type,
+            text.rule_priority,
+            now,
+        )
         out.append(Scored(o.unit_id, text.content_key, sampled, metrics, text.full_text, params))
     return out
 
@@ -208,13 +256,21 @@ def write_scored(store: Store, run_id: int, scored: Sequence[Scored]) -> None:
 def _run(store: Store, run: str | int | None) -> runs.RunRecord:
     record = runs.get_run(store, run)
     if record is None:
-        raise ProcessingError(f"no run named {run!r}" if run is not None else "there is no run yet",
-                              hint="see `emailwb status --json` for the runs in this database")
+        raise ProcessingError(
+            f"no run named {run!r}" if run is not None else "there is no run yet",
+            hint="see `emailwb status --json` for the runs in this database",
+        )
     return record
 
 
-def ensure_quality(store: Store, run: str | int | None = None, *, every: int | None = None,
-                   salt: str | None = None, batch: int = 200) -> int:
+def ensure_quality(
+    store: Store,
+    run: str | int | None = None,
+    *,
+    every: int | None = None,
+    salt: str | None = None,
+    batch: int = 200,
+) -> int:
     """Compute and store the quality rows a run's results lack; how many (blocking).
 
     Done results and schema failures get a row; other failures (network, refusals) say
@@ -230,13 +286,24 @@ def ensure_quality(store: Store, run: str | int | None = None, *, every: int | N
         f"SELECT r.{col} AS unit_id, r.status, r.data, r.raw, r.truncated, r.phase FROM results r "
         f"WHERE r.run_id = ? AND (r.status = 'done' OR r.error = 'SchemaViolation') AND NOT EXISTS "
         f"(SELECT 1 FROM quality q WHERE q.run_id = r.run_id AND q.unit_id = r.{col})",
-        (record.id,))
-    outcomes = [Outcome(r["unit_id"], json.loads(r["data"]) if r["data"] else None, r["raw"],
-                        bool(r["truncated"]), r["status"] == "done", r["phase"]) for r in rows]
+        (record.id,),
+    )
+    outcomes = [
+        Outcome(
+            r["unit_id"],
+            json.loads(r["data"]) if r["data"] else None,
+            r["raw"],
+            bool(r["truncated"]),
+            r["status"] == "done",
+            r["phase"],
+        )
+        for r in rows
+    ]
     n = 0
     for i in range(0, len(outcomes), batch):
-        scored = score_units(store, record.id, record.unit, outcomes[i:i + batch],
-                             every=every, salt=salt)
+        scored = score_units(
+            store, record.id, record.unit, outcomes[i : i + batch], every=every, salt=salt
+        )
         write_scored(store, record.id, scored)
         n += len(scored)
     if n:
@@ -254,13 +321,18 @@ def quality_df(store: Store, run: str | int | None = None) -> pl.DataFrame:
         f"r.id AS result_id, r.status, r.latency_s, r.emails, r.created_at, r.endpoint, r.model, "
         f"{metric_cols}, q.rule_type, q.rule_priority FROM quality q "
         f"LEFT JOIN results r ON r.run_id = q.run_id AND r.{col} = q.unit_id "
-        f"WHERE q.run_id = ? ORDER BY r.id", (record.id,))
+        f"WHERE q.run_id = ? ORDER BY r.id",
+        (record.id,),
+    )
 
 
 def run_grounding(store: Store, run_id: int) -> float | None:
     """The share of a run's extracted values found in their emails (None before any is scored)."""
-    row = store.query_one("SELECT SUM(checked_total - ungrounded_total), SUM(checked_total) "
-                          "FROM quality WHERE run_id = ? AND checked_total IS NOT NULL", (run_id,))
+    row = store.query_one(
+        "SELECT SUM(checked_total - ungrounded_total), SUM(checked_total) "
+        "FROM quality WHERE run_id = ? AND checked_total IS NOT NULL",
+        (run_id,),
+    )
     if row is None or not row[1]:
         return None
     return float(row[0]) / float(row[1])

@@ -81,8 +81,9 @@ class QualityConfig(BaseModel):
     judge_model: str | None = None
     judge_timeout: float = 120.0
     judge_wait_s: float = 60.0  # at the end of a run: how long to wait for judges in flight
-    drift_metrics: list[str] = Field(default_factory=lambda: [
-        "schema_valid", "grounding", "amount_recall"])
+    drift_metrics: list[str] = Field(
+        default_factory=lambda: ["schema_valid", "grounding", "amount_recall"]
+    )
     lower_is_better: list[str] = Field(default_factory=list)
     baseline_size: int = Field(50, ge=1)
     window: int = Field(50, ge=1)
@@ -150,15 +151,18 @@ class RollBack:
 Decision = Pause | RollBack
 
 
-def baseline_config(store: Store, current: RunConfig, run_id: int | None,
-                    rollback_to: str | None) -> RunConfig | None:
+def baseline_config(
+    store: Store, current: RunConfig, run_id: int | None, rollback_to: str | None
+) -> RunConfig | None:
     """The configuration a rollback returns to (see the module docstring); None if none."""
     if rollback_to is not None:
         record = runs.get_run(store, rollback_to)
         if record is None:
-            raise ConfigError(f"rollback_to names the run {rollback_to!r}, which does not exist",
-                              hint="pass the name of a finished run whose quality you trust "
-                                   "(`emailwb status --json` lists them)")
+            raise ConfigError(
+                f"rollback_to names the run {rollback_to!r}, which does not exist",
+                hint="pass the name of a finished run whose quality you trust "
+                "(`emailwb status --json` lists them)",
+            )
         stored = record.config
     elif run_id is not None:
         record = runs.get_run(store, run_id)
@@ -169,25 +173,34 @@ def baseline_config(store: Store, current: RunConfig, run_id: int | None,
     try:
         base = RunConfig(**known)
     except ValueError as exc:
-        raise ConfigError(f"the baseline run's stored configuration is not usable: {exc}",
-                          hint="pick another run with rollback_to") from exc
+        raise ConfigError(
+            f"the baseline run's stored configuration is not usable: {exc}",
+            hint="pick another run with rollback_to",
+        ) from exc
     if rollback_to is None and base == current:
         return None  # a fresh run: its first configuration is this one
     if base.unit != current.unit:
         raise ConfigError(
             f"the baseline configuration makes one unit per {base.unit}, this run one per "
             f"{current.unit}: a rollback cannot switch unit kinds mid-run",
-            hint="roll back to a run with the same chain/dedup settings")
+            hint="roll back to a run with the same chain/dedup settings",
+        )
     return base
 
 
 class QualityWatch:
     """Per-result metrics, deep-check sampling and judging, drift alarm and rollback."""
 
-    def __init__(self, config: QualityConfig | None = None, *,
-                 baseline: RunConfig | None = None, baseline_backend: Backend | None = None,
-                 judge_backend: Backend | None = None, api_key: str | None = None,
-                 label: str = "main") -> None:
+    def __init__(
+        self,
+        config: QualityConfig | None = None,
+        *,
+        baseline: RunConfig | None = None,
+        baseline_backend: Backend | None = None,
+        judge_backend: Backend | None = None,
+        api_key: str | None = None,
+        label: str = "main",
+    ) -> None:
         self.config = config or QualityConfig()
         self.baseline = baseline  # overrides rollback_to / the run's first configuration
         self._baseline_backend = baseline_backend
@@ -216,16 +229,25 @@ class QualityWatch:
 
     def _detector(self) -> DriftDetector:
         c = self.config
-        return DriftDetector(c.drift_metrics, c.baseline_size, c.window, c.threshold,
-                             relative=c.relative, lower_is_better=c.lower_is_better,
-                             floors=c.floors)
+        return DriftDetector(
+            c.drift_metrics,
+            c.baseline_size,
+            c.window,
+            c.threshold,
+            relative=c.relative,
+            lower_is_better=c.lower_is_better,
+            floors=c.floors,
+        )
 
     def describe(self) -> dict[str, Any]:
         """For the run's provenance."""
         out: dict[str, Any] = self.config.model_dump()
         if self.baseline is not None:
-            out["baseline"] = {k: v for k, v in self.baseline.model_dump().items()
-                               if k in (*BACKEND_KEYS, *PROMPT_KEYS, "options", "preset")}
+            out["baseline"] = {
+                k: v
+                for k, v in self.baseline.model_dump().items()
+                if k in (*BACKEND_KEYS, *PROMPT_KEYS, "options", "preset")
+            }
         return out
 
     # --- the processor's calls ------------------------------------------------------------
@@ -236,13 +258,18 @@ class QualityWatch:
         self.phase = Phase("main", proc.config, proc.backend)
         if self.config.on_drift == "rollback" and self.baseline is None:
             self.baseline = await asyncio.to_thread(
-                baseline_config, proc.store, proc.config, proc.run_id, self.config.rollback_to)
+                baseline_config, proc.store, proc.config, proc.run_id, self.config.rollback_to
+            )
             if self.baseline is None:
-                log.warning("on_drift='rollback' but there is no baseline configuration: a drift "
-                            "will pause the run instead (pass rollback_to=RUN to name one)")
+                log.warning(
+                    "on_drift='rollback' but there is no baseline configuration: a drift "
+                    "will pause the run instead (pass rollback_to=RUN to name one)"
+                )
         elif self.baseline is not None and self.baseline.unit != proc.config.unit:
-            raise ConfigError("the baseline configuration has another unit kind than the run",
-                              hint="roll back to a configuration with the same chain/dedup")
+            raise ConfigError(
+                "the baseline configuration has another unit kind than the run",
+                hint="roll back to a configuration with the same chain/dedup",
+            )
         no_model = proc.backend is None and self.config.judge_backend == "same"
         if self.config.judge and self._judge is None and not no_model:  # a facts plan: no judge
             self._judge = Judge(self._make_judge_backend(), timeout=self.config.judge_timeout)
@@ -255,23 +282,34 @@ class QualityWatch:
         if c.judge_backend == "same":
             assert self.run is not None
             return self.run.backend
-        backend = make_backend(c.judge_backend, c.judge_urls or None, c.judge_model,
-                               self._api_key, {"temperature": 0.0})
+        backend = make_backend(
+            c.judge_backend,
+            c.judge_urls or None,
+            c.judge_model,
+            self._api_key,
+            {"temperature": 0.0},
+        )
         self._owned.append(backend)
         return backend
 
-    def observe(self, unit_id: int, truncated: bool, phase: str | None, comp: Any = None,
-                exc: BackendError | None = None) -> list[Decision]:
+    def observe(
+        self,
+        unit_id: int,
+        truncated: bool,
+        phase: str | None,
+        comp: Any = None,
+        exc: BackendError | None = None,
+    ) -> list[Decision]:
         """A unit's result was handed to the writer (non-blocking: it is scored in the
         background). Returns the decisions ready now (as ``decisions()``)."""
         if not self.config.enabled:
             return self.decisions()
         if comp is not None:
-            self._pending.append(scoring.Outcome(unit_id, comp.data, comp.raw, truncated,
-                                                 True, phase))
+            self._pending.append(
+                scoring.Outcome(unit_id, comp.data, comp.raw, truncated, True, phase)
+            )
         elif isinstance(exc, SchemaViolation):  # other failures say nothing about quality
-            self._pending.append(scoring.Outcome(unit_id, None, exc.raw, truncated,
-                                                 False, phase))
+            self._pending.append(scoring.Outcome(unit_id, None, exc.raw, truncated, False, phase))
         else:
             return self.decisions()
         if self._drainer is None or self._drainer.done():
@@ -298,13 +336,17 @@ class QualityWatch:
             with contextlib.suppress(Exception):
                 await self._drain()
         if self._judges:
-            _, late = await asyncio.wait(set(self._judges),
-                                         timeout=0 if stopping else self.config.judge_wait_s)
+            _, late = await asyncio.wait(
+                set(self._judges), timeout=0 if stopping else self.config.judge_wait_s
+            )
             for task in late:
                 task.cancel()
             if late:
-                log.warning("%d judge calls were cut off at the end of the run: `emailwb audit "
-                            "--judge` judges them later", len(late))
+                log.warning(
+                    "%d judge calls were cut off at the end of the run: `emailwb audit "
+                    "--judge` judges them later",
+                    len(late),
+                )
                 await asyncio.gather(*late, return_exceptions=True)
         for backend in self._owned:
             with contextlib.suppress(Exception):
@@ -316,17 +358,27 @@ class QualityWatch:
         means = {}
         for name in self.detector.metrics:
             recent = self._recent.get(name)
-            means[name] = {"baseline": self.detector.baseline(name),
-                           "current": sum(recent) / len(recent) if recent else None}
-        share = (self.grounded_values / self.checked_values if self.checked_values else None)
-        warning = grounding_warning(share) if self.checked_values >= MIN_VALUES_FOR_WARNING \
-            else None
-        return {"phase": self.phase.label if self.phase else None, "scored": self.scored,
-                "grounding": share, "grounding_warning": warning,
-                "sampled": self.sampled, "judged": self.judged,
-                "judge_failed": self.judge_failed, "on_drift": self.config.on_drift,
-                "paused_by_drift": self.paused_by_drift,
-                "alerts": [a["message"] for a in self.alerts], "metrics": means}
+            means[name] = {
+                "baseline": self.detector.baseline(name),
+                "current": sum(recent) / len(recent) if recent else None,
+            }
+        share = self.grounded_values / self.checked_values if self.checked_values else None
+        warning = (
+            grounding_warning(share) if self.checked_values >= MIN_VALUES_FOR_WARNING else None
+        )
+        return {
+            "phase": self.phase.label if self.phase else None,
+            "scored": self.scored,
+            "grounding": share,
+            "grounding_warning": warning,
+            "sampled": self.sampled,
+            "judged": self.judged,
+            "judge_failed": self.judge_failed,
+            "on_drift": self.config.on_drift,
+            "paused_by_drift": self.paused_by_drift,
+            "alerts": [a["message"] for a in self.alerts],
+            "metrics": means,
+        }
 
     # --- background work ------------------------------------------------------------------
     async def _drain(self) -> None:
@@ -336,13 +388,23 @@ class QualityWatch:
             group = [self._pending.popleft() for _ in range(min(SCORE_GROUP, len(self._pending)))]
             try:
                 scored = await asyncio.to_thread(
-                    scoring.score_units, proc.store, proc.run_id, proc.config.unit, group,
-                    every=self.config.sample_every, salt=self.config.salt)
+                    scoring.score_units,
+                    proc.store,
+                    proc.run_id,
+                    proc.config.unit,
+                    group,
+                    every=self.config.sample_every,
+                    salt=self.config.salt,
+                )
                 scoring.write_scored(proc.store, proc.run_id, scored)
             except Exception as exc:  # quality must never stop the run
-                log.warning("quality metrics for %d results were not stored: %s "
-                            "(`emailwb report` computes missing ones)", len(group), exc,
-                            exc_info=not isinstance(exc, EmailwbError))
+                log.warning(
+                    "quality metrics for %d results were not stored: %s "
+                    "(`emailwb report` computes missing ones)",
+                    len(group),
+                    exc,
+                    exc_info=not isinstance(exc, EmailwbError),
+                )
                 continue
             sent = {o.unit_id: o for o in group}
             for s in scored:
@@ -371,17 +433,30 @@ class QualityWatch:
         self.run.store.submit(
             "INSERT INTO run_events (run_id, kind, message, detail, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (self.run.run_id, kind, message, json.dumps(detail, default=str), runs.now_iso()))
+            (self.run.run_id, kind, message, json.dumps(detail, default=str), runs.now_iso()),
+        )
 
     async def _on_alert(self, alert: DriftAlert) -> None:
         phase = self.phase.label if self.phase else "main"
-        detail = {"metric": alert.metric, "baseline": alert.baseline, "current": alert.current,
-                  "change": alert.change, "threshold": alert.threshold, "seen": alert.seen,
-                  "window": alert.window_n, "phase": phase, "action": self.config.on_drift}
+        detail = {
+            "metric": alert.metric,
+            "baseline": alert.baseline,
+            "current": alert.current,
+            "change": alert.change,
+            "threshold": alert.threshold,
+            "seen": alert.seen,
+            "window": alert.window_n,
+            "phase": phase,
+            "action": self.config.on_drift,
+        }
         self.alerts.append({"message": alert.message, **detail})
-        log.warning("%s (run %s, phase %s; on_drift=%s)", alert.message,
-                    self.run.name if self.run else "?", phase,
-                    self.config.on_drift)
+        log.warning(
+            "%s (run %s, phase %s; on_drift=%s)",
+            alert.message,
+            self.run.name if self.run else "?",
+            phase,
+            self.config.on_drift,
+        )
         self._event("drift_alert", alert.message, detail)
         action = self.config.on_drift
         if action == "rollback":
@@ -402,8 +477,9 @@ class QualityWatch:
         if action == "pause":
             self._decisions.append(Pause(f"quality drift on {alert.metric}"))
             self.paused_by_drift = True
-            self._event("pause", f"paused on quality drift ({alert.metric}); resume() to go on",
-                        detail)
+            self._event(
+                "pause", f"paused on quality drift ({alert.metric}); resume() to go on", detail
+            )
 
     async def _rollback(self, alert: DriftAlert) -> None:
         base = self.baseline
@@ -416,12 +492,15 @@ class QualityWatch:
         elif same:  # the same server and model: only the request options change
             backend, options = self.phase.backend, dict(base.options)
         elif base.backend == "local":
-            raise ConfigError("the baseline uses another local model, which needs a second "
-                              "llama-server", hint="pass baseline_backend=..., or roll back to "
-                                                   "a configuration served by Ollama/OpenAI")
+            raise ConfigError(
+                "the baseline uses another local model, which needs a second llama-server",
+                hint="pass baseline_backend=..., or roll back to "
+                "a configuration served by Ollama/OpenAI",
+            )
         else:
-            backend = make_backend(base.backend, base.urls or None, base.model, self._api_key,
-                                   base.options)
+            backend = make_backend(
+                base.backend, base.urls or None, base.model, self._api_key, base.options
+            )
             self._owned.append(backend)
             await backend.warm()
         new_backend = backend is not self.phase.backend
@@ -429,12 +508,20 @@ class QualityWatch:
         self.phase = Phase("baseline", base, backend, options, rebuild, self.scored)
         self._decisions.append(RollBack(self.phase, new_backend))
         self.detector.reset(keep_baseline=True)
-        msg = (f"rolled back to the baseline configuration ({base.backend} {base.model or ''} "
-               f"{','.join(base.urls)}) after {alert.seen} results")
+        msg = (
+            f"rolled back to the baseline configuration ({base.backend} {base.model or ''} "
+            f"{','.join(base.urls)}) after {alert.seen} results"
+        )
         log.warning("%s", msg)
-        self._event("rollback", msg, {"metric": alert.metric, "at_result": alert.seen,
-                                      "baseline": {k: getattr(base, k) for k in
-                                                   (*BACKEND_KEYS, *PROMPT_KEYS, "options")}})
+        self._event(
+            "rollback",
+            msg,
+            {
+                "metric": alert.metric,
+                "at_result": alert.seen,
+                "baseline": {k: getattr(base, k) for k in (*BACKEND_KEYS, *PROMPT_KEYS, "options")},
+            },
+        )
 
     def _start_judge(self, s: scoring.Scored, data: dict[str, Any] | None) -> None:
         if self._judge is None or data is None:

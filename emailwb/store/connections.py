@@ -67,17 +67,20 @@ class WriteConnection(sqlite3.Connection):
 class Checkpointer:
     """A background thread that checkpoints a WAL database after the writer's commits."""
 
-    def __init__(self, path: Path, *, min_interval: float = 0.05, busy_timeout_s: float = 30.0
-                 ) -> None:
+    def __init__(
+        self, path: Path, *, min_interval: float = 0.05, busy_timeout_s: float = 30.0
+    ) -> None:
         self.path, self.min_interval = path, min_interval
         self.checkpoints = 0  # checkpoints run (for tests and diagnostics)
         self.frames = 0  # WAL frames copied into the database by them
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                     timeout=busy_timeout_s)
+        self._conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+        )
         self._wake = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=self._main, name="emailwb-store-checkpoint",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name="emailwb-store-checkpoint", daemon=True
+        )
         self._thread.start()
 
     def poke(self) -> None:
@@ -101,8 +104,12 @@ class Checkpointer:
                 self.checkpoints += 1
                 self.frames += max(done, 0)
             except sqlite3.Error as exc:  # the writer's automatic checkpoint still runs
-                log.warning("background checkpoint of %s failed (%s); the writer's own "
-                            "checkpoint takes over", self.path, exc)
+                log.warning(
+                    "background checkpoint of %s failed (%s); the writer's own "
+                    "checkpoint takes over",
+                    self.path,
+                    exc,
+                )
             last = time.monotonic()
 
     def close(self) -> None:

@@ -45,11 +45,19 @@ _BUSY_TIMEOUT_S = 30.0
 #: 4 KiB in one measurement)
 PAGE_SIZE = 16384
 _UNIT_HINT = "the other writes of its batch were kept; fix the statement or its data"
-_COUNTS = {"messages": "emails", "raw_messages": "raw_messages", "content_groups": "content_groups",
-           "threads": "threads", "ingest_errors": "ingest_errors", "sources": "sources"}
+_COUNTS = {
+    "messages": "emails",
+    "raw_messages": "raw_messages",
+    "content_groups": "content_groups",
+    "threads": "threads",
+    "ingest_errors": "ingest_errors",
+    "sources": "sources",
+}
 _STATS_SQL = "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t}) AS {k}" for k, t in _COUNTS.items())
 _AFFINITY: list[tuple[tuple[str, ...], type[pl.DataType]]] = [  # SQLite's rules, in order
-    (("INT",), pl.Int64), (("CHAR", "CLOB", "TEXT"), pl.Utf8), (("BLOB",), pl.Binary),
+    (("INT",), pl.Int64),
+    (("CHAR", "CLOB", "TEXT"), pl.Utf8),
+    (("BLOB",), pl.Binary),
     (("REAL", "FLOA", "DOUB"), pl.Float64),
 ]
 
@@ -57,8 +65,14 @@ _AFFINITY: list[tuple[tuple[str, ...], type[pl.DataType]]] = [  # SQLite's rules
 class Store:
     """One SQLite database: batched writes through one writer thread, pooled reads."""
 
-    def __init__(self, path: str | Path, *, readers: int = 4, batch_size: int = 500,
-                 flush_interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readers: int = 4,
+        batch_size: int = 500,
+        flush_interval: float = 0.05,
+    ) -> None:
         if readers < 1 or batch_size < 1 or flush_interval <= 0:
             raise ConfigError("Store needs readers >= 1, batch_size >= 1 and flush_interval > 0")
         self.path, self.batch_size, self.flush_interval = Path(path), batch_size, flush_interval
@@ -78,14 +92,20 @@ class Store:
         checkpointer: Checkpointer | None = None
         try:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False,
-                timeout=_BUSY_TIMEOUT_S, factory=WriteConnection)
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=_BUSY_TIMEOUT_S,
+                factory=WriteConnection,
+            )
             if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file
                 conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise StoreError(f"SQLite refused WAL mode for {self.path} (got {mode!r})",
-                                 hint="put the database on a local disk, not a network share")
+                raise StoreError(
+                    f"SQLite refused WAL mode for {self.path} (got {mode!r})",
+                    hint="put the database on a local disk, not a network share",
+                )
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -93,8 +113,13 @@ class Store:
             self._migrate(conn)
             uri = self.path.resolve().as_uri() + "?mode=ro"
             for _ in range(readers):
-                reader = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                         check_same_thread=False, timeout=_BUSY_TIMEOUT_S)
+                reader = sqlite3.connect(
+                    uri,
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    timeout=_BUSY_TIMEOUT_S,
+                )
                 reader.row_factory = sqlite3.Row
                 self._readers.append(reader)
                 self._pool.put(reader)
@@ -108,32 +133,40 @@ class Store:
             raise
         self._wconn = conn
         self._checkpointer = checkpointer
-        self._thread = threading.Thread(target=self._writer_main, name="emailwb-store-writer",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._writer_main, name="emailwb-store-writer", daemon=True
+        )
         self._thread.start()
         atexit.register(self.close)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply pending migrations in order, each in its own transaction."""
         known = migrations.MIGRATIONS
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                     "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
         applied = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
         unknown = sorted(applied - {name for name, _ in known})
         if unknown:
-            raise MigrationError(f"database {self.path} was written by a newer emailwb "
-                                 f"(unknown migrations: {', '.join(unknown)})")
+            raise MigrationError(
+                f"database {self.path} was written by a newer emailwb "
+                f"(unknown migrations: {', '.join(unknown)})"
+            )
         for name, migrate in known:
             if name in applied:
                 continue
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 # another process may have applied it while we were looking
-                if not conn.execute("SELECT 1 FROM schema_migrations WHERE name = ?",
-                                    (name,)).fetchone():
+                if not conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE name = ?", (name,)
+                ).fetchone():
                     migrate(conn)
-                    conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
-                                 (name, datetime.now(UTC).isoformat(timespec="seconds")))
+                    conn.execute(
+                        "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                        (name, datetime.now(UTC).isoformat(timespec="seconds")),
+                    )
                 conn.execute("COMMIT")
             except Exception as exc:
                 if conn.in_transaction:
@@ -191,8 +224,10 @@ class Store:
         n = len(self.write_errors)
         new, self._errors_reported = self.write_errors[self._errors_reported : n], n
         if new:
-            raise StoreError(f"{len(new)} queued write(s) failed since the last flush; "
-                             f"first: {new[0].message}", hint=_UNIT_HINT) from new[0]
+            raise StoreError(
+                f"{len(new)} queued write(s) failed since the last flush; first: {new[0].message}",
+                hint=_UNIT_HINT,
+            ) from new[0]
 
     # --- the writer thread --------------------------------------------------------------------
     def _writer_main(self) -> None:
@@ -228,8 +263,9 @@ class Store:
                     control = chunk.pop()
                     batch.append(control)  # failed too if the writer dies
                 batch.extend(chunk)
-                self._apply([u for u in chunk if u[3] is None
-                             or u[3].set_running_or_notify_cancel()])
+                self._apply(
+                    [u for u in chunk if u[3] is None or u[3].set_running_or_notify_cancel()]
+                )
                 timeout = deadline - time.monotonic()
                 if control or len(batch) >= size or timeout <= 0:
                     break
@@ -293,8 +329,9 @@ class Store:
                     conn.execute("BEGIN IMMEDIATE")
                 conn.execute(target, params)
             else:
-                result = self._atomic(target if kind == _CALL
-                                      else lambda c: c.executemany(target, params))
+                result = self._atomic(
+                    target if kind == _CALL else lambda c: c.executemany(target, params)
+                )
         except Exception as exc:
             if not conn.in_transaction:
                 self._replay()
@@ -384,9 +421,10 @@ class Store:
         try:
             return conn.execute(sql, params)
         except sqlite3.Error as exc:
-            raise StoreError(f"query failed ({exc}): {' '.join(sql.split())[:200]}",
-                             hint="check the SQL against the schema in emailwb/migrations.py"
-                             ) from exc
+            raise StoreError(
+                f"query failed ({exc}): {' '.join(sql.split())[:200]}",
+                hint="check the SQL against the schema in emailwb/migrations.py",
+            ) from exc
 
     def query(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """All rows of a read-only query."""
@@ -423,13 +461,16 @@ class Store:
                     name, k = f"{d[0]}_{k}", k + 1
                 names.append(name)
             columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-            series = [pl.Series(n, list(v), strict=False)
-                      for n, v in zip(names, columns, strict=True)]
+            series = [
+                pl.Series(n, list(v), strict=False) for n, v in zip(names, columns, strict=True)
+            ]
             if not params and any(s.dtype == pl.Null for s in series):
                 decl = self._declared_types(conn, sql)
                 if len(decl) == len(series):
-                    series = [s.cast(t) if s.dtype == pl.Null and t else s
-                              for s, t in zip(series, decl, strict=True)]
+                    series = [
+                        s.cast(t) if s.dtype == pl.Null and t else s
+                        for s, t in zip(series, decl, strict=True)
+                    ]
         return pl.DataFrame(series)
 
     @staticmethod
@@ -443,8 +484,9 @@ class Store:
             decls = [str(r[2]).upper() for r in conn.execute("PRAGMA temp.table_info(emailwb_df)")]
         finally:
             conn.execute("DROP VIEW temp.emailwb_df")
-        return [next((t for keys, t in _AFFINITY if any(k in d for k in keys)), None)
-                for d in decls]
+        return [
+            next((t for keys, t in _AFFINITY if any(k in d for k in keys)), None) for d in decls
+        ]
 
     def stats(self) -> dict[str, int]:
         """Row counts: messages, raw_messages, content_groups, threads, ingest_errors, sources."""

@@ -88,8 +88,20 @@ _UPSERT_SOURCE = (
 #: chunks handed to the store's writer and not yet applied, at most (backpressure)
 _MAX_PENDING_WRITES = 2
 #: folders never walked into (tools' metadata next to mail)
-_SKIPPED_DIRS = frozenset((".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".venv",
-                           ".tox", ".mypy_cache", ".pytest_cache", ".ruff_cache"))
+_SKIPPED_DIRS = frozenset(
+    (
+        ".git",
+        ".hg",
+        ".svn",
+        "__pycache__",
+        ".ipynb_checkpoints",
+        ".venv",
+        ".tox",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+    )
+)
 #: chunks being parsed (or parsed and not yet handed to the writer) per worker, at most
 _MAX_INFLIGHT_PER_WORKER = 2
 ERROR_SAMPLES = 5  # reasons printed with the summary
@@ -120,13 +132,18 @@ class IngestSummary:
             f"ingested {self.messages_new:,} new messages in {self.seconds:.1f} s"
             f" ({rate:,.0f} messages/s)",
             f"  files seen          {self.files_seen:>10,}"
-            + (f"   (+{self.files_ignored:,} non-mail files ignored)" if self.files_ignored else ""),
+            + (
+                f"   (+{self.files_ignored:,} non-mail files ignored)" if self.files_ignored else ""
+            ),
             f"  unchanged, skipped  {self.sources_skipped:>10,}",
             f"  messages read       {self.messages_seen:>10,}",
             f"  already stored      {self.duplicates_skipped:>10,}",
             f"  errors (not stored) {self.errors:>10,}"
-            + (f"   ({self.not_mail:,} of them whole files that are not mail or cannot be"
-               " read)" if self.not_mail else ""),
+            + (
+                f"   ({self.not_mail:,} of them whole files that are not mail or cannot be read)"
+                if self.not_mail
+                else ""
+            ),
             f"  stored with defects {self.warnings:>10,}"
             + ("   (listed in ingest_errors too)" if self.warnings else ""),
             f"store: {self.messages_total:,} messages, {self.content_groups:,} distinct"
@@ -141,8 +158,9 @@ class IngestSummary:
     @property
     def nothing_ingested(self) -> bool:
         """Errors, and not one message stored, already stored or unchanged: nothing usable."""
-        return self.errors > 0 and not (self.messages_new or self.duplicates_skipped
-                                        or self.sources_skipped)
+        return self.errors > 0 and not (
+            self.messages_new or self.duplicates_skipped or self.sources_skipped
+        )
 
 
 # --- the writer side (runs on the store's writer thread) -------------------------------------
@@ -156,15 +174,25 @@ def _lookup(conn: sqlite3.Connection, sql: str, keys: list[str]) -> dict[str, An
     return found
 
 
-def _write_chunk(conn: sqlite3.Connection, results: list[Result], sources: list[tuple],
-                 now: str, clear_errors: bool) -> tuple[int, int]:
+def _write_chunk(
+    conn: sqlite3.Connection,
+    results: list[Result],
+    sources: list[tuple],
+    now: str,
+    clear_errors: bool,
+) -> tuple[int, int]:
     """Insert one chunk: new raw messages, their emails, groups and one-message threads,
     errors and sources rows. Returns (new messages, messages already stored)."""
     oks = [r for r in results if r[0] == "ok"]
     new = dup = 0
     if oks:
-        seen = set(_lookup(conn, "SELECT sha256 FROM raw_messages WHERE sha256 IN ({})",
-                           list({r[1] for r in oks})))
+        seen = set(
+            _lookup(
+                conn,
+                "SELECT sha256 FROM raw_messages WHERE sha256 IN ({})",
+                list({r[1] for r in oks}),
+            )
+        )
         fresh = []
         for r in oks:
             if r[1] in seen:
@@ -177,9 +205,13 @@ def _write_chunk(conn: sqlite3.Connection, results: list[Result], sources: list[
             rid = (conn.execute("SELECT MAX(id) FROM raw_messages").fetchone()[0] or 0) + 1
             eid = (conn.execute("SELECT MAX(id) FROM emails").fetchone()[0] or 0) + 1
             gid = (conn.execute("SELECT MAX(id) FROM content_groups").fetchone()[0] or 0) + 1
-            groups = _lookup(conn, "SELECT content_key, id, (SELECT e.thread_id FROM emails e"
-                             " WHERE e.group_id = content_groups.id LIMIT 1) FROM content_groups"
-                             " WHERE content_key IN ({})", list({r[5] for r in fresh}))
+            groups = _lookup(
+                conn,
+                "SELECT content_key, id, (SELECT e.thread_id FROM emails e"
+                " WHERE e.group_id = content_groups.id LIMIT 1) FROM content_groups"
+                " WHERE content_key IN ({})",
+                list({r[5] for r in fresh}),
+            )
             new_groups, new_threads, emails = [], [], []
             grown: dict[int, list[tuple[tuple, int]]] = {}
             for i, r in enumerate(fresh):
@@ -192,15 +224,22 @@ def _write_chunk(conn: sqlite3.Connection, results: list[Result], sources: list[
                     new_threads.append((gid, f"g{gid}", row[8], eid + i, date, date))
                     gid += 1
                 else:  # one more copy of a known message
-                    grown.setdefault(ids[0], []).append(
-                        (canonical_rank(r[4][13], r[3]), eid + i))
+                    grown.setdefault(ids[0], []).append((canonical_rank(r[4][13], r[3]), eid + i))
                 emails.append((eid + i, rid + i, *r[4], *ids))
-            conn.executemany("INSERT INTO content_groups (id, content_key, canonical_email_id,"
-                             " size) VALUES (?, ?, ?, 1)", new_groups)
-            conn.executemany("INSERT INTO threads (id, thread_key, subject, root_email_id, size,"
-                             " first_date, last_date) VALUES (?, ?, ?, ?, 1, ?, ?)", new_threads)
-            conn.executemany(_INSERT_RAW, [(rid + i, r[1], r[2], len(r[2]), r[3], now)
-                                           for i, r in enumerate(fresh)])
+            conn.executemany(
+                "INSERT INTO content_groups (id, content_key, canonical_email_id,"
+                " size) VALUES (?, ?, ?, 1)",
+                new_groups,
+            )
+            conn.executemany(
+                "INSERT INTO threads (id, thread_key, subject, root_email_id, size,"
+                " first_date, last_date) VALUES (?, ?, ?, ?, 1, ?, ?)",
+                new_threads,
+            )
+            conn.executemany(
+                _INSERT_RAW,
+                [(rid + i, r[1], r[2], len(r[2]), r[3], now) for i, r in enumerate(fresh)],
+            )
             conn.executemany(_INSERT_EMAIL, emails)
             add_copies(conn, grown)
     if clear_errors and oks:  # a message that parses now clears its old error
@@ -217,21 +256,33 @@ def _write_chunk(conn: sqlite3.Connection, results: list[Result], sources: list[
 def _finish(conn: sqlite3.Connection, changed: bool) -> tuple[int, int, int]:
     if changed:
         rebuild_threads(conn)
-    row = conn.execute("SELECT (SELECT COUNT(*) FROM content_groups), (SELECT COUNT(*) FROM"
-                       " threads WHERE size > 0), (SELECT COUNT(*) FROM emails)").fetchone()
+    row = conn.execute(
+        "SELECT (SELECT COUNT(*) FROM content_groups), (SELECT COUNT(*) FROM"
+        " threads WHERE size > 0), (SELECT COUNT(*) FROM emails)"
+    ).fetchone()
     return row[0], row[1], row[2]
 
 
 # --- the main process: walk, dispatch, collect ---------------------------------------------
 class _Run:
-    def __init__(self, store: Store, *, progress: bool, column: str | None, workers: int | None,
-                 max_bytes: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        progress: bool,
+        column: str | None,
+        workers: int | None,
+        max_bytes: int,
+    ) -> None:
         self.store = store
         self.column = column
         self.max_bytes = max_bytes
         if workers is None:
-            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-                os.cpu_count() or 1)
+            workers = (
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1)
+            )
         self.workers = max(0, min(workers, 32))
         self.pool: ProcessPoolExecutor | None = None
         self.summary = IngestSummary()
@@ -259,9 +310,11 @@ class _Run:
         if not self.has_sources:
             return {}
         prefix = dirpath.rstrip(os.sep) + os.sep
-        rows = self.store.query("SELECT path, size, mtime FROM sources WHERE path > ? AND path < ?",
-                                (prefix, prefix[:-1] + chr(ord(os.sep) + 1)))
-        return {r[0]: (r[1], r[2]) for r in rows if os.sep not in r[0][len(prefix):]}
+        rows = self.store.query(
+            "SELECT path, size, mtime FROM sources WHERE path > ? AND path < ?",
+            (prefix, prefix[:-1] + chr(ord(os.sep) + 1)),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows if os.sep not in r[0][len(prefix) :]}
 
     def walk(self, root: str) -> None:
         stack = [root]
@@ -271,8 +324,12 @@ class _Run:
                 with os.scandir(d) as it:
                     entries = list(it)
             except OSError as exc:
-                self.fail(d, f"cannot list the folder ({exc.strerror or exc}): check its"
-                          " permissions, then ingest again", b"")
+                self.fail(
+                    d,
+                    f"cannot list the folder ({exc.strerror or exc}): check its"
+                    " permissions, then ingest again",
+                    b"",
+                )
                 continue
             files, dirs = [], []
             names = {e.name for e in entries}
@@ -299,8 +356,9 @@ class _Run:
             dirs.sort(key=lambda p: natural_key(os.path.basename(p)), reverse=True)
             stack.extend(dirs)
 
-    def file(self, path: str, known: dict[str, tuple[int, float]], mailbox: str,
-             folder: str) -> None:
+    def file(
+        self, path: str, known: dict[str, tuple[int, float]], mailbox: str, folder: str
+    ) -> None:
         self.summary.files_seen += 1
         if known:  # only then is a stat needed before reading
             try:
@@ -328,12 +386,16 @@ class _Run:
             st = os.stat(path)
             if kind == "mbox":
                 with open(path, "rb") as f:
-                    rows: Any = ((n, data, size, mailbox, "") for n, data, size in
-                                 iter_mbox(f, self.max_bytes))
+                    rows: Any = (
+                        (n, data, size, mailbox, "")
+                        for n, data, size in iter_mbox(f, self.max_bytes)
+                    )
                     count = self._feed(path, rows)
             else:
-                rows = ((n, raw, None, *row_hints(name, mailbox))
-                        for n, raw, name in iter_table(path, kind, self.column))
+                rows = (
+                    (n, raw, None, *row_hints(name, mailbox))
+                    for n, raw, name in iter_table(path, kind, self.column)
+                )
                 count = self._feed(path, rows)
         except InputError as exc:
             self.dispatch()
@@ -344,9 +406,14 @@ class _Run:
             what = {"mbox": "mbox", "csv": "CSV", "parquet": "Parquet"}[kind]
             where = f" after {self._fed:,} messages (those are kept)" if self._fed else ""
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            self.fail(path, f"cannot read this {what} file{where} ({type(exc).__name__}:"
-                      f" {first[:300]}): check that it is a complete, valid {what} file, then"
-                      " ingest it again", read_head(path), detail=repr(exc)[:2000])
+            self.fail(
+                path,
+                f"cannot read this {what} file{where} ({type(exc).__name__}:"
+                f" {first[:300]}): check that it is a complete, valid {what} file, then"
+                " ingest it again",
+                read_head(path),
+                detail=repr(exc)[:2000],
+            )
             return
         self.dispatch(extra=[(path, kind, st.st_size, st.st_mtime, count)])
 
@@ -359,8 +426,17 @@ class _Run:
                 self.ready([too_big(source, size, self.max_bytes, raw)])
                 continue
             if raw is None or len(raw) == 0:
-                self.ready([error_record(source, f"row {n} has an empty message column: nothing"
-                                         " to ingest; fix or drop the row", b"", 0)])
+                self.ready(
+                    [
+                        error_record(
+                            source,
+                            f"row {n} has an empty message column: nothing"
+                            " to ingest; fix or drop the row",
+                            b"",
+                            0,
+                        )
+                    ]
+                )
                 continue
             data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
             self.tasks.append((source, data, mailbox, folder))
@@ -414,8 +490,15 @@ class _Run:
                 continue
             results.extend(res)
             if m is not None and size is not None and not (len(res) == 1 and res[0][0] == "err"):
-                sources.append((m[0], "mbox" if len(res) > 1 else m[1], size, mtime,
-                                sum(r[0] == "ok" for r in res)))
+                sources.append(
+                    (
+                        m[0],
+                        "mbox" if len(res) > 1 else m[1],
+                        size,
+                        mtime,
+                        sum(r[0] == "ok" for r in res),
+                    )
+                )
         s = self.summary
         s.messages_seen += sum(r[0] == "ok" or not r[7] for r in results)
         s.errors += sum(r[0] == "err" for r in results)
@@ -428,8 +511,9 @@ class _Run:
             while self.writes and self.writes[0].done():
                 self.settle(self.writes.popleft())  # raises if the store failed
 
-        def write(conn: sqlite3.Connection, r: list = results, src: list = sources
-                  ) -> tuple[int, int]:
+        def write(
+            conn: sqlite3.Connection, r: list = results, src: list = sources
+        ) -> tuple[int, int]:
             try:
                 return _write_chunk(conn, r, src, self.now, self.clear_errors)
             finally:
@@ -440,8 +524,9 @@ class _Run:
             self.settle(self.writes.popleft())
         if self.bar is not None:
             self.bar.update(len(results))
-            self.bar.set_postfix(new=s.messages_new, dup=s.duplicates_skipped, err=s.errors,
-                                 refresh=False)
+            self.bar.set_postfix(
+                new=s.messages_new, dup=s.duplicates_skipped, err=s.errors, refresh=False
+            )
 
     def settle(self, fut: Future) -> None:
         new, dup = fut.result()
@@ -468,9 +553,15 @@ class _Run:
             self.bar.close()
 
 
-def ingest(store: Store, paths: Sequence[str | Path], *, progress: bool = True,
-           column: str | None = None, workers: int | None = None,
-           max_message_bytes: int = MAX_MESSAGE_BYTES) -> IngestSummary:
+def ingest(
+    store: Store,
+    paths: Sequence[str | Path],
+    *,
+    progress: bool = True,
+    column: str | None = None,
+    workers: int | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+) -> IngestSummary:
     """Ingest maildirs, folders of .eml files, mbox, CSV and Parquet files into ``store``.
 
     ``paths`` may mix folders and files. ``column`` names the raw-message column of CSV and
@@ -486,8 +577,9 @@ def ingest(store: Store, paths: Sequence[str | Path], *, progress: bool = True,
     for p, given in zip(resolved, paths, strict=True):
         if not os.path.exists(p):
             raise InputError(f"no such file or folder: {given}")
-    run = _Run(store, progress=progress, column=column, workers=workers,
-               max_bytes=max_message_bytes)
+    run = _Run(
+        store, progress=progress, column=column, workers=workers, max_bytes=max_message_bytes
+    )
     try:
         for p in resolved:
             if os.path.isdir(p):
@@ -508,7 +600,9 @@ def ingest(store: Store, paths: Sequence[str | Path], *, progress: bool = True,
 
 def ingest_errors(store: Store, *, limit: int | None = None) -> list[dict[str, Any]]:
     """Every recorded ingest error, newest first: source, reason, size, when."""
-    sql = ("SELECT source, reason, size, created_at FROM ingest_errors "
-           "ORDER BY created_at DESC, id DESC")
+    sql = (
+        "SELECT source, reason, size, created_at FROM ingest_errors "
+        "ORDER BY created_at DESC, id DESC"
+    )
     rows = store.query(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
     return [dict(r) for r in rows]

@@ -25,10 +25,28 @@ if TYPE_CHECKING:
 WRITE_GROUP = 64  # rows handed to the store's writer together
 WRITE_DELAY_S = 0.02  # at the latest this long after the first row of a group
 
-_RESULT_FIELDS = ("run_id", "status", "data", "raw", "error", "reason", "prompt_tokens",
-                  "completion_tokens", "cached_tokens", "latency_s", "ttft_s", "attempts",
-                  "endpoint", "model", "template_name", "template_version", "truncated", "emails",
-                  "created_at", "phase")
+_RESULT_FIELDS = (
+    "run_id",
+    "status",
+    "data",
+    "raw",
+    "error",
+    "reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "latency_s",
+    "ttft_s",
+    "attempts",
+    "endpoint",
+    "model",
+    "template_name",
+    "template_version",
+    "truncated",
+    "emails",
+    "created_at",
+    "phase",
+)
 
 
 def result_sql(unit: str) -> str:
@@ -36,25 +54,60 @@ def result_sql(unit: str) -> str:
     col = UNIT_COLUMN[unit]
     names = (*_RESULT_FIELDS, col)
     updates = ", ".join(f"{n} = excluded.{n}" for n in _RESULT_FIELDS if n != "run_id")
-    return (f"INSERT INTO results ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-            f"ON CONFLICT(run_id, {col}) DO UPDATE SET {updates} WHERE results.status != 'done'")
+    return (
+        f"INSERT INTO results ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+        f"ON CONFLICT(run_id, {col}) DO UPDATE SET {updates} WHERE results.status != 'done'"
+    )
 
 
-def result_params(run_id: int, unit_id: int, *, status: str, data: dict[str, Any] | None = None,
-                  raw: str | None = None, error: str | None = None, reason: str | None = None,
-                  prompt_tokens: int | None = None, completion_tokens: int | None = None,
-                  cached_tokens: int | None = None, latency_s: float | None = None,
-                  ttft_s: float | None = None, attempts: int = 1, endpoint: str | None = None,
-                  model: str | None = None, template_name: str | None = None,
-                  template_version: str | None = None, truncated: bool = False,
-                  emails: int = 1, phase: str | None = None) -> tuple[Any, ...]:
+def result_params(
+    run_id: int,
+    unit_id: int,
+    *,
+    status: str,
+    data: dict[str, Any] | None = None,
+    raw: str | None = None,
+    error: str | None = None,
+    reason: str | None = None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    cached_tokens: int | None = None,
+    latency_s: float | None = None,
+    ttft_s: float | None = None,
+    attempts: int = 1,
+    endpoint: str | None = None,
+    model: str | None = None,
+    template_name: str | None = None,
+    template_version: str | None = None,
+    truncated: bool = False,
+    emails: int = 1,
+    phase: str | None = None,
+) -> tuple[Any, ...]:
     """Parameters for ``result_sql`` in its column order."""
     # strict JSON: a NaN or Infinity raises here instead of being stored as invalid JSON
-    return (run_id, status, json.dumps(data, separators=(",", ":"), allow_nan=False)
-            if data is not None else None,
-            raw, error, reason, prompt_tokens, completion_tokens, cached_tokens, latency_s, ttft_s,
-            attempts, endpoint, model, template_name, template_version, int(truncated), emails,
-            now_iso(), phase, unit_id)
+    return (
+        run_id,
+        status,
+        json.dumps(data, separators=(",", ":"), allow_nan=False) if data is not None else None,
+        raw,
+        error,
+        reason,
+        prompt_tokens,
+        completion_tokens,
+        cached_tokens,
+        latency_s,
+        ttft_s,
+        attempts,
+        endpoint,
+        model,
+        template_name,
+        template_version,
+        int(truncated),
+        emails,
+        now_iso(),
+        phase,
+        unit_id,
+    )
 
 
 def _write_new_connection(path: str, sql: str, params: tuple[Any, ...]) -> None:
@@ -69,17 +122,24 @@ def _write_new_connection(path: str, sql: str, params: tuple[Any, ...]) -> None:
 
 def failure_reason(exc: BackendError, attempts: int) -> str:
     """One sentence: what went wrong and what to do next."""
-    what = "the reply broke the output schema" if isinstance(exc, SchemaViolation) else (
-        "the server refused the request" if not exc.transient else
-        f"still failing after {attempts} attempts")
+    what = (
+        "the reply broke the output schema"
+        if isinstance(exc, SchemaViolation)
+        else (
+            "the server refused the request"
+            if not exc.transient
+            else f"still failing after {attempts} attempts"
+        )
+    )
     return f"{what}: {exc} (`emailwb retry-failed` re-queues it)"
 
 
 class ResultWriter:
     """Writes the results of one run; counts what it wrote in this session."""
 
-    def __init__(self, store: Store, run_id: int, unit: str, *,
-                 connection_per_write: bool = False) -> None:
+    def __init__(
+        self, store: Store, run_id: int, unit: str, *, connection_per_write: bool = False
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.sql = result_sql(unit)
@@ -89,36 +149,64 @@ class ResultWriter:
         self._rows: list[tuple[Any, ...]] = []
         self._handle: asyncio.TimerHandle | None = None
 
-    async def done_unit(self, unit: Any, comp: Any, attempts: int,
-                        phase: str | None = None) -> None:
+    async def done_unit(
+        self, unit: Any, comp: Any, attempts: int, phase: str | None = None
+    ) -> None:
         """A validated completion for ``unit`` (a ``workqueue.Prepared``) sent under ``phase``."""
-        await self._write(result_params(
-            self.run_id, unit.id, status="done", data=comp.data, raw=comp.raw,
-            prompt_tokens=comp.prompt_tokens, completion_tokens=comp.completion_tokens,
-            cached_tokens=comp.cached_tokens, latency_s=comp.latency_s, ttft_s=comp.ttft_s,
-            attempts=attempts, endpoint=comp.endpoint, model=comp.model,
-            template_name=unit.template_name, template_version=unit.template_version,
-            truncated=unit.truncated, emails=unit.emails, phase=phase))
+        await self._write(
+            result_params(
+                self.run_id,
+                unit.id,
+                status="done",
+                data=comp.data,
+                raw=comp.raw,
+                prompt_tokens=comp.prompt_tokens,
+                completion_tokens=comp.completion_tokens,
+                cached_tokens=comp.cached_tokens,
+                latency_s=comp.latency_s,
+                ttft_s=comp.ttft_s,
+                attempts=attempts,
+                endpoint=comp.endpoint,
+                model=comp.model,
+                template_name=unit.template_name,
+                template_version=unit.template_version,
+                truncated=unit.truncated,
+                emails=unit.emails,
+                phase=phase,
+            )
+        )
         self.done += 1
         self.emails += unit.emails
         self.tokens["prompt"] += comp.prompt_tokens or 0
         self.tokens["completion"] += comp.completion_tokens or 0
         self.tokens["cached"] += comp.cached_tokens or 0
 
-    async def failed_unit(self, unit: Any, exc: BackendError, attempts: int,
-                          phase: str | None = None) -> None:
+    async def failed_unit(
+        self, unit: Any, exc: BackendError, attempts: int, phase: str | None = None
+    ) -> None:
         """``unit`` failed for good with ``exc`` (the raw reply is kept when there is one)."""
-        await self._write(result_params(
-            self.run_id, unit.id, status="failed", raw=exc.raw, error=type(exc).__name__,
-            reason=failure_reason(exc, attempts), attempts=attempts, endpoint=exc.endpoint,
-            template_name=unit.template_name, template_version=unit.template_version,
-            truncated=unit.truncated, emails=unit.emails, phase=phase))
+        await self._write(
+            result_params(
+                self.run_id,
+                unit.id,
+                status="failed",
+                raw=exc.raw,
+                error=type(exc).__name__,
+                reason=failure_reason(exc, attempts),
+                attempts=attempts,
+                endpoint=exc.endpoint,
+                template_name=unit.template_name,
+                template_version=unit.template_version,
+                truncated=unit.truncated,
+                emails=unit.emails,
+                phase=phase,
+            )
+        )
         self.failed += 1
 
     async def _write(self, params: tuple[Any, ...]) -> None:
         if self.connection_per_write:
-            await asyncio.to_thread(_write_new_connection, str(self.store.path), self.sql,
-                                    params)
+            await asyncio.to_thread(_write_new_connection, str(self.store.path), self.sql, params)
             return
         self._rows.append(params)
         if len(self._rows) >= WRITE_GROUP:

@@ -59,9 +59,18 @@ class RunRecord:
 
 
 def _record(row: Any) -> RunRecord:
-    return RunRecord(row["id"], row["name"], row["unit"], json.loads(row["config"]),
-                     row["status"], row["total_units"], row["progress"], row["started_at"],
-                     row["updated_at"], row["ended_at"])
+    return RunRecord(
+        row["id"],
+        row["name"],
+        row["unit"],
+        json.loads(row["config"]),
+        row["status"],
+        row["total_units"],
+        row["progress"],
+        row["started_at"],
+        row["updated_at"],
+        row["ended_at"],
+    )
 
 
 def get_run(store: Store, run: str | int | None = None) -> RunRecord | None:
@@ -94,16 +103,20 @@ async def open_run(store: Store, name: str, unit: str, config: dict[str, Any]) -
         if row is None:
             cur = conn.execute(
                 "INSERT INTO runs (name, unit, config, status, started_at, updated_at) "
-                "VALUES (?, ?, ?, 'running', ?, ?)", (name, unit, text, now, now))
+                "VALUES (?, ?, ?, 'running', ?, ?)",
+                (name, unit, text, now, now),
+            )
             return int(cur.lastrowid or 0), None
         if row[1] != unit:
             return int(row[0]), row[1]
         old = json.loads(row[2])
         if {k: v for k, v in old.items() if k != "resumes"} != config:
             old.setdefault("resumes", []).append({"at": now, "config": config})
-        conn.execute("UPDATE runs SET status = 'running', updated_at = ?, ended_at = NULL, "
-                     "config = ? WHERE id = ?",
-                     (now, json.dumps(old, sort_keys=True, default=str), row[0]))
+        conn.execute(
+            "UPDATE runs SET status = 'running', updated_at = ?, ended_at = NULL, "
+            "config = ? WHERE id = ?",
+            (now, json.dumps(old, sort_keys=True, default=str), row[0]),
+        )
         return int(row[0]), None
 
     run_id, other_unit = await store.acall(fn)
@@ -111,43 +124,59 @@ async def open_run(store: Store, name: str, unit: str, config: dict[str, Any]) -
         raise ProcessingError(
             f"run {name!r} exists with one unit per {other_unit}, but this configuration makes "
             f"one per {unit} (chain/dedup changed)",
-            hint="pick another --run-name, or rerun with the run's original chain/dedup setting")
+            hint="pick another --run-name, or rerun with the run's original chain/dedup setting",
+        )
     record = get_run(store, run_id)
     assert record is not None
     return record
 
 
-def set_run_status(store: Store, run_id: int, status: str, *, progress: str | None = None,
-                   total: int | None = None, ended: bool = False) -> None:
+def set_run_status(
+    store: Store,
+    run_id: int,
+    status: str,
+    *,
+    progress: str | None = None,
+    total: int | None = None,
+    ended: bool = False,
+) -> None:
     """Queue a status update of a run (committed with the writer's next batch)."""
     now = now_iso()
     store.submit(
         "UPDATE runs SET status = ?, updated_at = ?, progress = COALESCE(?, progress), "
         "total_units = COALESCE(?, total_units), ended_at = CASE WHEN ? THEN ? ELSE ended_at END "
-        "WHERE id = ?", (status, now, progress, total, int(ended), now, run_id))
+        "WHERE id = ?",
+        (status, now, progress, total, int(ended), now, run_id),
+    )
 
 
 # --- priority profiles --------------------------------------------------------------------------
-def _check_weights(weights: dict[str, float]) -> dict[str, float]:
+def check_weights(weights: dict[str, float]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in weights.items():
         try:
             out[str(key)] = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"priority weight for {key!r} is not a number: {value!r}",
-                              hint='use numbers, e.g. {"deal": 3, "newsletter": 0.1}') from None
+            raise ConfigError(
+                f"priority weight for {key!r} is not a number: {value!r}",
+                hint='use numbers, e.g. {"deal": 3, "newsletter": 0.1}',
+            ) from None
         if out[str(key)] < 0:
-            raise ConfigError(f"priority weight for {key!r} is negative",
-                              hint="use 0 to push a type to the back of the queue")
+            raise ConfigError(
+                f"priority weight for {key!r} is negative",
+                hint="use 0 to push a type to the back of the queue",
+            )
     return out
 
 
 def profile_sql(name: str, weights: dict[str, float]) -> tuple[str, tuple[Any, ...]]:
     """The upsert that stores a profile (for ``store.submit``)."""
-    return ("INSERT INTO priority_profiles (name, weights, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET weights = excluded.weights, "
-            "updated_at = excluded.updated_at",
-            (name, json.dumps(_check_weights(weights), sort_keys=True), now_iso()))
+    return (
+        "INSERT INTO priority_profiles (name, weights, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET weights = excluded.weights, "
+        "updated_at = excluded.updated_at",
+        (name, json.dumps(check_weights(weights), sort_keys=True), now_iso()),
+    )
 
 
 def save_profile(store: Store, name: str, weights: dict[str, float]) -> None:
@@ -164,11 +193,12 @@ async def asave_profile(store: Store, name: str, weights: dict[str, float]) -> N
 
 def load_profile(store: Store, name: str) -> tuple[dict[str, float], str | None]:
     """(weights, updated_at); the neutral ``{"*": 1.0}`` and None when it does not exist."""
-    row = store.query_one("SELECT weights, updated_at FROM priority_profiles WHERE name = ?",
-                          (name,))
+    row = store.query_one(
+        "SELECT weights, updated_at FROM priority_profiles WHERE name = ?", (name,)
+    )
     if row is None:
         return dict(DEFAULT_WEIGHTS), None
-    return _check_weights(json.loads(row["weights"])), row["updated_at"]
+    return check_weights(json.loads(row["weights"])), row["updated_at"]
 
 
 # --- units ----------------------------------------------------------------------------------------
@@ -186,9 +216,11 @@ class UnitInfo:
 
 def count_units(store: Store, unit: str) -> int:
     """How many units of this kind the store holds."""
-    sql = {"group": "SELECT COUNT(*) FROM content_groups WHERE canonical_email_id IS NOT NULL",
-           "thread": "SELECT COUNT(*) FROM threads",
-           "email": "SELECT COUNT(*) FROM emails"}[unit]
+    sql = {
+        "group": "SELECT COUNT(*) FROM content_groups WHERE canonical_email_id IS NOT NULL",
+        "thread": "SELECT COUNT(*) FROM threads",
+        "email": "SELECT COUNT(*) FROM emails",
+    }[unit]
     return int(store.scalar(sql) or 0)
 
 
@@ -202,18 +234,24 @@ def detect_missing(store: Store) -> int:
         "SELECT g.id, e.subject, substr(e.new_text, 1, 4000) AS new_text, "
         "substr(e.forwarded, 1, 4000) AS forwarded, substr(e.body, 1, 4000) AS body, "
         "e.sender, e.sender_name FROM content_groups g JOIN emails e ON e.id = g.canonical_email_id "
-        "WHERE g.email_type IS NULL")
+        "WHERE g.email_type IS NULL"
+    )
     out = []
     for r in rows:
         new = r["new_text"] or ""
-        text = new if len(new.strip()) >= 20 else (f"{new}\n{r['forwarded'] or ''}".strip()
-                                                    or r["body"] or "")
-        found = detect_text(r["subject"] or "", text,
-                            f"{r['sender'] or ''} {r['sender_name'] or ''}".strip())
+        text = (
+            new
+            if len(new.strip()) >= 20
+            else (f"{new}\n{r['forwarded'] or ''}".strip() or r["body"] or "")
+        )
+        found = detect_text(
+            r["subject"] or "", text, f"{r['sender'] or ''} {r['sender_name'] or ''}".strip()
+        )
         out.append((found.email_type, found.score, r["id"]))
     if out:
-        store.submit_many("UPDATE content_groups SET email_type = ?, priority = ? WHERE id = ?",
-                          out)
+        store.submit_many(
+            "UPDATE content_groups SET email_type = ?, priority = ? WHERE id = ?", out
+        )
     return len(out)
 
 
@@ -225,17 +263,23 @@ def load_pending(store: Store, run_id: int, unit: str) -> list[UnitInfo]:
     if unit == "group":
         rows = store.query(
             f"SELECT u.id, u.size, COALESCE(u.email_type, 'other'), COALESCE(u.priority, 0.3) "
-            f"FROM content_groups u WHERE u.canonical_email_id IS NOT NULL AND {done}", (run_id,))
+            f"FROM content_groups u WHERE u.canonical_email_id IS NOT NULL AND {done}",
+            (run_id,),
+        )
         return [UnitInfo(r[0], max(int(r[1] or 1), 1), ((r[2], r[3]),)) for r in rows]
     if unit == "email":
         rows = store.query(
             f"SELECT u.id, {other} FROM emails u LEFT JOIN content_groups g ON g.id = u.group_id "
-            f"WHERE {done}", (run_id,))
+            f"WHERE {done}",
+            (run_id,),
+        )
         return [UnitInfo(r[0], 1, ((r[1], r[2]),)) for r in rows]
     rows = store.query(
         f"SELECT u.id, u.size, {other} FROM threads u JOIN emails e ON e.thread_id = u.id "
         f"LEFT JOIN content_groups g ON g.id = e.group_id WHERE {done} "
-        f"GROUP BY u.id, g.email_type, g.priority", (run_id,))
+        f"GROUP BY u.id, g.email_type, g.priority",
+        (run_id,),
+    )
     units: dict[int, UnitInfo] = {}
     for r in rows:
         info = units.setdefault(r[0], UnitInfo(r[0], max(int(r[1] or 1), 1), ()))
@@ -252,13 +296,16 @@ def unit_email_ids(store: Store, unit: str, ids: list[int]) -> dict[int, list[in
     if unit == "email":
         return {i: [i] for i in ids}
     if unit == "group":
-        rows = store.query(f"SELECT id, canonical_email_id FROM content_groups WHERE id IN ({marks})",
-                           ids)
+        rows = store.query(
+            f"SELECT id, canonical_email_id FROM content_groups WHERE id IN ({marks})", ids
+        )
         return {r[0]: [r[1]] for r in rows}
     rows = store.query(
         f"SELECT thread_id, MIN(id) AS id, MIN(COALESCE(date, '')) AS d FROM emails "
         f"WHERE thread_id IN ({marks}) GROUP BY thread_id, COALESCE(group_id, -id) "
-        f"ORDER BY thread_id, d, id", ids)
+        f"ORDER BY thread_id, d, id",
+        ids,
+    )
     out: dict[int, list[int]] = {}
     for r in rows:
         out.setdefault(r[0], []).append(r[1])
@@ -266,9 +313,11 @@ def unit_email_ids(store: Store, unit: str, ids: list[int]) -> dict[int, list[in
 
 
 #: the columns a prompt needs (quotes, signatures and the like stay in the store)
-_PROMPT_COLUMNS = ("id, message_id, date, sender, sender_name, to_addrs, subject, new_text, "
-                   "forwarded, CASE WHEN ? OR length(trim(new_text)) < 20 THEN body ELSE '' END "
-                   "AS body")
+_PROMPT_COLUMNS = (
+    "id, message_id, date, sender, sender_name, to_addrs, subject, new_text, "
+    "forwarded, CASE WHEN ? OR length(trim(new_text)) < 20 THEN body ELSE '' END "
+    "AS body"
+)
 
 
 def stored_date(value: str | None) -> datetime | None:
@@ -302,14 +351,24 @@ def load_emails(store: Store, ids: list[int], *, raw: bool = False) -> dict[int,
     """
     out: dict[int, Email] = {}
     for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        rows = store.query(f"SELECT {_PROMPT_COLUMNS} FROM emails WHERE id IN "
-                           f"({','.join('?' * len(chunk))})", [int(raw), *chunk])
+        chunk = ids[i : i + 500]
+        rows = store.query(
+            f"SELECT {_PROMPT_COLUMNS} FROM emails WHERE id IN ({','.join('?' * len(chunk))})",
+            [int(raw), *chunk],
+        )
         for r in rows:
             out[r[0]] = Email(
-                message_id=r[1], date=stored_date(r[2]), date_flag=None, sender=r[3],
-                sender_name=r[4], to=stored_list(r[5]), subject=r[6], new_text=r[7],
-                forwarded=r[8], body=r[9])
+                message_id=r[1],
+                date=stored_date(r[2]),
+                date_flag=None,
+                sender=r[3],
+                sender_name=r[4],
+                to=stored_list(r[5]),
+                subject=r[6],
+                new_text=r[7],
+                forwarded=r[8],
+                body=r[9],
+            )
     return out
 
 
@@ -319,10 +378,13 @@ def run_counts(store: Store, run_id: int) -> dict[str, int]:
     row = store.query_one(
         "SELECT SUM(status = 'done'), SUM(status = 'failed'), "
         "SUM(CASE WHEN status = 'done' THEN emails ELSE 0 END) FROM results WHERE run_id = ?",
-        (run_id,))
-    return {"done": int(row[0] or 0), "failed": int(row[1] or 0),
-            "emails_done": int(row[2] or 0)} if row else {"done": 0, "failed": 0,
-                                                          "emails_done": 0}
+        (run_id,),
+    )
+    return (
+        {"done": int(row[0] or 0), "failed": int(row[1] or 0), "emails_done": int(row[2] or 0)}
+        if row
+        else {"done": 0, "failed": 0, "emails_done": 0}
+    )
 
 
 def retry_failed(store: Store, run: str | int | None = None) -> int:
@@ -333,10 +395,17 @@ def retry_failed(store: Store, run: str | int | None = None) -> int:
     """
     record = get_run(store, run)
     if record is None:
-        raise ProcessingError(f"no run named {run!r}" if run is not None else "there is no run yet",
-                              hint="see `emailwb status --json` for the runs in this database")
-    fut = store.call(lambda conn: conn.execute(
-        "DELETE FROM results WHERE run_id = ? AND status = 'failed'", (record.id,)).rowcount)
+        raise ProcessingError(
+            f"no run named {run!r}" if run is not None else "there is no run yet",
+            hint="see `emailwb status --json` for the runs in this database",
+        )
+    fut = store.call(
+        lambda conn: (
+            conn.execute(
+                "DELETE FROM results WHERE run_id = ? AND status = 'failed'", (record.id,)
+            ).rowcount
+        )
+    )
     return int(fut.result())
 
 
@@ -356,4 +425,5 @@ def results_df(store: Store, run: str | int | None = None) -> Any:
         "r.latency_s, r.prompt_tokens, r.completion_tokens "
         "FROM emails e LEFT JOIN email_results x ON x.email_id = e.id AND x.run_id = ? "
         "LEFT JOIN results r ON r.id = x.result_id ORDER BY e.id",
-        (record.id,))
+        (record.id,),
+    )

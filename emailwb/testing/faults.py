@@ -20,8 +20,21 @@ from typing import Any
 from emailwb.llm.schema import EmailAnalysis
 from emailwb.mail.detect import detect_text
 
-FAULTS = ("http500", "http503", "http429", "http404", "hang", "drop", "reset", "broken_json",
-          "stream_error", "garbage", "schema_violation", "token_limit", "restart")
+FAULTS = (
+    "http500",
+    "http503",
+    "http429",
+    "http404",
+    "hang",
+    "drop",
+    "reset",
+    "broken_json",
+    "stream_error",
+    "garbage",
+    "schema_violation",
+    "token_limit",
+    "restart",
+)
 KINDS = ("ollama", "openai", "llama-server")
 
 AnswerFn = Callable[[dict[str, Any]], "str | dict[str, Any]"]
@@ -93,8 +106,10 @@ def default_answer(body: dict[str, Any]) -> str:
     email_type, score = detect_text(subject, text, sender)
     words = text.split()
     names = list(dict.fromkeys(_CAPS.findall(text)))[:3]
-    amounts = [{"value": float(m.replace(",", "")), "currency": "USD", "context": subject[:60]}
-               for m in _MONEY.findall(text)[:2]]
+    amounts = [
+        {"value": float(m.replace(",", "")), "currency": "USD", "context": subject[:60]}
+        for m in _MONEY.findall(text)[:2]
+    ]
     analysis = EmailAnalysis(
         email_type=email_type,
         workflow=email_type.replace("_", " "),
@@ -146,8 +161,11 @@ CHARS_PER_TOKEN = 4
 def token_limit(body: dict[str, Any]) -> int | None:
     """The request's limit on reply tokens: Ollama's ``options.num_predict``, else OpenAI's
     ``max_completion_tokens`` or ``max_tokens``; None when the request sets none."""
-    for value in ((body.get("options") or {}).get("num_predict"),
-                  body.get("max_completion_tokens"), body.get("max_tokens")):
+    for value in (
+        (body.get("options") or {}).get("num_predict"),
+        body.get("max_completion_tokens"),
+        body.get("max_tokens"),
+    ):
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None

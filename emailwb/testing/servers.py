@@ -179,35 +179,49 @@ class SimServer:
     # --- the chat endpoint ----------------------------------------------------------------
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        rec = RequestRecord(index=-1, path=request.path, body=body, prompt=last_user(body),
-                            t_start=time.monotonic())
+        rec = RequestRecord(
+            index=-1, path=request.path, body=body, prompt=last_user(body), t_start=time.monotonic()
+        )
         self.requests.append(rec)
         try:
             return await self._chat_inner(request, body, rec)
         finally:
             rec.t_end = time.monotonic()
 
-    async def _chat_inner(self, request: web.Request, body: dict[str, Any],
-                          rec: RequestRecord) -> web.StreamResponse:
-        if self.api_key is not None and request.headers.get("Authorization") != \
-                f"Bearer {self.api_key}":
+    async def _chat_inner(
+        self, request: web.Request, body: dict[str, Any], rec: RequestRecord
+    ) -> web.StreamResponse:
+        if (
+            self.api_key is not None
+            and request.headers.get("Authorization") != f"Bearer {self.api_key}"
+        ):
             return self._error(rec, 401, "invalid API key")
         if self.kind == "ollama" and not body.get("messages"):  # Ollama's "load the model"
-            return web.json_response({"model": self.model, "created_at": _now(),
-                                      "message": {"role": "assistant", "content": ""},
-                                      "done_reason": "load", "done": True})
+            return web.json_response(
+                {
+                    "model": self.model,
+                    "created_at": _now(),
+                    "message": {"role": "assistant", "content": ""},
+                    "done_reason": "load",
+                    "done": True,
+                }
+            )
         rec.index = self._chat_count
         self._chat_count += 1
-        fault = self._injected.popleft() if self._injected else \
-            self.faults.pick(rec.index, rec.prompt)
+        fault = (
+            self._injected.popleft() if self._injected else self.faults.pick(rec.index, rec.prompt)
+        )
         rec.fault = fault
         if body.get("model") != self.model and self.kind != "llama-server":
             fault = "http404"
         if fault in ("http500", "http503", "http429", "http404"):
             status = int(fault[4:])
-            message = {500: "simulated internal error", 404: f"model {body.get('model')!r} not "
-                       "found, try pulling it first", 503: "server busy, please try again.  "
-                       "maximum pending requests exceeded", 429: "too many requests"}[status]
+            message = {
+                500: "simulated internal error",
+                404: f"model {body.get('model')!r} not found, try pulling it first",
+                503: "server busy, please try again.  maximum pending requests exceeded",
+                429: "too many requests",
+            }[status]
             return self._error(rec, status, message)
         if fault == "hang":
             await asyncio.sleep(self.faults.hang_s)
@@ -218,13 +232,15 @@ class SimServer:
                 task.add_done_callback(self._tasks.discard)
             return self._abort(request, rec)
         if self.max_queue is not None and self._waiting >= self.max_queue + self.slots:
-            return self._error(rec, 503, "server busy, please try again.  maximum pending "
-                               "requests exceeded")
+            return self._error(
+                rec, 503, "server busy, please try again.  maximum pending requests exceeded"
+            )
         self._waiting += 1
         try:
             async with self._sem:
-                delay = self.service_time(body) if callable(self.service_time) \
-                    else self.service_time
+                delay = (
+                    self.service_time(body) if callable(self.service_time) else self.service_time
+                )
                 if delay > 0:
                     await asyncio.sleep(delay)
                 return await self._reply(request, body, rec, fault)
@@ -248,8 +264,9 @@ class SimServer:
             request.transport.abort()
         raise asyncio.CancelledError  # aiohttp treats this as "client gone": no log noise
 
-    async def _reply(self, request: web.Request, body: dict[str, Any], rec: RequestRecord,
-                     fault: str | None) -> web.StreamResponse:
+    async def _reply(
+        self, request: web.Request, body: dict[str, Any], rec: RequestRecord, fault: str | None
+    ) -> web.StreamResponse:
         if fault == "garbage":
             content = "Sure! Here is a summary of the email: it is about a meeting."
         elif fault == "schema_violation":
@@ -262,87 +279,156 @@ class SimServer:
         prompt_text = "".join(str(m.get("content") or "") for m in body.get("messages") or [])
         cached = _common_prefix(prompt_text, self._last_prompt)
         self._last_prompt = prompt_text
-        usage = {"prompt": max(len(prompt_text) // CHARS_PER_TOKEN, 1),
-                 "completion": max(len(content) // CHARS_PER_TOKEN, 1),
-                 "cached": cached // CHARS_PER_TOKEN}
-        chunks = [content[i:i + self.chunk_chars]
-                  for i in range(0, len(content), self.chunk_chars)] or [""]
+        usage = {
+            "prompt": max(len(prompt_text) // CHARS_PER_TOKEN, 1),
+            "completion": max(len(content) // CHARS_PER_TOKEN, 1),
+            "cached": cached // CHARS_PER_TOKEN,
+        }
+        chunks = [
+            content[i : i + self.chunk_chars] for i in range(0, len(content), self.chunk_chars)
+        ] or [""]
         if self.kind == "ollama":
             return await self._ollama_reply(request, body, rec, fault, content, chunks, usage)
         return await self._openai_reply(request, body, rec, fault, content, chunks, usage)
 
-    async def _ollama_reply(self, request: web.Request, body: dict[str, Any],
-                            rec: RequestRecord, fault: str | None, content: str,
-                            chunks: list[str], usage: dict[str, int]) -> web.StreamResponse:
+    async def _ollama_reply(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        rec: RequestRecord,
+        fault: str | None,
+        content: str,
+        chunks: list[str],
+        usage: dict[str, int],
+    ) -> web.StreamResponse:
         final: dict[str, Any] = {
-            "model": self.model, "created_at": _now(),
-            "message": {"role": "assistant", "content": ""}, "done": True,
-            "done_reason": _finish_reason(fault), "total_duration": 2_000_000,
+            "model": self.model,
+            "created_at": _now(),
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": _finish_reason(fault),
+            "total_duration": 2_000_000,
             "load_duration": 100_000,
-            "prompt_eval_count": usage["prompt"], "prompt_eval_duration": 500_000,
-            "eval_count": usage["completion"], "eval_duration": 1_000_000}
+            "prompt_eval_count": usage["prompt"],
+            "prompt_eval_duration": 500_000,
+            "eval_count": usage["completion"],
+            "eval_duration": 1_000_000,
+        }
         if not body.get("stream", True):
             final["message"]["content"] = content
-            text = "{\"model\": \"broken" if fault == "broken_json" else json.dumps(
-                {"error": "simulated runner crash"} if fault == "stream_error" else final)
+            text = (
+                '{"model": "broken'
+                if fault == "broken_json"
+                else json.dumps(
+                    {"error": "simulated runner crash"} if fault == "stream_error" else final
+                )
+            )
             return await self._send_whole(request, rec, fault, text, "application/json")
-        lines = [json.dumps({"model": self.model, "created_at": _now(),
-                             "message": {"role": "assistant", "content": c}, "done": False})
-                 for c in chunks]
+        lines = [
+            json.dumps(
+                {
+                    "model": self.model,
+                    "created_at": _now(),
+                    "message": {"role": "assistant", "content": c},
+                    "done": False,
+                }
+            )
+            for c in chunks
+        ]
         if fault == "broken_json":
-            lines.insert(1, "{\"message\": {\"content\": \"cut")
+            lines.insert(1, '{"message": {"content": "cut')
         if fault == "stream_error":
             lines.insert(1, json.dumps({"error": "simulated runner crash"}))
         lines.append(json.dumps(final))
-        return await self._stream(request, rec, fault, [line + "\n" for line in lines],
-                                  "application/x-ndjson")
+        return await self._stream(
+            request, rec, fault, [line + "\n" for line in lines], "application/x-ndjson"
+        )
 
-    async def _openai_reply(self, request: web.Request, body: dict[str, Any],
-                            rec: RequestRecord, fault: str | None, content: str,
-                            chunks: list[str], usage: dict[str, int]) -> web.StreamResponse:
-        base = {"id": f"chatcmpl-sim{rec.index}", "created": int(time.time()),
-                "model": body.get("model") or self.model}
-        u: dict[str, Any] = {"prompt_tokens": usage["prompt"],
-                             "completion_tokens": usage["completion"],
-                             "total_tokens": usage["prompt"] + usage["completion"]}
+    async def _openai_reply(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        rec: RequestRecord,
+        fault: str | None,
+        content: str,
+        chunks: list[str],
+        usage: dict[str, int],
+    ) -> web.StreamResponse:
+        base = {
+            "id": f"chatcmpl-sim{rec.index}",
+            "created": int(time.time()),
+            "model": body.get("model") or self.model,
+        }
+        u: dict[str, Any] = {
+            "prompt_tokens": usage["prompt"],
+            "completion_tokens": usage["completion"],
+            "total_tokens": usage["prompt"] + usage["completion"],
+        }
         extra: dict[str, Any] = {}
         if self.kind == "llama-server":
-            extra["timings"] = {"cache_n": usage["cached"],
-                                "prompt_n": usage["prompt"] - usage["cached"],
-                                "prompt_ms": 1.0, "predicted_n": usage["completion"],
-                                "predicted_ms": 2.0}
+            extra["timings"] = {
+                "cache_n": usage["cached"],
+                "prompt_n": usage["prompt"] - usage["cached"],
+                "prompt_ms": 1.0,
+                "predicted_n": usage["completion"],
+                "predicted_ms": 2.0,
+            }
         else:
             u["prompt_tokens_details"] = {"cached_tokens": usage["cached"]}
         if not body.get("stream"):
-            whole = {**base, "object": "chat.completion", "usage": u, **extra,
-                     "choices": [{"index": 0, "finish_reason": _finish_reason(fault),
-                                  "message": {"role": "assistant", "content": content}}]}
+            whole = {
+                **base,
+                "object": "chat.completion",
+                "usage": u,
+                **extra,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": _finish_reason(fault),
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+            }
             if fault == "stream_error":
                 whole = {"error": {"message": "simulated crash", "code": 500}}
-            text = "{\"choices\": [" if fault == "broken_json" else json.dumps(whole)
+            text = '{"choices": [' if fault == "broken_json" else json.dumps(whole)
             return await self._send_whole(request, rec, fault, text, "application/json")
 
         def event(choices: list[dict[str, Any]], **more: Any) -> str:
             obj = {**base, "object": "chat.completion.chunk", "choices": choices, **more}
             return f"data: {json.dumps(obj)}\n\n"
 
-        events = [event([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                          "finish_reason": None}])]
-        events += [event([{"index": 0, "delta": {"content": c}, "finish_reason": None}])
-                   for c in chunks]
+        events = [
+            event(
+                [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+            )
+        ]
+        events += [
+            event([{"index": 0, "delta": {"content": c}, "finish_reason": None}]) for c in chunks
+        ]
         if fault == "broken_json":
-            events.insert(2, "data: {\"choices\": [{\"delta\": \n\n")
+            events.insert(2, 'data: {"choices": [{"delta": \n\n')
         if fault == "stream_error":
-            events.insert(2, "data: " + json.dumps({"error": {"message": "simulated crash",
-                                                              "code": 500}}) + "\n\n")
+            events.insert(
+                2,
+                "data: "
+                + json.dumps({"error": {"message": "simulated crash", "code": 500}})
+                + "\n\n",
+            )
         events.append(event([{"index": 0, "delta": {}, "finish_reason": _finish_reason(fault)}]))
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(event([], usage=u, **extra))
         events.append("data: [DONE]\n\n")
         return await self._stream(request, rec, fault, events, "text/event-stream")
 
-    async def _stream(self, request: web.Request, rec: RequestRecord, fault: str | None,
-                      pieces: list[str], content_type: str) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.Request,
+        rec: RequestRecord,
+        fault: str | None,
+        pieces: list[str],
+        content_type: str,
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": content_type})
         await resp.prepare(request)
         for i, piece in enumerate(pieces):
@@ -354,8 +440,14 @@ class SimServer:
         await resp.write_eof()
         return resp
 
-    async def _send_whole(self, request: web.Request, rec: RequestRecord, fault: str | None,
-                          text: str, content_type: str) -> web.StreamResponse:
+    async def _send_whole(
+        self,
+        request: web.Request,
+        rec: RequestRecord,
+        fault: str | None,
+        text: str,
+        content_type: str,
+    ) -> web.StreamResponse:
         data = text.encode()
         if fault != "drop":
             return web.Response(body=data, content_type=content_type)
@@ -367,24 +459,52 @@ class SimServer:
 
     # --- the other endpoints ----------------------------------------------------------
     def _record(self, request: web.Request) -> None:
-        self.requests.append(RequestRecord(index=-1, path=request.path, body={},
-                                           t_start=time.monotonic(), t_end=time.monotonic()))
+        self.requests.append(
+            RequestRecord(
+                index=-1,
+                path=request.path,
+                body={},
+                t_start=time.monotonic(),
+                t_end=time.monotonic(),
+            )
+        )
 
     async def _show(self, request: web.Request) -> web.Response:
         self._record(request)
         body = await request.json()
         if body.get("model") != self.model:
-            return web.json_response({"error": f"model '{body.get('model')}' not found"},
-                                     status=404)
-        return web.json_response({
-            "modelfile": "# simulated", "parameters": "temperature 0", "template": "{{ .Prompt }}",
-            "details": {"family": "sim", "parameter_size": "1B", "quantization_level": "Q4_K_M"},
-            "model_info": {"sim.context_length": 8192}, "capabilities": ["completion"]})
+            return web.json_response(
+                {"error": f"model '{body.get('model')}' not found"}, status=404
+            )
+        return web.json_response(
+            {
+                "modelfile": "# simulated",
+                "parameters": "temperature 0",
+                "template": "{{ .Prompt }}",
+                "details": {
+                    "family": "sim",
+                    "parameter_size": "1B",
+                    "quantization_level": "Q4_K_M",
+                },
+                "model_info": {"sim.context_length": 8192},
+                "capabilities": ["completion"],
+            }
+        )
 
     async def _ps(self, request: web.Request) -> web.Response:
         self._record(request)
-        return web.json_response({"models": [{"name": self.model, "model": self.model,
-                                              "digest": "sha256:" + "5" * 64, "size": 1}]})
+        return web.json_response(
+            {
+                "models": [
+                    {
+                        "name": self.model,
+                        "model": self.model,
+                        "digest": "sha256:" + "5" * 64,
+                        "size": 1,
+                    }
+                ]
+            }
+        )
 
     async def _version(self, request: web.Request) -> web.Response:
         self._record(request)
@@ -395,19 +515,28 @@ class SimServer:
 
     async def _models(self, request: web.Request) -> web.Response:
         self._record(request)
-        if self.api_key is not None and request.headers.get("Authorization") != \
-                f"Bearer {self.api_key}":
-            return web.json_response({"error": {"message": "invalid API key", "code": 401}},
-                                     status=401)
+        if (
+            self.api_key is not None
+            and request.headers.get("Authorization") != f"Bearer {self.api_key}"
+        ):
+            return web.json_response(
+                {"error": {"message": "invalid API key", "code": 401}}, status=401
+            )
         owner = "llamacpp" if self.kind == "llama-server" else "vllm"
-        return web.json_response({"object": "list", "data": [
-            {"id": self.model, "object": "model", "owned_by": owner}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": owner}]}
+        )
 
     async def _props(self, request: web.Request) -> web.Response:
         self._record(request)
-        return web.json_response({"total_slots": self.slots, "model_path": f"/sim/{self.model}",
-                                  "build_info": "b0-sim",
-                                  "default_generation_settings": {"n_ctx": 4096}})
+        return web.json_response(
+            {
+                "total_slots": self.slots,
+                "model_path": f"/sim/{self.model}",
+                "build_info": "b0-sim",
+                "default_generation_settings": {"n_ctx": 4096},
+            }
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

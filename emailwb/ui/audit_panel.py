@@ -29,11 +29,12 @@ from emailwb.quality.grounding import Grounding
 if TYPE_CHECKING:
     from emailwb.store.database import Store
 
-_PRE = ("white-space:pre-wrap;word-break:break-word;font-size:12px;background:#f7f7f7;"
-        "padding:6px;max-height:360px;overflow:auto;margin:0")
+_PRE = (
+    "white-space:pre-wrap;word-break:break-word;font-size:12px;background:#f7f7f7;"
+    "padding:6px;max-height:360px;overflow:auto;margin:0"
+)
 _OK = "background:#dafbe1;border-radius:3px;padding:0 3px"
 _BAD = "background:#ffd8d3;border-radius:3px;padding:0 3px;text-decoration:underline wavy #cf222e"
-
 
 
 def _value_html(item: Any) -> str:
@@ -54,8 +55,10 @@ def json_html(data: Mapping[str, Any] | None, ground: Grounding | None = None) -
             parts = []
             for i, item in enumerate(value):
                 bad = i in fg.ungrounded_index
-                parts.append(f"<span class='emailwb-{'ungrounded' if bad else 'grounded'}' "
-                             f"style='{_BAD if bad else _OK}'>{_value_html(item)}</span>")
+                parts.append(
+                    f"<span class='emailwb-{'ungrounded' if bad else 'grounded'}' "
+                    f"style='{_BAD if bad else _OK}'>{_value_html(item)}</span>"
+                )
             shown = ", ".join(parts) or "[]"
         elif isinstance(value, (list, dict)):
             shown = escape(json.dumps(value, ensure_ascii=False))
@@ -73,29 +76,42 @@ def email_html(emails: list[dict[str, Any]]) -> str:
             to = ", ".join(json.loads(e.get("to_addrs") or "[]"))
         except ValueError:
             to = str(e.get("to_addrs") or "")
-        heads = "".join(f"<div><b>{k}:</b> {escape(str(v or ''))}</div>" for k, v in (
-            ("From", f"{e.get('sender_name') or ''} <{e.get('sender') or ''}>"), ("To", to),
-            ("Date", e.get("date")), ("Subject", e.get("subject"))))
+        heads = "".join(
+            f"<div><b>{k}:</b> {escape(str(v or ''))}</div>"
+            for k, v in (
+                ("From", f"{e.get('sender_name') or ''} <{e.get('sender') or ''}>"),
+                ("To", to),
+                ("Date", e.get("date")),
+                ("Subject", e.get("subject")),
+            )
+        )
         cleaned = "\n".join(x for x in (e.get("new_text") or "", e.get("forwarded") or "") if x)
-        out.append(f"<div class='emailwb-email'>{heads}<div><b>cleaned</b></div>"
-                   f"<pre style='{_PRE}'>{escape(cleaned)}</pre><details><summary>raw body"
-                   f"</summary><pre style='{_PRE}'>{escape(e.get('body') or '')}</pre></details>"
-                   f"</div>")
+        out.append(
+            f"<div class='emailwb-email'>{heads}<div><b>cleaned</b></div>"
+            f"<pre style='{_PRE}'>{escape(cleaned)}</pre><details><summary>raw body"
+            f"</summary><pre style='{_PRE}'>{escape(e.get('body') or '')}</pre></details>"
+            f"</div>"
+        )
     return "".join(out) or "<i>the unit's emails are gone from the store</i>"
 
 
 def accuracy_html(df: pl.DataFrame) -> str:
     """The accuracy table as HTML."""
+
     def f(v: Any, d: int = 2) -> str:
         return "–" if v is None else f"{v:.{d}f}"
 
-    rows = "".join(f"<tr><td>{escape(r['field'])}</td><td>{r['n']}</td><td>{r['correct']}</td>"
-                   f"<td>{f(r['accuracy'])}</td><td>[{f(r['low'])}, {f(r['high'])}]</td>"
-                   f"<td>{f(r['judge_agrees'])} (n={r['judge_n']})</td></tr>"
-                   for r in df.iter_rows(named=True))
-    return ("<table class='emailwb-accuracy'><thead><tr><th>field</th><th>labelled</th>"
-            "<th>correct</th><th>accuracy</th><th>95% Wilson</th><th>judge agrees</th></tr>"
-            f"</thead><tbody>{rows}</tbody></table>")
+    rows = "".join(
+        f"<tr><td>{escape(r['field'])}</td><td>{r['n']}</td><td>{r['correct']}</td>"
+        f"<td>{f(r['accuracy'])}</td><td>[{f(r['low'])}, {f(r['high'])}]</td>"
+        f"<td>{f(r['judge_agrees'])} (n={r['judge_n']})</td></tr>"
+        for r in df.iter_rows(named=True)
+    )
+    return (
+        "<table class='emailwb-accuracy'><thead><tr><th>field</th><th>labelled</th>"
+        "<th>correct</th><th>accuracy</th><th>95% Wilson</th><th>judge agrees</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def accuracy_figure(df: pl.DataFrame, title: str = "Audited accuracy per field") -> Any:
@@ -104,13 +120,25 @@ def accuracy_figure(df: pl.DataFrame, title: str = "Audited accuracy per field")
 
     d = df.filter(pl.col("n") > 0)
     acc, low, high = d["accuracy"].to_list(), d["low"].to_list(), d["high"].to_list()
-    fig = go.Figure(go.Bar(
-        x=d["field"].to_list(), y=acc, text=[f"n={n}" for n in d["n"].to_list()],
-        error_y={"type": "data", "symmetric": False,
-                 "array": [h - a for a, h in zip(acc, high, strict=True)],
-                 "arrayminus": [a - lo for a, lo in zip(acc, low, strict=True)]}))
-    fig.update_layout(title=title, yaxis={"range": [0, 1.05], "title": "share correct"},
-                      height=360, margin={"t": 50, "b": 40})
+    fig = go.Figure(
+        go.Bar(
+            x=d["field"].to_list(),
+            y=acc,
+            text=[f"n={n}" for n in d["n"].to_list()],
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [h - a for a, h in zip(acc, high, strict=True)],
+                "arrayminus": [a - lo for a, lo in zip(acc, low, strict=True)],
+            },
+        )
+    )
+    fig.update_layout(
+        title=title,
+        yaxis={"range": [0, 1.05], "title": "share correct"},
+        height=360,
+        margin={"t": 50, "b": 40},
+    )
     return fig
 
 
@@ -122,8 +150,14 @@ class AuditPanel:
     errors land in ``errors`` (an Output widget) instead of vanishing.
     """
 
-    def __init__(self, store: Store, run: str | int | None = None, *, auditor: str = "",
-                 pending_only: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run: str | int | None = None,
+        *,
+        auditor: str = "",
+        pending_only: bool = False,
+    ) -> None:
         import ipywidgets as w
 
         self.store = store
@@ -135,10 +169,15 @@ class AuditPanel:
         self.header = w.HTML()
         self.email = w.HTML()
         self.json = w.HTML()
-        self.toggles = {f: w.ToggleButtons(options=[("–", ""), ("correct", "correct"),
-                                                    ("incorrect", "incorrect")], value="",
-                                           description=f, style={"button_width": "80px"})
-                        for f in AUDIT_FIELDS}
+        self.toggles = {
+            f: w.ToggleButtons(
+                options=[("–", ""), ("correct", "correct"), ("incorrect", "incorrect")],
+                value="",
+                description=f,
+                style={"button_width": "80px"},
+            )
+            for f in AUDIT_FIELDS
+        }
         self.note = w.Textarea(placeholder="note (optional)", layout=w.Layout(width="100%"))
         self.prev_button = w.Button(description="◀ previous")
         self.next_button = w.Button(description="next ▶")
@@ -148,19 +187,31 @@ class AuditPanel:
         self.prev_button.on_click(self._guard(lambda _b: self.prev()))
         self.next_button.on_click(self._guard(lambda _b: self.next()))
         self.save_button.on_click(self._guard(lambda _b: self.save()))
-        self.widget = w.VBox([
-            self.header,
-            w.HBox([w.VBox([self.email], layout=w.Layout(width="55%")),
-                    w.VBox([self.json, *self.toggles.values(), self.note],
-                           layout=w.Layout(width="45%"))]),
-            w.HBox([self.prev_button, self.next_button, self.save_button]),
-            self.accuracy, self.errors])
+        self.widget = w.VBox(
+            [
+                self.header,
+                w.HBox(
+                    [
+                        w.VBox([self.email], layout=w.Layout(width="55%")),
+                        w.VBox(
+                            [self.json, *self.toggles.values(), self.note],
+                            layout=w.Layout(width="45%"),
+                        ),
+                    ]
+                ),
+                w.HBox([self.prev_button, self.next_button, self.save_button]),
+                self.accuracy,
+                self.errors,
+            ]
+        )
         self.refresh_accuracy()
         if self.units:
             self.show(0)
         else:
-            self.header.value = (f"<b>the audit queue of {escape(self.record.name)} is empty</b>"
-                                 ": deep checks sample every Nth email as a run goes")
+            self.header.value = (
+                f"<b>the audit queue of {escape(self.record.name)} is empty</b>"
+                ": deep checks sample every Nth email as a run goes"
+            )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -172,13 +223,16 @@ class AuditPanel:
             except Exception as exc:
                 self.errors.append_stderr(f"audit: {type(exc).__name__}: {exc}\n")
                 return None
+
         return wrapper
 
     def show(self, index: int) -> AuditItem:
         """Load and show the queue's ``index``-th unit with its saved labels."""
         if not self.units:
-            raise ProcessingError("the audit queue is empty",
-                                  hint="run with a smaller sample_every, or add_to_queue(...)")
+            raise ProcessingError(
+                "the audit queue is empty",
+                hint="run with a smaller sample_every, or add_to_queue(...)",
+            )
         self.index = max(0, min(index, len(self.units) - 1))
         item = load_item(self.store, self.record.id, self.units[self.index])
         self.item = item
@@ -186,7 +240,8 @@ class AuditPanel:
         self.header.value = (
             f"<b>{escape(self.record.name)}</b>: item {self.index + 1} of {len(self.units)}, "
             f"unit {item.unit_id} ({escape(item.reason)}), result {escape(str(item.status))}; "
-            f"judge: {escape(str(judge.get('overall', '–')))}/5 {escape(judge.get('notes') or '')}")
+            f"judge: {escape(str(judge.get('overall', '–')))}/5 {escape(judge.get('notes') or '')}"
+        )
         self.email.value = email_html(item.emails)
         self.json.value = json_html(item.data, item.grounding)
         verdict = judge.get("verdict") or {}
@@ -199,17 +254,22 @@ class AuditPanel:
     def set_label(self, field_name: str, label: str | None) -> None:
         """Set one field's toggle ("correct", "incorrect", or None to clear)."""
         if field_name not in self.toggles:
-            raise ConfigError(f"unknown field {field_name!r}", hint=f"use {', '.join(AUDIT_FIELDS)}")
+            raise ConfigError(
+                f"unknown field {field_name!r}", hint=f"use {', '.join(AUDIT_FIELDS)}"
+            )
         self.toggles[field_name].value = label or ""
 
     def save(self) -> int:
         """Store the current labels and note, update the accuracy table, show the next item."""
         if self.item is None:
-            raise ProcessingError("nothing to save: the queue is empty",
-                                  hint="run with a smaller sample_every, or add_to_queue(...)")
+            raise ProcessingError(
+                "nothing to save: the queue is empty",
+                hint="run with a smaller sample_every, or add_to_queue(...)",
+            )
         labels = {f: (t.value or None) for f, t in self.toggles.items()}
-        n = save_labels(self.store, self.record.id, self.item.unit_id, labels, self.note.value,
-                        self.auditor)
+        n = save_labels(
+            self.store, self.record.id, self.item.unit_id, labels, self.note.value, self.auditor
+        )
         self.refresh_accuracy()
         if self.index + 1 < len(self.units):
             self.show(self.index + 1)

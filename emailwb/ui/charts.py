@@ -47,9 +47,11 @@ SERIES: list[tuple[str, str, str, bool]] = [
     ("load", "failed attempts %", "attempt_error_rate", True),
 ]
 CHARTS = ["throughput", "latency", "load"]
-TITLES = {"throughput": "Throughput: emails/min (left), tokens/s (right)",
-          "latency": "Latency and time to first token (s)",
-          "load": "Requests in flight, concurrency limit, failed units; error rate % (right)"}
+TITLES = {
+    "throughput": "Throughput: emails/min (left), tokens/s (right)",
+    "latency": "Latency and time to first token (s)",
+    "load": "Requests in flight, concurrency limit, failed units; error rate % (right)",
+}
 DASH = {"latency p95": "dot", "TTFT p95": "dot", "tokens/s": "dot", "error rate %": "dot"}
 
 
@@ -85,8 +87,9 @@ class LiveCharts:
 
     def __init__(self, max_points: int = MAX_POINTS, *, widget: bool = True) -> None:
         self._x: deque[float] = deque(maxlen=max_points)
-        self._y: dict[str, deque[float | None]] = {f: deque(maxlen=max_points)
-                                                   for _, _, f, _ in SERIES}
+        self._y: dict[str, deque[float | None]] = {
+            f: deque(maxlen=max_points) for _, _, f, _ in SERIES
+        }
         self.offset = 0.0  # seconds of earlier sessions, so a restart continues the x axis
         self._last_t: float | None = None
         self._trace: dict[str, int] = {}
@@ -95,19 +98,37 @@ class LiveCharts:
     def _build(self) -> go.FigureWidget:
         from plotly.subplots import make_subplots
 
-        fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.09,
-                            subplot_titles=[TITLES[c] for c in CHARTS],
-                            specs=[[{"secondary_y": True}], [{}], [{"secondary_y": True}]])
+        fig = make_subplots(
+            rows=3,
+            cols=1,
+            shared_xaxes=True,
+            vertical_spacing=0.09,
+            subplot_titles=[TITLES[c] for c in CHARTS],
+            specs=[[{"secondary_y": True}], [{}], [{"secondary_y": True}]],
+        )
         for chart, label, fld, secondary in SERIES:
             row = CHARTS.index(chart) + 1
-            fig.add_trace(go.Scatter(x=[], y=[], name=label, mode="lines+markers",
-                                     marker={"size": 4},
-                                     line={"dash": DASH.get(label, "solid")},
-                                     legendgroup=chart),
-                          row=row, col=1, secondary_y=secondary if row != 2 else None)
+            fig.add_trace(
+                go.Scatter(
+                    x=[],
+                    y=[],
+                    name=label,
+                    mode="lines+markers",
+                    marker={"size": 4},
+                    line={"dash": DASH.get(label, "solid")},
+                    legendgroup=chart,
+                ),
+                row=row,
+                col=1,
+                secondary_y=secondary if row != 2 else None,
+            )
             self._trace[fld] = len(fig.data) - 1
-        fig.update_layout(height=620, margin=_MARGIN, template="plotly_white",
-                          legend={"orientation": "v", "x": 1.06, "y": 1})
+        fig.update_layout(
+            height=620,
+            margin=_MARGIN,
+            template="plotly_white",
+            legend={"orientation": "v", "x": 1.06, "y": 1},
+        )
         fig.update_xaxes(title_text="seconds", row=3, col=1)
         fig.update_yaxes(rangemode="tozero")
         for ann in fig.layout.annotations:
@@ -174,14 +195,23 @@ class PriorityCharts:
     def __init__(self) -> None:
         from plotly.subplots import make_subplots
 
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.22,
-                            subplot_titles=["Priority score by email type (pending queue)",
-                                            "Moved up (+) or down (-) in the queue"])
-        fig.add_trace(go.Box(x=[], y=[], boxpoints="all", jitter=0.4, pointpos=0,
-                             name="score"), row=1, col=1)
+        fig = make_subplots(
+            rows=1,
+            cols=2,
+            column_widths=[0.5, 0.5],
+            horizontal_spacing=0.22,
+            subplot_titles=[
+                "Priority score by email type (pending queue)",
+                "Moved up (+) or down (-) in the queue",
+            ],
+        )
+        fig.add_trace(
+            go.Box(x=[], y=[], boxpoints="all", jitter=0.4, pointpos=0, name="score"), row=1, col=1
+        )
         fig.add_trace(go.Bar(x=[], y=[], orientation="h", name="places"), row=1, col=2)
-        fig.update_layout(height=340, margin={**_MARGIN, "l": 40}, template="plotly_white",
-                          showlegend=False)
+        fig.update_layout(
+            height=340, margin={**_MARGIN, "l": 40}, template="plotly_white", showlegend=False
+        )
         fig.update_yaxes(title_text="score", row=1, col=1)
         fig.update_yaxes(autorange="reversed", row=1, col=2)
         fig.update_xaxes(title_text="places", row=1, col=2)
@@ -206,11 +236,14 @@ class PriorityCharts:
             box.x = scored["email_type"].to_list() if scored.height else []
             box.y = scored["score"].to_list() if scored.height else []
             if moved.height:
-                bar.y = [f"#{u} {_short(s, 26)} ({t})" for u, s, t in zip(
-                    moved["unit_id"], moved["subject"], moved["email_type"], strict=True)]
+                bar.y = [
+                    f"#{u} {_short(s, 26)} ({t})"
+                    for u, s, t in zip(
+                        moved["unit_id"], moved["subject"], moved["email_type"], strict=True
+                    )
+                ]
                 bar.x = moved["moved"].to_list()
-                bar.marker = {"color": ["#2a9d8f" if m > 0 else "#e76f51"
-                                        for m in moved["moved"]]}
+                bar.marker = {"color": ["#2a9d8f" if m > 0 else "#e76f51" for m in moved["moved"]]}
             else:
                 bar.x, bar.y = [], []
         sync_state(self.figure)  # small, and often updated before the panel is shown
@@ -246,18 +279,28 @@ def counters_html(snap: MetricsSnapshot | None, state: str, run_name: str = "") 
         done = 0
     else:
         done = snap.done
-        cells = [("state", state), ("run", run_name or "–"),
-                 ("done", f"{snap.done:,} / {snap.total:,}"), ("failed", _fmt(snap.failed)),
-                 ("pending", _fmt(snap.pending)), ("emails done", _fmt(snap.emails_done)),
-                 ("in flight", f"{snap.in_flight} (limit {snap.limit})"),
-                 ("emails/min", _fmt(snap.emails_per_min)), ("tokens/s", _fmt(snap.tokens_per_s)),
-                 ("ETA", eta_text(snap.eta_s))]
-    body = "".join(f"<div style='margin-right:18px'><div style='color:#666;font-size:11px'>"
-                   f"{escape(k)}</div><div class='emailwb-counter-{escape(k.replace(' ', '-'))}'"
-                   f" style='font-size:16px;font-weight:600'>{escape(v)}</div></div>"
-                   for k, v in cells)
-    return (f"<div class='emailwb-counters-inner' data-done='{done}' "
-            f"style='display:flex;flex-wrap:wrap'>{body}</div>")
+        cells = [
+            ("state", state),
+            ("run", run_name or "–"),
+            ("done", f"{snap.done:,} / {snap.total:,}"),
+            ("failed", _fmt(snap.failed)),
+            ("pending", _fmt(snap.pending)),
+            ("emails done", _fmt(snap.emails_done)),
+            ("in flight", f"{snap.in_flight} (limit {snap.limit})"),
+            ("emails/min", _fmt(snap.emails_per_min)),
+            ("tokens/s", _fmt(snap.tokens_per_s)),
+            ("ETA", eta_text(snap.eta_s)),
+        ]
+    body = "".join(
+        f"<div style='margin-right:18px'><div style='color:#666;font-size:11px'>"
+        f"{escape(k)}</div><div class='emailwb-counter-{escape(k.replace(' ', '-'))}'"
+        f" style='font-size:16px;font-weight:600'>{escape(v)}</div></div>"
+        for k, v in cells
+    )
+    return (
+        f"<div class='emailwb-counters-inner' data-done='{done}' "
+        f"style='display:flex;flex-wrap:wrap'>{body}</div>"
+    )
 
 
 def quality_html(status: dict[str, Any] | None) -> str:
@@ -267,86 +310,121 @@ def quality_html(status: dict[str, Any] | None) -> str:
         return ""
     phase = status.get("phase") or "main"
     share = status.get("grounding")
-    grounded = f" · grounding {share:.0%} of extracted strings in the emails" \
-        if share is not None else ""
-    line = (f"quality: {_fmt(status.get('scored', 0))} results scored{grounded} · deep checks "
-            f"{_fmt(status.get('sampled', 0))} sampled, {_fmt(status.get('judged', 0))} judged"
-            f" · on drift: {status.get('on_drift', 'alert')} · phase: {phase}")
+    grounded = (
+        f" · grounding {share:.0%} of extracted strings in the emails" if share is not None else ""
+    )
+    line = (
+        f"quality: {_fmt(status.get('scored', 0))} results scored{grounded} · deep checks "
+        f"{_fmt(status.get('sampled', 0))} sampled, {_fmt(status.get('judged', 0))} judged"
+        f" · on drift: {status.get('on_drift', 'alert')} · phase: {phase}"
+    )
     alerts = list(status.get("alerts") or [])
     warning = status.get("grounding_warning")
-    banner = ("<div class='emailwb-grounding-warning' style='border:1px solid #b9770e;"
-              "background:#fef5e7;color:#7e5109;padding:6px 10px;margin:4px 0;font-size:13px'>"
-              f"<b>Most of what this run extracts is not in the emails.</b> {escape(warning)}"
-              "</div>") if warning else ""
+    banner = (
+        (
+            "<div class='emailwb-grounding-warning' style='border:1px solid #b9770e;"
+            "background:#fef5e7;color:#7e5109;padding:6px 10px;margin:4px 0;font-size:13px'>"
+            f"<b>Most of what this run extracts is not in the emails.</b> {escape(warning)}"
+            "</div>"
+        )
+        if warning
+        else ""
+    )
     if not alerts:
-        return (f"{banner}<div class='emailwb-quality' data-alerts='0' style='color:#555;"
-                f"font-size:12px'>{escape(line)}</div>")
+        return (
+            f"{banner}<div class='emailwb-quality' data-alerts='0' style='color:#555;"
+            f"font-size:12px'>{escape(line)}</div>"
+        )
     if status.get("paused_by_drift"):
-        action = ("the run is paused by the drift alarm: look at the latest results (and the "
-                  "audit queue), then Resume to go on or Stop")
+        action = (
+            "the run is paused by the drift alarm: look at the latest results (and the "
+            "audit queue), then Resume to go on or Stop"
+        )
     elif phase == "baseline":
-        action = ("rolled back: the following emails run under the baseline configuration "
-                  "(results record phase 'baseline')")
+        action = (
+            "rolled back: the following emails run under the baseline configuration "
+            "(results record phase 'baseline')"
+        )
     else:
         action = "alert only (on_drift='alert'): the run goes on unchanged"
     items = "".join(f"<li>{escape(str(a))}</li>" for a in alerts[-5:])
     more = f"<div>({len(alerts) - 5} earlier alerts)</div>" if len(alerts) > 5 else ""
-    return (f"{banner}<div class='emailwb-quality emailwb-drift-alert' data-alerts='{len(alerts)}' "
-            "style='border:1px solid #c0392b;background:#fdecea;color:#7b241c;padding:6px 10px;"
-            "margin:4px 0;font-size:13px'><b>Quality drift alert</b>"
-            f"<ul style='margin:4px 0 4px 18px;padding:0'>{items}</ul>{more}"
-            f"<div><b>{escape(action)}</b></div>"
-            f"<div style='color:#555;font-size:12px'>{escape(line)}</div></div>")
+    return (
+        f"{banner}<div class='emailwb-quality emailwb-drift-alert' data-alerts='{len(alerts)}' "
+        "style='border:1px solid #c0392b;background:#fdecea;color:#7b241c;padding:6px 10px;"
+        "margin:4px 0;font-size:13px'><b>Quality drift alert</b>"
+        f"<ul style='margin:4px 0 4px 18px;padding:0'>{items}</ul>{more}"
+        f"<div><b>{escape(action)}</b></div>"
+        f"<div style='color:#555;font-size:12px'>{escape(line)}</div></div>"
+    )
 
 
-def table_html(df: pl.DataFrame, columns: list[str] | None = None, *, max_chars: int = 60,
-               caption: str = "") -> str:
+def table_html(
+    df: pl.DataFrame, columns: list[str] | None = None, *, max_chars: int = 60, caption: str = ""
+) -> str:
     """A polars frame as an HTML table with every cell escaped."""
     cols = columns or df.columns
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{escape(c)}</th>" for c in cols)
     rows = []
     for row in df.select(cols).iter_rows():
-        cells = "".join(f"<td style='padding:2px 8px'>{escape(_short(_fmt(v, 2), max_chars))}</td>"
-                        for v in row)
+        cells = "".join(
+            f"<td style='padding:2px 8px'>{escape(_short(_fmt(v, 2), max_chars))}</td>" for v in row
+        )
         rows.append(f"<tr>{cells}</tr>")
     cap = f"<caption style='text-align:left'>{escape(caption)}</caption>" if caption else ""
-    return (f"<table style='border-collapse:collapse;font-size:12px'>{cap}<thead><tr>{head}"
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return (
+        f"<table style='border-collapse:collapse;font-size:12px'>{cap}<thead><tr>{head}"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
-_PRE = ("white-space:pre-wrap;word-break:break-word;font-size:12px;line-height:1.35;"
-        "max-height:420px;"
-        "overflow:auto;background:#f7f7f7;padding:8px;margin:0")
+_PRE = (
+    "white-space:pre-wrap;word-break:break-word;font-size:12px;line-height:1.35;"
+    "max-height:420px;"
+    "overflow:auto;background:#f7f7f7;padding:8px;margin:0"
+)
 
 
 def email_html(email: dict[str, Any]) -> str:
     """An email's headers and text, escaped (untrusted content)."""
     if not email:
         return "<i>no email</i>"
-    heads = [("From", f"{email.get('sender_name') or ''} <{email.get('sender') or ''}>".strip()),
-             ("To", ", ".join(_list(email.get("to_addrs")))), ("Date", email.get("date")),
-             ("Subject", email.get("subject")), ("Folder", email.get("folder")),
-             ("Message-ID", email.get("message_id"))]
+    heads = [
+        ("From", f"{email.get('sender_name') or ''} <{email.get('sender') or ''}>".strip()),
+        ("To", ", ".join(_list(email.get("to_addrs")))),
+        ("Date", email.get("date")),
+        ("Subject", email.get("subject")),
+        ("Folder", email.get("folder")),
+        ("Message-ID", email.get("message_id")),
+    ]
     text = email.get("new_text") or ""
     if len(text.strip()) < 20:
         text = email.get("body") or text
     header = "".join(f"<div><b>{escape(k)}:</b> {escape(v)}</div>" for k, v in heads)
-    return (f"<div class='emailwb-email' style='font-size:12px'>{header}"
-            f"<pre class='emailwb-email-body' style='{_PRE}'>{escape(text)}</pre></div>")
+    return (
+        f"<div class='emailwb-email' style='font-size:12px'>{header}"
+        f"<pre class='emailwb-email-body' style='{_PRE}'>{escape(text)}</pre></div>"
+    )
 
 
 def json_html(data: Any, result: dict[str, Any] | None = None) -> str:
     """A result's JSON (or its failure reason and raw reply), escaped."""
     result = result or {}
     if data is None:
-        text = (f"status: {result.get('status')}\nerror: {result.get('error')}\n"
-                f"reason: {result.get('reason')}\n\nraw reply:\n{result.get('raw') or ''}")
+        text = (
+            f"status: {result.get('status')}\nerror: {result.get('error')}\n"
+            f"reason: {result.get('reason')}\n\nraw reply:\n{result.get('raw') or ''}"
+        )
     else:
         text = json.dumps(data, indent=2, ensure_ascii=False)
-    meta = (f"status {result.get('status')} · model {result.get('model')} · latency "
-            f"{_fmt(result.get('latency_s'), 2)} s · attempts {result.get('attempts')}")
-    return (f"<div style='font-size:12px'><div>{escape(meta)}</div>"
-            f"<pre class='emailwb-result-json' style='{_PRE}'>{escape(text)}</pre></div>")
+    meta = (
+        f"status {result.get('status')} · model {result.get('model')} · latency "
+        f"{_fmt(result.get('latency_s'), 2)} s · attempts {result.get('attempts')}"
+    )
+    return (
+        f"<div style='font-size:12px'><div>{escape(meta)}</div>"
+        f"<pre class='emailwb-result-json' style='{_PRE}'>{escape(text)}</pre></div>"
+    )
 
 
 def _list(value: Any) -> list[str]:
@@ -379,8 +457,14 @@ class ResultsBrowser:
         self._options: list[tuple[str, int]] = []
         self._updating = False
         self.table.observe(self.errors.capture(self._on_select), names="value")
-        self.widget = w.VBox([w.HTML("<b>Latest results</b> (pick one to open it)"), self.header,
-                              self.table, w.HBox([self.email, self.json])])
+        self.widget = w.VBox(
+            [
+                w.HTML("<b>Latest results</b> (pick one to open it)"),
+                self.header,
+                self.table,
+                w.HBox([self.email, self.json]),
+            ]
+        )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -388,14 +472,19 @@ class ResultsBrowser:
     @staticmethod
     def _line(*cols: Any) -> str:
         widths = (8, 7, 14, 9, 8)
-        out = [f"{str(c)[:n - 1]:<{n}}" for c, n in zip(cols, widths, strict=False)]
+        out = [f"{str(c)[: n - 1]:<{n}}" for c, n in zip(cols, widths, strict=False)]
         return " ".join(out) + " " + str(cols[-1])[:90]
 
     def _label(self, row: dict[str, Any]) -> str:
         lat = f"{row['latency_s']:.2f}s" if row.get("latency_s") is not None else "–"
-        return self._line(f"#{row['result_id']}", row["status"], row.get("email_type") or "–",
-                          row.get("priority") or "–", lat,
-                          (row.get("subject") or "").replace("\n", " "))
+        return self._line(
+            f"#{row['result_id']}",
+            row["status"],
+            row.get("email_type") or "–",
+            row.get("priority") or "–",
+            lat,
+            (row.get("subject") or "").replace("\n", " "),
+        )
 
     def refresh(self, run_id: int | None = None) -> None:
         """Reload the newest results (blocking read; ``arefresh`` on the loop)."""

@@ -31,8 +31,13 @@ def open_store(db: str | Path) -> Store:
     return Store(Path(db).expanduser())
 
 
-def ingest_mailbox(store: Store, paths: str | Path | list[str | Path], *,
-                   progress: bool = True, workers: int | None = None) -> Any:
+def ingest_mailbox(
+    store: Store,
+    paths: str | Path | list[str | Path],
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+) -> Any:
     """Ingest maildirs/mbox/eml/CSV/Parquet into the store (incremental); the summary.
 
     The progress bar is ``tqdm.auto``'s: a widget in a notebook, text in a terminal.
@@ -67,7 +72,8 @@ def emails_frame(store: Store) -> pl.DataFrame:
         "length(e.quoted) AS quoted_chars, length(e.forwarded) AS forwarded_chars, "
         "length(e.signature) AS signature_chars, length(e.disclaimer) AS disclaimer_chars, "
         "COALESCE(g.email_type, 'unknown') AS email_type, g.size AS copies "
-        "FROM emails e LEFT JOIN content_groups g ON g.id = e.group_id ORDER BY e.id")
+        "FROM emails e LEFT JOIN content_groups g ON g.id = e.group_id ORDER BY e.id"
+    )
 
 
 def overview(store: Store) -> dict[str, Any]:
@@ -84,24 +90,41 @@ def overview(store: Store) -> dict[str, Any]:
 def duplicate_rate(store: Store) -> dict[str, Any]:
     """How many stored messages are copies of another (one LLM call saved per copy)."""
     emails = int(store.scalar("SELECT COUNT(*) FROM emails") or 0)
-    groups = int(store.scalar("SELECT COUNT(*) FROM content_groups "
-                              "WHERE canonical_email_id IS NOT NULL") or 0)
+    groups = int(
+        store.scalar("SELECT COUNT(*) FROM content_groups WHERE canonical_email_id IS NOT NULL")
+        or 0
+    )
     dup = emails - groups
-    return {"emails": emails, "distinct": groups, "duplicates": dup,
-            "duplicate_rate": (dup / emails) if emails else 0.0}
+    return {
+        "emails": emails,
+        "distinct": groups,
+        "duplicates": dup,
+        "duplicate_rate": (dup / emails) if emails else 0.0,
+    }
 
 
 def cleaning_savings(df: pl.DataFrame) -> dict[str, Any]:
     """Characters of body text and how many cleaning moved out of the new text, by part."""
     if df.height == 0:
         return {"body_chars": 0, "new_chars": 0, "removed_share": 0.0}
-    sums = df.select(pl.col("body_chars", "new_chars", "quoted_chars", "forwarded_chars",
-                            "signature_chars", "disclaimer_chars").fill_null(0).sum()).row(
-        0, named=True)
+    sums = df.select(
+        pl.col(
+            "body_chars",
+            "new_chars",
+            "quoted_chars",
+            "forwarded_chars",
+            "signature_chars",
+            "disclaimer_chars",
+        )
+        .fill_null(0)
+        .sum()
+    ).row(0, named=True)
     body = int(sums["body_chars"])
     new = int(sums["new_chars"])
-    return {**{k: int(v) for k, v in sums.items()},
-            "removed_share": (1 - new / body) if body else 0.0}
+    return {
+        **{k: int(v) for k, v in sums.items()},
+        "removed_share": (1 - new / body) if body else 0.0,
+    }
 
 
 def latest_results(store: Store, run_id: int, n: int = 20) -> pl.DataFrame:
@@ -111,14 +134,18 @@ def latest_results(store: Store, run_id: int, n: int = 20) -> pl.DataFrame:
         "r.reason, r.data, r.created_at, COALESCE(r.email_id, g.canonical_email_id, "
         "(SELECT MIN(id) FROM emails WHERE thread_id = r.thread_id)) AS email_id "
         "FROM results r LEFT JOIN content_groups g ON g.id = r.group_id "
-        "WHERE r.run_id = ? ORDER BY r.id DESC LIMIT ?", (run_id, n))
+        "WHERE r.run_id = ? ORDER BY r.id DESC LIMIT ?",
+        (run_id, n),
+    )
     if df.height == 0:
-        return df.with_columns(pl.lit(None, pl.Utf8).alias(c) for c in
-                               ("subject", "sender", "email_type", "priority"))
+        return df.with_columns(
+            pl.lit(None, pl.Utf8).alias(c) for c in ("subject", "sender", "email_type", "priority")
+        )
     ids = [int(i) for i in df["email_id"].drop_nulls()]
     marks = ",".join("?" * len(ids)) or "NULL"
-    emails = store.query_df(f"SELECT id AS email_id, subject, sender FROM emails "
-                            f"WHERE id IN ({marks})", ids)
+    emails = store.query_df(
+        f"SELECT id AS email_id, subject, sender FROM emails WHERE id IN ({marks})", ids
+    )
     df = df.join(emails, on="email_id", how="left")
 
     def field(data: str | None, key: str) -> str | None:
@@ -129,10 +156,13 @@ def latest_results(store: Store, run_id: int, n: int = 20) -> pl.DataFrame:
         return None if value is None else str(value)
 
     return df.with_columns(
-        pl.col("data").map_elements(lambda d: field(d, "email_type"), return_dtype=pl.Utf8)
+        pl.col("data")
+        .map_elements(lambda d: field(d, "email_type"), return_dtype=pl.Utf8)
         .alias("email_type"),
-        pl.col("data").map_elements(lambda d: field(d, "priority"), return_dtype=pl.Utf8)
-        .alias("priority")).sort("result_id", descending=True)
+        pl.col("data")
+        .map_elements(lambda d: field(d, "priority"), return_dtype=pl.Utf8)
+        .alias("priority"),
+    ).sort("result_id", descending=True)
 
 
 def result_detail(store: Store, result_id: int) -> dict[str, Any] | None:
@@ -141,13 +171,16 @@ def result_detail(store: Store, result_id: int) -> dict[str, Any] | None:
         "SELECT r.*, COALESCE(r.email_id, g.canonical_email_id, "
         "(SELECT MIN(id) FROM emails WHERE thread_id = r.thread_id)) AS shown_email "
         "FROM results r LEFT JOIN content_groups g ON g.id = r.group_id WHERE r.id = ?",
-        (result_id,))
+        (result_id,),
+    )
     if row is None:
         return None
     result = dict(row)
     email = store.query_one(
         "SELECT id, message_id, date, sender, sender_name, to_addrs, subject, folder, mailbox, "
-        "new_text, body FROM emails WHERE id = ?", (result["shown_email"],))
+        "new_text, body FROM emails WHERE id = ?",
+        (result["shown_email"],),
+    )
     try:
         data = json.loads(result["data"]) if result.get("data") else None
     except ValueError:
@@ -161,14 +194,19 @@ def pending_queue(store: Store, run: str | int | None = None) -> pl.DataFrame:
     detected type, base priority and the email that stands for them."""
     detect_types(store)
     record = runs.get_run(store, run) if run is not None else None
-    done = ("AND NOT EXISTS (SELECT 1 FROM results r WHERE r.run_id = ? AND "
-            "r.group_id = g.id)") if record is not None else ""
+    done = (
+        ("AND NOT EXISTS (SELECT 1 FROM results r WHERE r.run_id = ? AND r.group_id = g.id)")
+        if record is not None
+        else ""
+    )
     params: tuple[Any, ...] = (record.id,) if record is not None else ()
     return store.query_df(
         "SELECT g.id AS unit_id, COALESCE(g.email_type, 'other') AS email_type, "
         "COALESCE(g.priority, 0.3) AS base, g.size AS copies, e.subject, e.sender, e.date "
         "FROM content_groups g JOIN emails e ON e.id = g.canonical_email_id "
-        f"WHERE g.canonical_email_id IS NOT NULL {done} ORDER BY g.id", params)
+        f"WHERE g.canonical_email_id IS NOT NULL {done} ORDER BY g.id",
+        params,
+    )
 
 
 def score_queue(queue: pl.DataFrame, weights: dict[str, float]) -> pl.DataFrame:
@@ -176,33 +214,49 @@ def score_queue(queue: pl.DataFrame, weights: dict[str, float]) -> pl.DataFrame:
     ties by unit id); adds ``score`` and ``rank`` (1 = next)."""
     if queue.height == 0:
         return queue.with_columns(pl.lit(0.0).alias("score"), pl.lit(0, pl.UInt32).alias("rank"))
-    scores = [priority_score(t, b, weights) for t, b in zip(queue["email_type"], queue["base"],
-                                                             strict=True)]
-    return (queue.with_columns(pl.Series("score", scores, dtype=pl.Float64))
-            .sort(["score", "unit_id"], descending=[True, False])
-            .with_row_index("rank", offset=1))
+    scores = [
+        priority_score(t, b, weights)
+        for t, b in zip(queue["email_type"], queue["base"], strict=True)
+    ]
+    return (
+        queue.with_columns(pl.Series("score", scores, dtype=pl.Float64))
+        .sort(["score", "unit_id"], descending=[True, False])
+        .with_row_index("rank", offset=1)
+    )
 
 
 def rank_moves(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
     """Per unit: rank before and after and ``moved`` (positive = moved up), biggest first."""
     if before.height == 0 or after.height == 0:
-        return pl.DataFrame(schema={"unit_id": pl.Int64, "rank_before": pl.UInt32,
-                                    "rank_after": pl.UInt32, "moved": pl.Int64})
-    joined = after.select("unit_id", "email_type", "subject", pl.col("rank").alias("rank_after")) \
-        .join(before.select("unit_id", pl.col("rank").alias("rank_before")), on="unit_id")
-    return (joined.with_columns((pl.col("rank_before").cast(pl.Int64)
-                                 - pl.col("rank_after").cast(pl.Int64)).alias("moved"))
-            .sort(pl.col("moved").abs(), descending=True))
+        return pl.DataFrame(
+            schema={
+                "unit_id": pl.Int64,
+                "rank_before": pl.UInt32,
+                "rank_after": pl.UInt32,
+                "moved": pl.Int64,
+            }
+        )
+    joined = after.select(
+        "unit_id", "email_type", "subject", pl.col("rank").alias("rank_after")
+    ).join(before.select("unit_id", pl.col("rank").alias("rank_before")), on="unit_id")
+    return joined.with_columns(
+        (pl.col("rank_before").cast(pl.Int64) - pl.col("rank_after").cast(pl.Int64)).alias("moved")
+    ).sort(pl.col("moved").abs(), descending=True)
 
 
 # --- figures -------------------------------------------------------------------------------
-def _bar(x: list[Any], y: list[Any], title: str, xlabel: str, ylabel: str, *,
-         horizontal: bool = False) -> go.Figure:
+def _bar(
+    x: list[Any], y: list[Any], title: str, xlabel: str, ylabel: str, *, horizontal: bool = False
+) -> go.Figure:
     trace = go.Bar(x=y, y=x, orientation="h") if horizontal else go.Bar(x=x, y=y)
     fig = go.Figure(trace)
-    fig.update_layout(title=title, height=360, margin={"l": 40, "r": 20, "t": 50, "b": 40},
-                      xaxis_title=ylabel if horizontal else xlabel,
-                      yaxis_title=xlabel if horizontal else ylabel)
+    fig.update_layout(
+        title=title,
+        height=360,
+        margin={"l": 40, "r": 20, "t": 50, "b": 40},
+        xaxis_title=ylabel if horizontal else xlabel,
+        yaxis_title=xlabel if horizontal else ylabel,
+    )
     if horizontal:
         fig.update_yaxes(autorange="reversed")
     return fig
@@ -210,16 +264,21 @@ def _bar(x: list[Any], y: list[Any], title: str, xlabel: str, ylabel: str, *,
 
 def volume_over_time(df: pl.DataFrame) -> go.Figure:
     """Emails per month (emails without a usable date are left out)."""
-    per = (df.filter(pl.col("month").is_not_null()).group_by("month").len().sort("month"))
-    return _bar(per["month"].to_list(), per["len"].to_list(), "Emails per month", "month",
-                "emails")
+    per = df.filter(pl.col("month").is_not_null()).group_by("month").len().sort("month")
+    return _bar(per["month"].to_list(), per["len"].to_list(), "Emails per month", "month", "emails")
 
 
 def by_column(df: pl.DataFrame, column: str, top: int = 15, title: str | None = None) -> go.Figure:
     """The ``top`` values of ``column`` (folder, sender, mailbox) by emails."""
     per = df.group_by(column).len().sort(["len", column], descending=[True, False]).head(top)
-    return _bar([str(v) for v in per[column].to_list()], per["len"].to_list(),
-                title or f"Emails by {column} (top {top})", column, "emails", horizontal=True)
+    return _bar(
+        [str(v) for v in per[column].to_list()],
+        per["len"].to_list(),
+        title or f"Emails by {column} (top {top})",
+        column,
+        "emails",
+        horizontal=True,
+    )
 
 
 def by_folder(df: pl.DataFrame, top: int = 15) -> go.Figure:
@@ -237,29 +296,49 @@ def type_counts(df: pl.DataFrame) -> go.Figure:
 
 def thread_sizes(store: Store) -> go.Figure:
     """How many threads have 1, 2, 3... messages."""
-    per = store.query_df("SELECT size, COUNT(*) AS threads FROM threads GROUP BY size "
-                         "ORDER BY size")
-    return _bar(per["size"].to_list(), per["threads"].to_list(), "Thread sizes",
-                "messages in the thread", "threads")
+    per = store.query_df(
+        "SELECT size, COUNT(*) AS threads FROM threads GROUP BY size ORDER BY size"
+    )
+    return _bar(
+        per["size"].to_list(),
+        per["threads"].to_list(),
+        "Thread sizes",
+        "messages in the thread",
+        "threads",
+    )
 
 
 def duplicates_figure(store: Store) -> go.Figure:
     """Content groups by number of copies (1 = no duplicate), with the duplicate rate."""
-    per = store.query_df("SELECT size AS copies, COUNT(*) AS groups FROM content_groups "
-                         "WHERE canonical_email_id IS NOT NULL GROUP BY size ORDER BY size")
+    per = store.query_df(
+        "SELECT size AS copies, COUNT(*) AS groups FROM content_groups "
+        "WHERE canonical_email_id IS NOT NULL GROUP BY size ORDER BY size"
+    )
     rate = duplicate_rate(store)["duplicate_rate"]
-    return _bar(per["copies"].to_list(), per["groups"].to_list(),
-                f"Copies per distinct email (duplicate rate {rate:.0%})", "copies",
-                "distinct emails")
+    return _bar(
+        per["copies"].to_list(),
+        per["groups"].to_list(),
+        f"Copies per distinct email (duplicate rate {rate:.0%})",
+        "copies",
+        "distinct emails",
+    )
 
 
 def cleaning_figure(df: pl.DataFrame) -> go.Figure:
     """Body characters split into the new text and what cleaning moved out of it."""
     s = cleaning_savings(df)
-    parts = {"new text": s["new_chars"], "quoted": s.get("quoted_chars", 0),
-             "forwarded": s.get("forwarded_chars", 0), "signature": s.get("signature_chars", 0),
-             "disclaimer": s.get("disclaimer_chars", 0)}
-    fig = _bar(list(parts), list(parts.values()),
-               f"What cleaning removed ({s['removed_share']:.0%} of the body text)", "part",
-               "characters")
+    parts = {
+        "new text": s["new_chars"],
+        "quoted": s.get("quoted_chars", 0),
+        "forwarded": s.get("forwarded_chars", 0),
+        "signature": s.get("signature_chars", 0),
+        "disclaimer": s.get("disclaimer_chars", 0),
+    }
+    fig = _bar(
+        list(parts),
+        list(parts.values()),
+        f"What cleaning removed ({s['removed_share']:.0%} of the body text)",
+        "part",
+        "characters",
+    )
     return fig

@@ -6,8 +6,8 @@ the run goes on; ``spawn`` does that and never lets a task's exception vanish (i
 an ``ErrorLog``, whose ``Output`` widget shows it under the panel). ``run_sync`` runs a
 coroutine to the end from synchronous code, also inside a kernel whose loop is already
 running (that is where nest-asyncio is needed). ``parameterize`` and ``execute`` run a
-notebook headless with new values for its ``parameters`` cell (papermill's convention:
-an ``injected-parameters`` cell right after it), which is how the tests and CI run them.
+notebook headless with new values for its ``parameters`` cell through papermill (an
+``injected-parameters`` cell right after it), which is how the tests and CI run them.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ class ErrorLog:
     def __init__(self, output: Any | None = None, *, keep: int = 50) -> None:
         import ipywidgets as w
 
-        self.output = output if output is not None else w.Output(
-            layout=w.Layout(max_height="240px", overflow="auto"))
+        self.output = (
+            output
+            if output is not None
+            else w.Output(layout=w.Layout(max_height="240px", overflow="auto"))
+        )
         self.output.add_class("emailwb-errors")
         self.errors: list[BaseException] = []
         self.keep = keep
@@ -46,7 +49,7 @@ class ErrorLog:
     def report(self, exc: BaseException, where: str = "") -> None:
         """Show ``exc`` with its traceback in the Output widget and remember it."""
         self.errors.append(exc)
-        del self.errors[:-self.keep]
+        del self.errors[: -self.keep]
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         head = f"error{' in ' + where if where else ''}: {type(exc).__name__}: {exc}\n"
         self.output.append_stderr(head + text)
@@ -90,14 +93,16 @@ def running_loop() -> asyncio.AbstractEventLoop:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        raise ConfigError("no running event loop: emailwb's widgets need a Jupyter kernel "
-                          "(or an asyncio program)",
-                          hint="use them in JupyterLab/Voila, or call them from async code") \
-            from None
+        raise ConfigError(
+            "no running event loop: emailwb's widgets need a Jupyter kernel "
+            "(or an asyncio program)",
+            hint="use them in JupyterLab/Voila, or call them from async code",
+        ) from None
 
 
-def spawn(coro: Coroutine[Any, Any, T], *, errors: ErrorLog | None = None,
-          name: str | None = None) -> asyncio.Task[T]:
+def spawn(
+    coro: Coroutine[Any, Any, T], *, errors: ErrorLog | None = None, name: str | None = None
+) -> asyncio.Task[T]:
     """Run ``coro`` as a task on the kernel's loop; its exception goes to ``errors``."""
     try:
         loop = running_loop()
@@ -116,8 +121,9 @@ def spawn(coro: Coroutine[Any, Any, T], *, errors: ErrorLog | None = None,
             if errors is not None:
                 errors.report(exc, name or "")
             else:  # still visible: the loop's exception handler logs it
-                loop.call_exception_handler({"message": f"emailwb task {name} failed",
-                                             "exception": exc, "task": t})
+                loop.call_exception_handler(
+                    {"message": f"emailwb task {name} failed", "exception": exc, "task": t}
+                )
 
     task.add_done_callback(done)
     return task
@@ -145,53 +151,66 @@ def escape(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-# --- running notebooks headless ----------------------------------------------------------------
-def parameterize(notebook: str | Path, params: Mapping[str, Any],
-                 out: str | Path | None = None) -> Any:
-    """The notebook with an ``injected-parameters`` cell after its ``parameters`` cell.
+# --- running notebooks headless (papermill) ------------------------------------------------------
+def _check_parameters_cell(notebook: str | Path, nb: Any) -> None:
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        raise ConfigError(
+            f"{notebook} has no cell tagged 'parameters'",
+            hint="tag the first code cell 'parameters' (View > Cell tags)",
+        )
 
-    Values are written as Python literals (``repr``). Returns the nbformat notebook, also
-    written to ``out`` when given.
+
+def parameterize(
+    notebook: str | Path, params: Mapping[str, Any], out: str | Path | None = None
+) -> Any:
+    """The notebook with papermill's ``injected-parameters`` cell after its ``parameters`` cell.
+
+    Returns the nbformat notebook, also written to ``out`` when given (what Voila serves).
     """
     import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
 
-    nb = nbformat.read(str(notebook), as_version=4)
-    index = next((i for i, c in enumerate(nb.cells)
-                  if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    if index is None:
-        raise ConfigError(f"{notebook} has no cell tagged 'parameters'",
-                          hint="tag the first code cell 'parameters' (View > Cell tags)")
-    nb.cells = [c for c in nb.cells
-                if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    source = "# Parameters injected by emailwb.notebook.parameterize\n" + "".join(
-        f"{key} = {value!r}\n" for key, value in params.items())
-    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
-    nb.cells.insert(index + 1, cell)
+    nb = load_notebook_node(str(notebook))
+    _check_parameters_cell(notebook, nb)
+    nb = parameterize_notebook(nb, dict(params))
     if out is not None:
         nbformat.write(nb, str(out))
     return nb
 
 
-def execute(notebook: str | Path, params: Mapping[str, Any] | None = None, *,
-            out: str | Path | None = None, cwd: str | Path | None = None,
-            timeout: float = 300, kernel_name: str = "python3") -> Any:
-    """Run a notebook headless with nbclient (cell timeout ``timeout`` s); the executed notebook.
+def execute(
+    notebook: str | Path,
+    params: Mapping[str, Any] | None = None,
+    *,
+    out: str | Path | None = None,
+    cwd: str | Path | None = None,
+    timeout: float = 300,
+    kernel_name: str = "python3",
+) -> Any:
+    """Run a notebook headless with papermill (cell timeout ``timeout`` s); the executed notebook.
 
-    Raises nbclient's ``CellExecutionError`` (with the failing cell's traceback) on error;
-    the partly executed notebook is still written to ``out``.
+    Raises papermill's ``PapermillExecutionError`` (naming the failing cell and its
+    traceback) on error; the partly executed notebook is still written to ``out``.
     """
-    import nbformat
-    from nbclient import NotebookClient
+    import tempfile
 
-    nb = parameterize(notebook, params or {})
-    client = NotebookClient(nb, timeout=int(timeout), kernel_name=kernel_name,
-                            resources={"metadata": {"path": str(cwd or Path(notebook).parent)}})
-    try:
-        client.execute()
-    finally:
-        if out is not None:
-            nbformat.write(nb, str(out))
-    return nb
+    import nbformat
+    import papermill
+
+    _check_parameters_cell(notebook, nbformat.read(str(notebook), as_version=4))
+    with tempfile.TemporaryDirectory(prefix="emailwb-nb-") as tmp:
+        target = Path(out) if out is not None else Path(tmp) / Path(notebook).name
+        return papermill.execute_notebook(
+            str(notebook),
+            str(target),
+            parameters=dict(params or {}),
+            kernel_name=kernel_name,
+            cwd=str(cwd or Path(notebook).parent),
+            progress_bar=False,
+            log_output=False,
+            execution_timeout=int(timeout),
+        )
 
 
 def outputs_text(nb: Any) -> str:

@@ -62,14 +62,26 @@ class _Panel:
 class LaunchPanel(_Panel):
     """The batch launch panel; see the module docstring. ``await panel.run()`` runs headless."""
 
-    def __init__(self, db: str | Path | Store, *, backend: str = "local",
-                 urls: str | list[str] = "", model: str | None = "", limit: int | None = None,
-                 run_name: str = "", concurrency: int | str = "auto",
-                 profile: str = runs.DEFAULT_PROFILE, api_key: str | None = None,
-                 refresh_s: float = 0.5, results_every_s: float = 2.0, results_rows: int = 20,
-                 show_charts: bool = True,
-                 config_overrides: dict[str, Any] | None = None,
-                 quality: QualityConfig | None = None, plan: str = "default") -> None:
+    def __init__(
+        self,
+        db: str | Path | Store,
+        *,
+        backend: str = "local",
+        urls: str | list[str] = "",
+        model: str | None = "",
+        limit: int | None = None,
+        run_name: str = "",
+        concurrency: int | str = "auto",
+        profile: str = runs.DEFAULT_PROFILE,
+        api_key: str | None = None,
+        refresh_s: float = 0.5,
+        results_every_s: float = 2.0,
+        results_rows: int = 20,
+        show_charts: bool = True,
+        config_overrides: dict[str, Any] | None = None,
+        quality: QualityConfig | None = None,
+        plan: str = "default",
+    ) -> None:
         self.store, self._own_store = _open_store(db)
         self.refresh_s, self.results_every_s = refresh_s, results_every_s
         self.config_overrides = dict(config_overrides or {})
@@ -85,47 +97,101 @@ class LaunchPanel(_Panel):
         self._refresher: asyncio.Task[None] | None = None
         self._api_key = api_key
         cap = w.Layout(width="420px")
-        self.backend = w.Dropdown(options=BACKENDS, value=backend, description="backend",
-                                  style=_STYLE, layout=cap)
+        self.backend = w.Dropdown(
+            options=BACKENDS, value=backend, description="backend", style=_STYLE, layout=cap
+        )
         url_text = "\n".join(urls) if isinstance(urls, list) else str(urls or "")
-        self.urls = w.Textarea(value=url_text.replace(",", "\n"), description="endpoints",
-                               placeholder="one URL per line (not needed for local)",
-                               style=_STYLE, layout=w.Layout(width="420px", height="52px"))
-        self.model = w.Text(value=model or "", description="model",
-                            placeholder="model name, or a GGUF path for local", style=_STYLE,
-                            layout=cap)
+        self.urls = w.Textarea(
+            value=url_text.replace(",", "\n"),
+            description="endpoints",
+            placeholder="one URL per line (not needed for local)",
+            style=_STYLE,
+            layout=w.Layout(width="420px", height="52px"),
+        )
+        self.model = w.Text(
+            value=model or "",
+            description="model",
+            placeholder="model name, or a GGUF path for local",
+            style=_STYLE,
+            layout=cap,
+        )
         auto = str(concurrency).lower() == "auto"
-        self.concurrency_mode = w.ToggleButtons(options=["auto", "fixed"],
-                                                value="auto" if auto else "fixed",
-                                                description="concurrency", style=_STYLE)
-        self.concurrency = w.IntSlider(value=4 if auto else int(concurrency), min=1, max=64,
-                                       description="requests", style=_STYLE, disabled=auto,
-                                       layout=cap)
-        self.max_tokens = w.BoundedIntText(value=RunConfig().options["num_predict"], min=16, max=8192, description="max tokens",
-                                           style=_STYLE, layout=w.Layout(width="220px"))
-        self.temperature = w.BoundedFloatText(value=0.0, min=0.0, max=2.0, step=0.1,
-                                              description="temperature", style=_STYLE,
-                                              layout=w.Layout(width="220px"))
-        self.mode = w.Dropdown(options=["clean", "raw"], value="clean", description="text",
-                               style=_STYLE, layout=w.Layout(width="220px"))
-        self.plan = w.Dropdown(options=list(PLANS), value=get_plan(plan).name,
-                               description="plan", style=_STYLE, layout=w.Layout(width="220px"),
-                               tooltip="where each field comes from (README, 'Plans')")
+        self.concurrency_mode = w.ToggleButtons(
+            options=["auto", "fixed"],
+            value="auto" if auto else "fixed",
+            description="concurrency",
+            style=_STYLE,
+        )
+        self.concurrency = w.IntSlider(
+            value=4 if auto else int(concurrency),
+            min=1,
+            max=64,
+            description="requests",
+            style=_STYLE,
+            disabled=auto,
+            layout=cap,
+        )
+        self.max_tokens = w.BoundedIntText(
+            value=RunConfig().options["num_predict"],
+            min=16,
+            max=8192,
+            description="max tokens",
+            style=_STYLE,
+            layout=w.Layout(width="220px"),
+        )
+        self.temperature = w.BoundedFloatText(
+            value=0.0,
+            min=0.0,
+            max=2.0,
+            step=0.1,
+            description="temperature",
+            style=_STYLE,
+            layout=w.Layout(width="220px"),
+        )
+        self.mode = w.Dropdown(
+            options=["clean", "raw"],
+            value="clean",
+            description="text",
+            style=_STYLE,
+            layout=w.Layout(width="220px"),
+        )
+        self.plan = w.Dropdown(
+            options=list(PLANS),
+            value=get_plan(plan).name,
+            description="plan",
+            style=_STYLE,
+            layout=w.Layout(width="220px"),
+            tooltip="where each field comes from (README, 'Plans')",
+        )
         self.chain = w.Checkbox(value=False, description="whole threads (chain)", indent=False)
-        self.limit = w.BoundedIntText(value=int(limit or 0), min=0, max=10_000_000,
-                                      description="limit (0 = all)", style=_STYLE,
-                                      layout=w.Layout(width="220px"))
-        self.run_name = w.Text(value=run_name, description="run name",
-                               placeholder="empty: one name per configuration (resumes)",
-                               style=_STYLE, layout=cap)
-        self.profile = w.Text(value=profile, description="priority profile", style=_STYLE,
-                              layout=cap)
+        self.limit = w.BoundedIntText(
+            value=int(limit or 0),
+            min=0,
+            max=10_000_000,
+            description="limit (0 = all)",
+            style=_STYLE,
+            layout=w.Layout(width="220px"),
+        )
+        self.run_name = w.Text(
+            value=run_name,
+            description="run name",
+            placeholder="empty: one name per configuration (resumes)",
+            style=_STYLE,
+            layout=cap,
+        )
+        self.profile = w.Text(
+            value=profile, description="priority profile", style=_STYLE, layout=cap
+        )
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.pause_button = w.Button(description="Pause", icon="pause")
         self.resume_button = w.Button(description="Resume", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop")
-        for name, button in (("start", self.start_button), ("pause", self.pause_button),
-                             ("resume", self.resume_button), ("stop", self.stop_button)):
+        for name, button in (
+            ("start", self.start_button),
+            ("pause", self.pause_button),
+            ("resume", self.resume_button),
+            ("stop", self.stop_button),
+        ):
             button.add_class(f"emailwb-{name}")
         self.start_button.on_click(self.errors.capture(lambda _b: self.start()))
         self.pause_button.on_click(self.errors.capture(lambda _b: self.pause()))
@@ -133,9 +199,14 @@ class LaunchPanel(_Panel):
         self.stop_button.on_click(self.errors.capture(lambda _b: self.stop()))
         self.concurrency_mode.observe(self.errors.capture(self._on_mode), names="value")
         self.concurrency.observe(self.errors.capture(self._on_concurrency), names="value")
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="0 / 0",
-                                      style={"description_width": "110px", "bar_color": "#2a9d8f"},
-                                      layout=w.Layout(width="640px"))
+        self.progress = w.IntProgress(
+            value=0,
+            min=0,
+            max=1,
+            description="0 / 0",
+            style={"description_width": "110px", "bar_color": "#2a9d8f"},
+            layout=w.Layout(width="640px"),
+        )
         self.counters = w.HTML(charts.counters_html(None, "idle"))
         self.counters.add_class("emailwb-counters")
         self.status = w.HTML("")
@@ -146,16 +217,41 @@ class LaunchPanel(_Panel):
         self.results = charts.ResultsBrowser(self.store, rows=results_rows, errors=self.errors)
         if self.charts.figure is not None:
             self.charts.figure.add_class("emailwb-live-charts")
-        form = w.HBox([
-            w.VBox([self.backend, self.urls, self.model, self.concurrency_mode, self.concurrency]),
-            w.VBox([self.run_name, self.profile, self.limit, self.plan, self.max_tokens,
-                    self.temperature, self.mode, self.chain])])
-        self.widget = w.VBox([
-            w.HTML("<h3 style='margin:4px 0'>emailwb · batch launch</h3>"), form,
-            w.HBox([self.start_button, self.pause_button, self.resume_button, self.stop_button]),
-            self.status, self.alerts, self.progress, self.counters,
-            *([self.charts.figure] if self.charts.figure is not None else []),
-            self.results.widget, self.errors.output])
+        form = w.HBox(
+            [
+                w.VBox(
+                    [self.backend, self.urls, self.model, self.concurrency_mode, self.concurrency]
+                ),
+                w.VBox(
+                    [
+                        self.run_name,
+                        self.profile,
+                        self.limit,
+                        self.plan,
+                        self.max_tokens,
+                        self.temperature,
+                        self.mode,
+                        self.chain,
+                    ]
+                ),
+            ]
+        )
+        self.widget = w.VBox(
+            [
+                w.HTML("<h3 style='margin:4px 0'>emailwb · batch launch</h3>"),
+                form,
+                w.HBox(
+                    [self.start_button, self.pause_button, self.resume_button, self.stop_button]
+                ),
+                self.status,
+                self.alerts,
+                self.progress,
+                self.counters,
+                *([self.charts.figure] if self.charts.figure is not None else []),
+                self.results.widget,
+                self.errors.output,
+            ]
+        )
         self.widget.add_class("emailwb-launch")
         self._sync_buttons()
 
@@ -174,15 +270,23 @@ class LaunchPanel(_Panel):
 
     def config(self) -> RunConfig:
         """The ``RunConfig`` the form describes."""
-        urls = [u.strip() for line in self.urls.value.splitlines() for u in line.split(",")
-                if u.strip()]
+        urls = [
+            u.strip() for line in self.urls.value.splitlines() for u in line.split(",") if u.strip()
+        ]
         fields: dict[str, Any] = {
-            "backend": self.backend.value, "urls": urls, "model": self.model.value.strip() or None,
-            "concurrency": "auto" if self.concurrency_mode.value == "auto"
+            "backend": self.backend.value,
+            "urls": urls,
+            "model": self.model.value.strip() or None,
+            "concurrency": "auto"
+            if self.concurrency_mode.value == "auto"
             else int(self.concurrency.value),
-            "options": {"temperature": float(self.temperature.value),
-                        "num_predict": int(self.max_tokens.value)},
-            "mode": self.mode.value, "chain": bool(self.chain.value), "plan": self.plan.value,
+            "options": {
+                "temperature": float(self.temperature.value),
+                "num_predict": int(self.max_tokens.value),
+            },
+            "mode": self.mode.value,
+            "chain": bool(self.chain.value),
+            "plan": self.plan.value,
             "priority_profile": self.profile.value.strip() or runs.DEFAULT_PROFILE,
         }
         return RunConfig.default(**{**fields, **self.config_overrides})
@@ -228,8 +332,7 @@ class LaunchPanel(_Panel):
         self.errors.clear()
         self.charts.new_session()
         self.task = spawn(self._run(config, limit), errors=self.errors, name="emailwb-launch")
-        self._refresher = spawn(self._refresh_loop(), errors=self.errors,
-                                name="emailwb-refresh")
+        self._refresher = spawn(self._refresh_loop(), errors=self.errors, name="emailwb-refresh")
         return self.task
 
     async def _run(self, config: RunConfig, limit: int | None) -> Any:
@@ -237,9 +340,15 @@ class LaunchPanel(_Panel):
 
         started = time.monotonic()
         try:
-            self.summary = await run_batch(self.store, config, run_name=self.name, limit=limit,
-                                           api_key=self._api_key, on_start=self._attach,
-                                           quality=self.quality)
+            self.summary = await run_batch(
+                self.store,
+                config,
+                run_name=self.name,
+                limit=limit,
+                api_key=self._api_key,
+                on_start=self._attach,
+                quality=self.quality,
+            )
         except asyncio.CancelledError:
             self._set_state("stopped", "stopped (cancelled)")
             return None
@@ -251,10 +360,13 @@ class LaunchPanel(_Panel):
         finally:
             await self._stop_refresher()
         s = self.summary
-        self._set_state(s.status, f"{s.status}: {s.session_done} units this session "
-                                  f"({s.done} done, {s.failed} failed, {s.pending} pending) in "
-                                  f"{time.monotonic() - started:.1f} s, "
-                                  f"{s.emails_per_min:.1f} emails/min")
+        self._set_state(
+            s.status,
+            f"{s.status}: {s.session_done} units this session "
+            f"({s.done} done, {s.failed} failed, {s.pending} pending) in "
+            f"{time.monotonic() - started:.1f} s, "
+            f"{s.emails_per_min:.1f} emails/min",
+        )
         return s
 
     def _attach(self, processor: Any) -> None:
@@ -352,9 +464,15 @@ class LaunchPanel(_Panel):
 class PrioritiesPanel(_Panel):
     """Per-type weights; the pending queue re-orders live; Save stores the named profile."""
 
-    def __init__(self, db: str | Path | Store, *, profile: str = runs.DEFAULT_PROFILE,
-                 run: str | int | None = None, launch: LaunchPanel | None = None,
-                 top: int = 20) -> None:
+    def __init__(
+        self,
+        db: str | Path | Store,
+        *,
+        profile: str = runs.DEFAULT_PROFILE,
+        run: str | int | None = None,
+        launch: LaunchPanel | None = None,
+        top: int = 20,
+    ) -> None:
         self.store, self._own_store = _open_store(db)
         self.launch, self.run, self.top = launch, run, top
         self.errors = ErrorLog()
@@ -362,16 +480,22 @@ class PrioritiesPanel(_Panel):
         default = float(saved.get("*", 1.0))
         self.sliders: dict[str, w.FloatSlider] = {}
         for t in [*explore.TYPES, "*"]:
-            slider = w.FloatSlider(value=float(saved.get(t, default)), min=0.0, max=5.0,
-                                   step=0.1, description=t if t != "*" else "other types",
-                                   continuous_update=False, style={"description_width": "110px"},
-                                   layout=w.Layout(width="360px"))
+            slider = w.FloatSlider(
+                value=float(saved.get(t, default)),
+                min=0.0,
+                max=5.0,
+                step=0.1,
+                description=t if t != "*" else "other types",
+                continuous_update=False,
+                style={"description_width": "110px"},
+                layout=w.Layout(width="360px"),
+            )
             slider.observe(self.errors.capture(lambda _c: self.reorder()), names="value")
             self.sliders[t] = slider
-        self.profile = w.Text(value=profile, description="profile name",
-                              style={"description_width": "110px"})
-        self.save_button = w.Button(description="Save profile", button_style="primary",
-                                    icon="save")
+        self.profile = w.Text(
+            value=profile, description="profile name", style={"description_width": "110px"}
+        )
+        self.save_button = w.Button(description="Save profile", button_style="primary", icon="save")
         self.save_button.add_class("emailwb-save-profile")
         self.reload_button = w.Button(description="Reload queue", icon="refresh")
         self.save_button.on_click(self.errors.capture(lambda _b: self.save()))
@@ -383,13 +507,27 @@ class PrioritiesPanel(_Panel):
         self.baseline = pl.DataFrame()
         self.scored = pl.DataFrame()
         self.moves = pl.DataFrame()
-        self.widget = w.VBox([
-            w.HTML("<h3 style='margin:4px 0'>emailwb · priorities</h3>"),
-            w.HBox([w.VBox(list(self.sliders.values())),
-                    w.VBox([self.profile, w.HBox([self.save_button, self.reload_button]),
-                            self.status])]),
-            self.charts.figure,
-            w.HTML("<b>Pending queue, next first</b>"), self.table, self.errors.output])
+        self.widget = w.VBox(
+            [
+                w.HTML("<h3 style='margin:4px 0'>emailwb · priorities</h3>"),
+                w.HBox(
+                    [
+                        w.VBox(list(self.sliders.values())),
+                        w.VBox(
+                            [
+                                self.profile,
+                                w.HBox([self.save_button, self.reload_button]),
+                                self.status,
+                            ]
+                        ),
+                    ]
+                ),
+                self.charts.figure,
+                w.HTML("<b>Pending queue, next first</b>"),
+                self.table,
+                self.errors.output,
+            ]
+        )
         self.reload()
 
     def weights(self) -> dict[str, float]:
@@ -434,10 +572,14 @@ class PrioritiesPanel(_Panel):
         shown = self.scored.head(self.top)
         if shown.height:
             shown = shown.join(self.moves.select("unit_id", "moved"), on="unit_id", how="left")
-        cols: list[str] = [c for c in ("rank", "unit_id", "email_type", "score", "moved", "subject",
-                            "sender") if c in shown.columns]
-        self.table.value = charts.table_html(shown, cols, caption=(
-            f"{self.scored.height} pending units; weights {self.weights()}"))
+        cols: list[str] = [
+            c
+            for c in ("rank", "unit_id", "email_type", "score", "moved", "subject", "sender")
+            if c in shown.columns
+        ]
+        self.table.value = charts.table_html(
+            shown, cols, caption=(f"{self.scored.height} pending units; weights {self.weights()}")
+        )
 
     def order(self, n: int | None = None) -> list[int]:
         """Unit ids, next first (for tests and scripts)."""
@@ -451,8 +593,12 @@ class PrioritiesPanel(_Panel):
         runs.save_profile(self.store, name, weights)
         proc = self.launch.processor if self.launch is not None else None
         applied = ""
-        if proc is not None and proc.queue is not None and proc.state in ("running", "paused") \
-                and proc.config.priority_profile == name:
+        if (
+            proc is not None
+            and proc.queue is not None
+            and proc.state in ("running", "paused")
+            and proc.config.priority_profile == name
+        ):
             proc.set_weights(weights, persist=False)
             applied = "; the running processor re-ordered its queue"
         elif proc is None:

@@ -33,10 +33,22 @@ from emailwb.store import runs
 if TYPE_CHECKING:
     from emailwb.store.database import Store
 
-REPORT_METRICS = ("schema_valid", "completeness", "grounding", "grounding_people",
-                  "grounding_organizations", "grounding_amounts", "grounding_dates",
-                  "amount_recall", "type_agrees", "priority_agrees", "truncated",
-                  "ungrounded_total", "amounts_missed", "response_chars")
+REPORT_METRICS = (
+    "schema_valid",
+    "completeness",
+    "grounding",
+    "grounding_people",
+    "grounding_organizations",
+    "grounding_amounts",
+    "grounding_dates",
+    "amount_recall",
+    "type_agrees",
+    "priority_agrees",
+    "truncated",
+    "ungrounded_total",
+    "amounts_missed",
+    "response_chars",
+)
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1f2328;
 max-width:1200px}
@@ -70,8 +82,10 @@ def _table(rows: list[dict[str, Any]], cls: str = "") -> str:
 
 
 def _kpis(items: list[tuple[str, Any]]) -> str:
-    return "".join(f"<span class='kpi'><span class='muted'>{escape(k)}</span><b>{_f(v, 2)}</b>"
-                   f"</span>" for k, v in items)
+    return "".join(
+        f"<span class='kpi'><span class='muted'>{escape(k)}</span><b>{_f(v, 2)}</b></span>"
+        for k, v in items
+    )
 
 
 class _Figures:
@@ -81,14 +95,16 @@ class _Figures:
         try:
             import plotly.io as pio
         except ImportError as exc:
-            raise ConfigError("the report needs plotly",
-                              hint="pip install 'emailwb[notebooks]' (or plotly)") from exc
+            raise ConfigError(
+                "the report needs plotly", hint="pip install 'emailwb[notebooks]' (or plotly)"
+            ) from exc
         self.pio = pio
         self.first = True
 
     def html(self, fig: Any) -> str:
-        out = self.pio.to_html(fig, full_html=False, include_plotlyjs=self.first,
-                               config={"displaylogo": False})
+        out = self.pio.to_html(
+            fig, full_html=False, include_plotlyjs=self.first, config={"displaylogo": False}
+        )
         self.first = False
         return out
 
@@ -107,39 +123,82 @@ def _speed_section(store: Store, record: runs.RunRecord, figs: _Figures) -> str:
     st = status_json(store, record.id)
     sp = speed(store, record.id)
     cfg = record.config
-    config_rows = [{"setting": k, "value": json.dumps(cfg.get(k), default=str)}
-                   for k in ("preset", "plan", "backend", "model", "urls", "mode", "layout", "dedup",
-                             "chain", "concurrency", "sleep_between", "write_mode", "options")
-                   if k in cfg]
+    config_rows = [
+        {"setting": k, "value": json.dumps(cfg.get(k), default=str)}
+        for k in (
+            "preset",
+            "plan",
+            "backend",
+            "model",
+            "urls",
+            "mode",
+            "layout",
+            "dedup",
+            "chain",
+            "concurrency",
+            "sleep_between",
+            "write_mode",
+            "options",
+        )
+        if k in cfg
+    ]
     share = run_grounding(store, record.id)
     warning = grounding_warning(share)
     html = ["<h2>Run</h2>"]
     if warning:
-        html.append("<div class='emailwb-grounding-warning' style='border:1px solid #b9770e;"
-                    "background:#fef5e7;color:#7e5109;padding:6px 10px;margin:4px 0'>"
-                    "<b>Most of what this run extracts is not in the emails.</b> "
-                    f"{escape(warning)}</div>")
-    html += [_kpis([
-        ("status", record.status), ("plan", cfg.get("plan", "llm")),
-        ("grounding", "–" if share is None else f"{share:.0%}"),
-        ("units done", st["done"]), ("failed", st["failed"]),
-        ("pending", st["pending"]), ("emails covered", st["emails_done"]),
-        ("emails/min", sp["emails_per_min"]), ("units/min", sp["units_per_min"]),
-        ("latency p50 s", st["latency_p50"]), ("latency p95 s", st["latency_p95"]),
-        ("ttft p50 s", st["ttft_p50"]), ("prompt tokens", st["prompt_tokens"]),
-        ("completion tokens", st["completion_tokens"]), ("cached tokens", st["cached_tokens"])]),
+        html.append(
+            "<div class='emailwb-grounding-warning' style='border:1px solid #b9770e;"
+            "background:#fef5e7;color:#7e5109;padding:6px 10px;margin:4px 0'>"
+            "<b>Most of what this run extracts is not in the emails.</b> "
+            f"{escape(warning)}</div>"
+        )
+    html += [
+        _kpis(
+            [
+                ("status", record.status),
+                ("plan", cfg.get("plan", "llm")),
+                ("grounding", "–" if share is None else f"{share:.0%}"),
+                ("units done", st["done"]),
+                ("failed", st["failed"]),
+                ("pending", st["pending"]),
+                ("emails covered", st["emails_done"]),
+                ("emails/min", sp["emails_per_min"]),
+                ("units/min", sp["units_per_min"]),
+                ("latency p50 s", st["latency_p50"]),
+                ("latency p95 s", st["latency_p95"]),
+                ("ttft p50 s", st["ttft_p50"]),
+                ("prompt tokens", st["prompt_tokens"]),
+                ("completion tokens", st["completion_tokens"]),
+                ("cached tokens", st["cached_tokens"]),
+            ]
+        ),
         f"<p class='muted'>unit: one LLM call per {escape(record.unit)}; started "
         f"{escape(record.started_at)}, ended {escape(str(record.ended_at or '–'))}</p>",
-        "<details><summary>configuration</summary>", _table(config_rows), "</details>"]
-    df = store.query_df("SELECT created_at, emails, status, latency_s FROM results "
-                        "WHERE run_id = ? ORDER BY created_at", (record.id,))
+        "<details><summary>configuration</summary>",
+        _table(config_rows),
+        "</details>",
+    ]
+    df = store.query_df(
+        "SELECT created_at, emails, status, latency_s FROM results "
+        "WHERE run_id = ? ORDER BY created_at",
+        (record.id,),
+    )
     if df.height:
         t = _seconds(df["created_at"].to_list(), record.started_at)
-        done = df.with_columns(pl.when(pl.col("status") == "done").then(pl.col("emails"))
-                               .otherwise(0).alias("e"))["e"].cum_sum().to_list()
+        done = (
+            df.with_columns(
+                pl.when(pl.col("status") == "done").then(pl.col("emails")).otherwise(0).alias("e")
+            )["e"]
+            .cum_sum()
+            .to_list()
+        )
         fig = go.Figure(go.Scatter(x=t, y=done, mode="lines", name="emails covered"))
-        fig.update_layout(title="Throughput: emails covered over time", height=320,
-                          xaxis_title="seconds since the run started", yaxis_title="emails")
+        fig.update_layout(
+            title="Throughput: emails covered over time",
+            height=320,
+            xaxis_title="seconds since the run started",
+            yaxis_title="emails",
+        )
         html.append(figs.html(fig))
         lat = [v for v in df["latency_s"].to_list() if v is not None]
         if lat:
@@ -163,7 +222,7 @@ def _quality_section(store: Store, record: runs.RunRecord, figs: _Figures) -> st
     rows = []
     for m in REPORT_METRICS:
         row: dict[str, Any] = {"metric": m}
-        for ph in ([None, *phases] if len(phases) > 1 else [None]):
+        for ph in [None, *phases] if len(phases) > 1 else [None]:
             sub = q if ph is None else q.filter(pl.col("phase") == ph)
             vals = [float(v) for v in sub[m].to_list() if v is not None]
             est, low, high = bootstrap_ci(vals, n_boot=1000)
@@ -174,29 +233,46 @@ def _quality_section(store: Store, record: runs.RunRecord, figs: _Figures) -> st
         rows.append(row)
     html.append(_table(rows, "emailwb-quality"))
     sampled = int(q["sampled"].sum())
-    html.append(f"<p>{q.height} results with metrics; {sampled} sampled for the deep check "
-                f"(every {escape(str((record.config.get('quality') or {}).get('sample_every', 100)))}"
-                f"th content key).</p>")
+    html.append(
+        f"<p>{q.height} results with metrics; {sampled} sampled for the deep check "
+        f"(every {escape(str((record.config.get('quality') or {}).get('sample_every', 100)))}"
+        f"th content key).</p>"
+    )
     window = max(5, min(50, q.height // 10 or 5))
     fig = go.Figure()
     for m in ("grounding", "schema_valid", "amount_recall", "type_agrees"):
         s = q[m].cast(pl.Float64)
-        fig.add_trace(go.Scatter(y=s.rolling_mean(window, min_samples=1).to_list(),
-                                 mode="lines", name=m))
-    events = store.query("SELECT kind, message, detail, created_at FROM run_events "
-                         "WHERE run_id = ? ORDER BY id", (record.id,))
+        fig.add_trace(
+            go.Scatter(y=s.rolling_mean(window, min_samples=1).to_list(), mode="lines", name=m)
+        )
+    events = store.query(
+        "SELECT kind, message, detail, created_at FROM run_events WHERE run_id = ? ORDER BY id",
+        (record.id,),
+    )
     for e in events:
         if e["kind"] == "rollback":
             at = json.loads(e["detail"] or "{}").get("at_result")
             if at:
-                fig.add_vline(x=at, line_dash="dash", line_color="#cf222e",
-                              annotation_text="rollback")
-    fig.update_layout(title=f"Quality over the run (rolling mean of {window} results)",
-                      height=340, xaxis_title="result (commit order)", yaxis={"range": [0, 1.05]})
+                fig.add_vline(
+                    x=at, line_dash="dash", line_color="#cf222e", annotation_text="rollback"
+                )
+    fig.update_layout(
+        title=f"Quality over the run (rolling mean of {window} results)",
+        height=340,
+        xaxis_title="result (commit order)",
+        yaxis={"range": [0, 1.05]},
+    )
     html.append(figs.html(fig))
     html.append("<h3>Drift events</h3>")
-    html.append(_table([{"time": e["created_at"], "event": e["kind"], "message": e["message"]}
-                        for e in events], "emailwb-events"))
+    html.append(
+        _table(
+            [
+                {"time": e["created_at"], "event": e["kind"], "message": e["message"]}
+                for e in events
+            ],
+            "emailwb-events",
+        )
+    )
     return "".join(html)
 
 
@@ -211,12 +287,22 @@ def _checks_section(store: Store, record: runs.RunRecord, figs: _Figures) -> str
         "(SELECT COUNT(*) FROM judgements WHERE run_id = ? AND status = 'failed') AS failed, "
         "(SELECT AVG(overall) FROM judgements WHERE run_id = ? AND status = 'done') AS overall, "
         "(SELECT COUNT(DISTINCT unit_id) FROM audits WHERE run_id = ? AND label IS NOT NULL) "
-        "AS audited", (record.id,) * 5)
+        "AS audited",
+        (record.id,) * 5,
+    )
     assert counts is not None  # a SELECT of subqueries without FROM returns one row
-    html = ["<h2>Deep checks and audits</h2>", _kpis([
-        ("in the audit queue", counts["queued"]), ("judged", counts["judged"]),
-        ("judge failures", counts["failed"]), ("judge overall (1-5)", counts["overall"]),
-        ("audited by a person", counts["audited"])])]
+    html = [
+        "<h2>Deep checks and audits</h2>",
+        _kpis(
+            [
+                ("in the audit queue", counts["queued"]),
+                ("judged", counts["judged"]),
+                ("judge failures", counts["failed"]),
+                ("judge overall (1-5)", counts["overall"]),
+                ("audited by a person", counts["audited"]),
+            ]
+        ),
+    ]
     ja = judge_accuracy(store, record.id)
     html.append("<h3>Judge's verdicts per field (share correct, Wilson 95%)</h3>")
     html.append(_table(ja.to_dicts(), "emailwb-judge"))
@@ -228,8 +314,13 @@ def _checks_section(store: Store, record: runs.RunRecord, figs: _Figures) -> str
     return "".join(html)
 
 
-def _ab_section(store: Store, record: runs.RunRecord, figs: _Figures,
-                compare_with: str | int | None, margin: float) -> str:
+def _ab_section(
+    store: Store,
+    record: runs.RunRecord,
+    figs: _Figures,
+    compare_with: str | int | None,
+    margin: float,
+) -> str:
     from emailwb.quality.compare import compare_runs, comparisons_for
     from emailwb.ui.compare_panel import comparison_figure, comparison_html
 
@@ -238,37 +329,52 @@ def _ab_section(store: Store, record: runs.RunRecord, figs: _Figures,
     found = comparisons_for(store, record.id)
     html = ["<h2>A/B verdicts</h2>"]
     if not found:
-        html.append("<p class='muted'>no comparison yet: `emailwb compare RUN_A RUN_B` "
-                    "stores one</p>")
+        html.append(
+            "<p class='muted'>no comparison yet: `emailwb compare RUN_A RUN_B` stores one</p>"
+        )
     for c in found:
         html.append(comparison_html(c))
         html.append(figs.html(comparison_figure(c)))
     return "".join(html)
 
 
-def build_report(store: Store, run: str | int | None = None, *,
-                 compare_with: str | int | None = None, margin: float = 0.05) -> str:
+def build_report(
+    store: Store,
+    run: str | int | None = None,
+    *,
+    compare_with: str | int | None = None,
+    margin: float = 0.05,
+) -> str:
     """The report of one run (default: the latest) as a complete HTML document."""
     record = runs.get_run(store, run)
     if record is None:
-        raise ProcessingError(f"no run named {run!r}" if run is not None else "there is no run yet",
-                              hint="see `emailwb status --json` for the runs in this database")
+        raise ProcessingError(
+            f"no run named {run!r}" if run is not None else "there is no run yet",
+            hint="see `emailwb status --json` for the runs in this database",
+        )
     figs = _Figures()
-    parts = [_speed_section(store, record, figs), _quality_section(store, record, figs),
-             _checks_section(store, record, figs),
-             _ab_section(store, record, figs, compare_with, margin)]
+    parts = [
+        _speed_section(store, record, figs),
+        _quality_section(store, record, figs),
+        _checks_section(store, record, figs),
+        _ab_section(store, record, figs, compare_with, margin),
+    ]
     title = f"emailwb run report: {record.name}"
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>"
-            f"<p class='muted'>generated {escape(runs.now_iso())} UTC from "
-            f"{escape(str(store.path))}</p>{''.join(parts)}</body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>"
+        f"<p class='muted'>generated {escape(runs.now_iso())} UTC from "
+        f"{escape(str(store.path))}</p>{''.join(parts)}</body></html>"
+    )
 
 
 def write_report(store: Store, run: str | int | None, out: str | Path, **kw: Any) -> Path:
     """Write ``build_report(...)`` to ``out``; the path."""
     path = Path(out)
     if path.parent and not path.parent.exists():
-        raise ConfigError(f"the folder {path.parent} does not exist",
-                          hint="create it, or pass --out with an existing folder")
+        raise ConfigError(
+            f"the folder {path.parent} does not exist",
+            hint="create it, or pass --out with an existing folder",
+        )
     path.write_text(build_report(store, run, **kw), encoding="utf-8")
     return path
