@@ -32,6 +32,26 @@ from emailwb.store.runs import DEFAULT_PROFILE, UnitKind
 BackendKind = Literal["local", "ollama", "openai"]
 
 
+def parse_concurrency(value: Any) -> int | Literal["auto"]:
+    """``"auto"`` or a positive integer, from a flag, the environment, a file or code.
+
+    The one rule for concurrency: ``Settings``, ``RunConfig`` and the concurrency
+    controllers all use it. Raises ``ConfigError`` naming the flag to fix.
+    """
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(value) if not isinstance(value, bool) else 0
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ConfigError(
+            f"concurrency must be 'auto' or a positive integer, not {value!r}",
+            hint="pass --concurrency auto or e.g. --concurrency 8",
+        )
+    return n
+
+
 def config_file() -> Path | None:
     """The config file in force, or None when there is none."""
     env = os.environ.get("EMAILWB_CONFIG")
@@ -89,20 +109,10 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
-    def concurrency_value(self) -> int | Literal["auto"]:
-        """``"auto"`` or a positive int, validated."""
-        if str(self.concurrency).strip().lower() == "auto":
-            return "auto"
-        try:
-            n = int(self.concurrency)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise ConfigError(
-                f"concurrency must be 'auto' or a positive integer, not {self.concurrency!r}",
-                hint="pass --concurrency auto or e.g. --concurrency 8",
-            )
-        return n
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, v: Any) -> str:
+        return str(parse_concurrency(v))  # ConfigError (with the flag to use) when it is not
 
 
 def load_settings(**explicit: Any) -> Settings:
@@ -162,17 +172,11 @@ class RunConfig(BaseModel):
 
     @field_validator("concurrency", mode="before")
     @classmethod
-    def _concurrency(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = v.strip().lower()
-            if v != "auto":
-                try:
-                    v = int(v)
-                except ValueError:
-                    raise ValueError("concurrency must be 'auto' or a positive integer") from None
-        if isinstance(v, int) and v < 1:
-            raise ValueError("concurrency must be 'auto' or a positive integer")
-        return v
+    def _concurrency(cls, v: Any) -> int | Literal["auto"]:
+        try:
+            return parse_concurrency(v)
+        except ConfigError as exc:  # reported by pydantic with the field's name
+            raise ValueError(exc.message) from None
 
     @field_validator("plan")
     @classmethod
@@ -247,7 +251,7 @@ class RunConfig(BaseModel):
             "urls": list(settings.urls),
             "model": settings.model,
             "options": {"temperature": settings.temperature, "num_predict": settings.max_tokens},
-            "concurrency": settings.concurrency_value(),
+            "concurrency": settings.concurrency,
             "max_concurrency": settings.max_concurrency,
             "timeout": settings.timeout,
             "retries": settings.retries,

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from emailwb.errors import ConfigError
+from emailwb.settings import parse_concurrency
 
 Outcome = Literal["ok", "overload", "timeout", "error", "invalid"]
 #: outcomes that mean "the server is saturated": cut the limit
@@ -433,17 +434,9 @@ def make_controller(
     concurrency: int | str, *, max_concurrency: int = 64, slots_hint: int | None = None, **auto: Any
 ) -> Controller:
     """``"auto"`` -> ``AutoConcurrency``; an int (or digits) -> ``FixedConcurrency``."""
-    if isinstance(concurrency, str) and concurrency.strip().lower() == "auto":
+    n = parse_concurrency(concurrency)
+    if n == "auto":
         return AutoConcurrency(slots_hint=slots_hint, max=max_concurrency, **auto)
-    try:
-        n = int(concurrency)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1:
-        raise ConfigError(
-            f"concurrency must be 'auto' or a positive integer, not {concurrency!r}",
-            hint="pass --concurrency auto or e.g. --concurrency 8",
-        )
     return FixedConcurrency(n)
 
 

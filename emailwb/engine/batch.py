@@ -1,4 +1,4 @@
-"""The entry point: ``run_batch(store, settings_or_config)`` sets up a backend, runs, tears down.
+"""The entry point: ``run_batch(store, config)`` sets up a backend, runs one RunConfig, tears down.
 
 The CLI and the notebooks call this; ``emailwb.engine.processor.Processor`` is the fine-grained API
 underneath (``run_batch`` hands it to ``on_start`` for pause/resume/stop).
@@ -32,12 +32,11 @@ LOCAL_SAMPLING: dict[str, Any] = {"dry_multiplier": 0.8, "repeat_penalty": 1.1}
 
 async def run_batch(
     store: Store,
-    settings_or_config: Any = None,
+    config: RunConfig,
     *,
     backend: Backend | None = None,
     run_name: str | None = None,
     limit: int | None = None,
-    preset: str = "default",
     api_key: str | None = None,
     on_progress: Callable[[MetricsSnapshot], Any] | None = None,
     on_start: Callable[[Processor], Any] | None = None,
@@ -46,8 +45,8 @@ async def run_batch(
 ) -> RunSummary:
     """Process the store's pending units with one configuration; the entry point.
 
-    ``settings_or_config``: a ``Settings`` (resolved with ``preset``, "default" or
-    "reference"), a ``RunConfig``, or None for ``load_settings()``. Without ``backend`` it
+    ``config``: the run's ``RunConfig`` (from user settings: ``RunConfig.from_settings(
+    load_settings(), preset)``, the API key then passed as ``api_key``). Without ``backend`` it
     starts what the configuration names: the embedded llama-server (``local``) or clients
     for the Ollama/OpenAI URLs; it warms the model, records the provenance, runs, and tears
     everything down. ``on_start(processor)`` is called once the processor exists (the CLI
@@ -60,20 +59,13 @@ async def run_batch(
 
     from emailwb.engine.processor import Processor
     from emailwb.llm.router import make_backend
-    from emailwb.settings import Settings, load_settings
 
-    if settings_or_config is None:
-        settings_or_config = load_settings()
-    if isinstance(settings_or_config, RunConfig):
-        cfg = settings_or_config
-    elif isinstance(settings_or_config, Settings):
-        cfg = RunConfig.from_settings(settings_or_config, preset)
-        api_key = api_key or settings_or_config.api_key
-    else:
+    if not isinstance(config, RunConfig):
         raise ProcessingError(
-            f"run_batch needs Settings or a RunConfig, not {type(settings_or_config).__name__}",
-            hint="pass emailwb.config.load_settings() or RunConfig.default()",
+            f"run_batch needs a RunConfig, not {type(config).__name__}",
+            hint="pass RunConfig.default(), or RunConfig.from_settings(load_settings())",
         )
+    cfg = config
     if cfg.backend == "local":  # recorded in the run's provenance like any other option
         cfg = cfg.model_copy(update={"options": {**LOCAL_SAMPLING, **cfg.options}})
     if not get_plan(cfg.plan).uses_llm and backend is None:
