@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 
 from emailwb.engine import processor as processor_mod
-from emailwb.engine import workqueue
+from emailwb.engine import reference, workqueue
 from emailwb.engine.batch import run_batch
 from emailwb.engine.processor import Processor
 from emailwb.llm.router import make_backend
 from emailwb.settings import RunConfig
-from emailwb.store import results as results_mod
 from emailwb.store import runs
 from emailwb.testing.faults import FaultPlan
 from emailwb.testing.servers import SimServer
@@ -327,7 +326,7 @@ async def test_reference_configuration(store, monkeypatch):
         opened.append(str(a[0]))
         return real_connect(*a, **k)
 
-    monkeypatch.setattr(results_mod.sqlite3, "connect", counting_connect)
+    monkeypatch.setattr(reference.sqlite3, "connect", counting_connect)
     async with SimServer(kind="openai", slots=8, service_time=0.02) as srv:
         config = RunConfig.reference(
             backend="openai", urls=[srv.url], model=srv.model, sleep_between=0.05

@@ -4,8 +4,11 @@
 owns concurrency, retries and progress and calls its listeners (the quality watch);
 ``workqueue`` holds pending units in priority order with prompts prepared ahead;
 ``autotune`` finds the concurrency knee; ``retry`` is the retry policy; ``throughput`` the
-live metrics snapshots and ``status --json``.
+live metrics snapshots and ``status --json``; ``canary`` a configuration tried on a
+sample of another run's emails; ``reference`` the original design's policies (email-first
+prompts, a sleep between emails, a connection per write), kept in one place for A/B tests.
 
 May import: ``emailwb.errors``, ``emailwb.mail``, ``emailwb.store``, ``emailwb.llm``,
-``emailwb.facts`` and ``emailwb.quality``'s watch through its public methods.
+``emailwb.facts``, ``emailwb.settings`` and ``emailwb.quality`` (the processor calls the
+quality watch as a listener and carries out its decisions).
 """

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from emailwb.engine import reference
 from emailwb.engine.autotune import Controller, Gate, Ticket, make_controller
 from emailwb.engine.retry import backoff_delay, cut_by_token_limit, outcome, roomier
 from emailwb.engine.throughput import Metrics, MetricsSnapshot
@@ -189,12 +190,7 @@ class Processor:
             counts["failed"],
             counts["emails_done"],
         )
-        self.writer = ResultWriter(
-            self.store,
-            self.run.id,
-            self.config.unit,
-            connection_per_write=self.config.write_mode == "connection_per_write",
-        )
+        self.writer = reference.writer_for(self.store, self.run.id, self.config)
         self._started = time.monotonic()
         self.state = "running"
         runs.set_run_status(self.store, self.run.id, "running", total=self.metrics.total)
@@ -352,9 +348,10 @@ class Processor:
                 return "stopped"
             if budget is not None and budget <= 0:
                 break
-            if self.config.sleep_between > 0 and previous is not None:
+            nap = reference.nap_between(self.config)
+            if nap > 0 and previous is not None:
                 await asyncio.wait({previous})  # the reference design: one email, then a nap
-                if await self._interruptible_sleep(self.config.sleep_between):
+                if await self._interruptible_sleep(nap):
                     return "stopped"
             ticket = await self.gate.acquire()
             if self._stop_evt.is_set() or not self._resume_evt.is_set():

@@ -17,9 +17,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from emailwb.engine import reference
 from emailwb.facts.cache import Analysed, bodies, candidates_note, facts_for
 from emailwb.facts.plans import get_plan
-from emailwb.llm.prompts import TEMPLATES, USER_LEAD, build_messages, plan_template
+from emailwb.llm.prompts import TEMPLATES, build_messages, plan_template
 from emailwb.settings import RunConfig
 from emailwb.store import runs
 
@@ -44,21 +45,6 @@ class Prepared:
     text: str = ""  # the body of the email the result is about (evidence spans point into it)
     analysed: Analysed | None = None  # its facts and judgment (plans that use them)
     plan: str = "llm"  # the plan it was prepared for
-
-
-def email_first(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The reference layout: one user message, the email first and the instructions after,
-    so no two requests share a prompt prefix (the original design's prompt)."""
-    system = next((m["content"] for m in messages if m["role"] == "system"), "")
-    user = next((m["content"] for m in messages if m["role"] == "user"), "")
-    email = user[len(USER_LEAD) :] if user.startswith(USER_LEAD) else user
-    return [
-        {
-            "role": "user",
-            "content": f"Email:\n{email}\n\n{system}\n\n"
-            "Analyse the email above and reply with the JSON object only.",
-        }
-    ]
 
 
 class WorkQueue:
@@ -279,8 +265,7 @@ class WorkQueue:
                 context=context,
             )
             messages = prompt.messages
-            if cfg.layout == "email_first":
-                messages = email_first(messages)
+            messages = reference.laid_out(cfg, messages)
             out.append(
                 Prepared(
                     uid,

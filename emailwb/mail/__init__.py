@@ -5,9 +5,8 @@ message; ``message`` is the ``Email`` record and ``parse_email``; ``cleaning`` s
 sender's new text from quotes, forwards, signatures and disclaimers; ``dedupe`` and
 ``threads`` group copies and conversations; ``detect`` is the rule-based type and priority
 hint used for queue ordering; ``sources`` reads maildirs, mbox, ``.eml`` folders and
-CSV/Parquet exports; ``ingest`` drives them into a store.
+CSV/Parquet exports (writing them into a store is ``emailwb.store.ingest``).
 
-May import: ``emailwb.errors`` and ``emailwb.store`` (``ingest`` writes through the store's
-public methods). The bottom of the house with the store: nothing here knows about LLMs,
-runs or quality.
+May import: ``emailwb.errors`` only. The bottom of the house: nothing here knows about
+stores, LLMs, runs or quality.
 """

@@ -7,6 +7,8 @@ deep checks, drift alarm, rollback decisions); ``judge`` the judge model's secon
 ``stats`` confidence intervals and non-inferiority; ``audit`` human audits; ``compare`` A/B
 verdicts between runs; ``gold`` hand labels and scoring runs against them.
 
-May import: ``emailwb.errors``, ``emailwb.mail``, ``emailwb.store``, ``emailwb.llm`` and
-``emailwb.facts``. Not the engine: the processor drives the watch, never the other way.
+May import: ``emailwb.errors``, ``emailwb.mail``, ``emailwb.store``, ``emailwb.llm``,
+``emailwb.facts`` and ``emailwb.settings``. Not the engine: the processor drives the watch
+(which returns decisions and holds no processor), never the other way; how quality is
+shown lives in ``emailwb.ui``.
 """

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from emailwb.errors import BackendError, SchemaViolation
@@ -110,16 +109,6 @@ def result_params(
     )
 
 
-def _write_new_connection(path: str, sql: str, params: tuple[Any, ...]) -> None:
-    """The reference design's write: open, insert, commit, close (every time)."""
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
-
-
 def failure_reason(exc: BackendError, attempts: int) -> str:
     """One sentence: what went wrong and what to do next."""
     what = (
@@ -137,13 +126,10 @@ def failure_reason(exc: BackendError, attempts: int) -> str:
 class ResultWriter:
     """Writes the results of one run; counts what it wrote in this session."""
 
-    def __init__(
-        self, store: Store, run_id: int, unit: str, *, connection_per_write: bool = False
-    ) -> None:
+    def __init__(self, store: Store, run_id: int, unit: str) -> None:
         self.store = store
         self.run_id = run_id
         self.sql = result_sql(unit)
-        self.connection_per_write = connection_per_write
         self.done = self.failed = self.emails = 0
         self.tokens = {"prompt": 0, "completion": 0, "cached": 0}
         self._rows: list[tuple[Any, ...]] = []
@@ -205,9 +191,7 @@ class ResultWriter:
         self.failed += 1
 
     async def _write(self, params: tuple[Any, ...]) -> None:
-        if self.connection_per_write:
-            await asyncio.to_thread(_write_new_connection, str(self.store.path), self.sql, params)
-            return
+        """Collect a row; rows commit in groups with the store's writer (batched writes)."""
         self._rows.append(params)
         if len(self._rows) >= WRITE_GROUP:
             self.flush()
