@@ -69,30 +69,57 @@ def config_file() -> Path | None:
     return None
 
 
-class Settings(BaseSettings):
+class RunKnobs(BaseModel):
+    """The knobs a user sets that a run keeps: defined once, shared by ``Settings`` (where
+    they are read from flags, the environment and the config file) and ``RunConfig`` (what a
+    run records in its provenance)."""
+
+    backend: BackendKind = "local"
+    urls: list[str] = Field(default_factory=list)  # endpoints for ollama/openai backends
+    model: str | None = None  # model name (ollama/openai) or GGUF path (local)
+    concurrency: int | Literal["auto"] = "auto"  # requests in flight: "auto" finds the knee
+    max_concurrency: int = 64
+    timeout: float = 120.0  # seconds per request
+    retries: int = 4  # retries of a transient failure (so up to retries + 1 attempts)
+    token_budget: int = 1500  # prompt tokens for the email text
+    chain: bool = False  # one unit per thread
+    llama_server: str | None = None  # path to a llama-server binary (local backend)
+    slots: int = 4  # parallel slots of the embedded llama-server
+    ctx_per_slot: int = 4096  # >= the prompt token budget + num_predict
+    # how the reply's JSON is constrained: the JSON schema, or the same schema as a GBNF
+    # grammar without whitespace (llama-server only; ``emailwb.llm.grammar``): about 30% fewer
+    # completion tokens, but SmolLM2 agreed less with the type rules (docs/performance.md)
+    json_format: Literal["schema", "compact"] = "schema"
+    # which source each field comes from (``emailwb.facts.plans``): "default" takes every
+    # field from its measurably best source; "llm" asks the model for all of them
+    plan: str = "default"
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, v: Any) -> int | Literal["auto"]:
+        try:
+            return parse_concurrency(v)
+        except ConfigError as exc:  # reported by pydantic with the field's name
+            raise ValueError(exc.message) from None
+
+    @field_validator("plan")
+    @classmethod
+    def _known_plan(cls, v: str) -> str:
+        from emailwb.facts.plans import get_plan
+
+        return get_plan(v).name
+
+
+class Settings(RunKnobs, BaseSettings):
     """Every knob a user can set; field names map to EMAILWB_<NAME> and TOML keys."""
 
     model_config = SettingsConfigDict(env_prefix="EMAILWB_", extra="ignore")
 
     db: Path = Path("emailwb.sqlite")
-    backend: BackendKind = "local"
-    urls: list[str] = Field(default_factory=list)  # endpoints for ollama/openai backends
-    model: str | None = None  # model name (ollama/openai) or GGUF path (local)
     api_key: str | None = Field(default=None, exclude=True, repr=False)  # never stored
-    concurrency: str = "auto"  # "auto" or an integer
-    max_concurrency: int = 64
-    timeout: float = 120.0  # per request, seconds
-    retries: int = 4
-    max_tokens: int = 768
+    max_tokens: int = 768  # completion tokens per request (the run's num_predict)
     temperature: float = 0.0
-    token_budget: int = 1500  # prompt tokens for the email text
-    chain: bool = False  # send whole threads as one unit
-    llama_server: str | None = None  # path to a llama-server binary
-    slots: int = 4  # parallel slots of the embedded llama-server
-    ctx_per_slot: int = 4096  # >= prompt token budget + max_tokens
-    json_format: Literal["schema", "compact"] = "schema"  # see RunConfig.json_format
     sample_every: int = 100  # deep-check every Nth email
-    plan: str = "default"  # extraction plan: default | facts | llm | choice | reference
 
     @classmethod
     def settings_customise_sources(
@@ -109,11 +136,6 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
-    @field_validator("concurrency", mode="before")
-    @classmethod
-    def _concurrency(cls, v: Any) -> str:
-        return str(parse_concurrency(v))  # ConfigError (with the flag to use) when it is not
-
 
 def load_settings(**explicit: Any) -> Settings:
     """Resolve settings: explicit (non-None) arguments win over env, file and defaults."""
@@ -128,62 +150,28 @@ def load_settings(**explicit: Any) -> Settings:
         ) from exc
 
 
-class RunConfig(BaseModel):
+class RunConfig(RunKnobs):
     """How a run processes its units. Serialised (minus secrets) into ``runs.config``."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     preset: str = "default"  # the named configuration this started from
-    # which source each field comes from (``emailwb.facts.plans``): "default" takes every
-    # field from its measurably best source; "llm" asks the model for all of them
-    plan: str = "default"
-    backend: Literal["local", "ollama", "openai"] = "local"
-    urls: list[str] = Field(default_factory=list)
-    model: str | None = None  # model name, or a GGUF path for the local backend
     options: dict[str, Any] = Field(
         default_factory=lambda: {"temperature": 0.0, "num_predict": 768}
     )
-    concurrency: int | Literal["auto"] = "auto"
-    max_concurrency: int = 64
-    timeout: float = 120.0  # seconds per request
-    retries: int = 4  # retries of a transient failure (so up to retries + 1 attempts)
     schema_retries: int = 1  # a reply that breaks the schema is asked again this often
     backoff_base: float = 0.5  # first retry delay, doubled per attempt, with jitter
     backoff_max: float = 30.0
     breaker_threshold: int = 5  # consecutive failures that open an endpoint's breaker
     breaker_cooldown: float = 2.0  # first rest of an open breaker, doubled per reopening
     stream: bool = True  # stream replies (gives time to first token)
-    # how the reply's JSON is constrained: the JSON schema, or the same schema as a GBNF
-    # grammar without whitespace (llama-server only; ``emailwb.llm.grammar``): about 30% fewer
-    # completion tokens, but SmolLM2 agreed less with the type rules (README, "Compact JSON")
-    json_format: Literal["schema", "compact"] = "schema"
     mode: Literal["clean", "raw"] = "clean"  # new text only, or whole raw bodies
-    chain: bool = False  # one unit per thread
     dedup: bool = True  # one unit per content group (False: one per email)
     layout: Literal["shared_prefix", "email_first"] = "shared_prefix"
     sleep_between: float = 0.0  # seconds between emails (the reference design's 2 s)
     write_mode: Literal["batched", "connection_per_write"] = "batched"
-    token_budget: int = 1500
     template: str | None = None  # force one template; None picks by detected type
     priority_profile: str = DEFAULT_PROFILE
-    slots: int = 4  # parallel slots of the embedded llama-server
-    ctx_per_slot: int = 4096  # >= the prompt token budget + num_predict
-    llama_server: str | None = None
-
-    @field_validator("concurrency", mode="before")
-    @classmethod
-    def _concurrency(cls, v: Any) -> int | Literal["auto"]:
-        try:
-            return parse_concurrency(v)
-        except ConfigError as exc:  # reported by pydantic with the field's name
-            raise ValueError(exc.message) from None
-
-    @field_validator("plan")
-    @classmethod
-    def _known_plan(cls, v: str) -> str:
-        from emailwb.facts.plans import get_plan
-
-        return get_plan(v).name
 
     @model_validator(mode="after")
     def _format_fits_backend(self) -> RunConfig:
@@ -244,25 +232,12 @@ class RunConfig(BaseModel):
         return presets[name](**overrides)
 
     @classmethod
-    def from_settings(cls, settings: Any, preset: str = "default", **overrides: Any) -> RunConfig:
+    def from_settings(
+        cls, settings: Settings, preset: str = "default", **overrides: Any
+    ) -> RunConfig:
         """Build from ``emailwb.settings.Settings`` (the API key stays out: pass it separately)."""
-        base: dict[str, Any] = {
-            "backend": settings.backend,
-            "urls": list(settings.urls),
-            "model": settings.model,
-            "options": {"temperature": settings.temperature, "num_predict": settings.max_tokens},
-            "concurrency": settings.concurrency,
-            "max_concurrency": settings.max_concurrency,
-            "timeout": settings.timeout,
-            "retries": settings.retries,
-            "token_budget": settings.token_budget,
-            "chain": settings.chain,
-            "slots": settings.slots,
-            "ctx_per_slot": settings.ctx_per_slot,
-            "llama_server": settings.llama_server,
-            "json_format": settings.json_format,
-            "plan": settings.plan,
-        }
+        base: dict[str, Any] = {name: getattr(settings, name) for name in RunKnobs.model_fields}
+        base["options"] = {"temperature": settings.temperature, "num_predict": settings.max_tokens}
         if preset == "reference":  # the reference design keeps its own defining choices
             for key in ("concurrency", "chain", "json_format", "plan"):
                 base.pop(key)
