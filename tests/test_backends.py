@@ -460,3 +460,21 @@ async def test_router_avoids_an_overloaded_endpoint_while_retry_after_runs(sessi
             await router.complete(req())
         assert len(a.chat_requests) == 1 and len(b.chat_requests) == 5
         assert router.health()[a.url]["up"]  # busy is not down
+
+
+async def test_one_breaker_rests_an_endpoint_for_the_router_and_the_processor(session):
+    from emailwb.llm.breaker import EndpointBreaker
+    from emailwb.llm.router import guard_backend
+
+    breaker = EndpointBreaker(threshold=2, cooldown=30.0)  # the processor's policy
+    async with SimServer("ollama") as a, SimServer("ollama") as b:
+        router = Router([backend_for(a, session), backend_for(b, session)])
+        guarded = guard_backend(router, breaker)
+        assert isinstance(guarded, Router) and guarded.breaker is breaker  # no second layer
+        await a.stop()
+        for _ in range(10):
+            assert (await guarded.complete(req())).data  # failover hides the dead endpoint
+        assert breaker.failures(a.url) == 2  # tried until the threshold, then rested
+        assert breaker.state(a.url) == "open" and breaker.retry_in(a.url) > 20
+        assert guarded.health()[a.url]["up"] is False and guarded.health()[b.url]["up"]
+        assert len(b.chat_requests) == 10

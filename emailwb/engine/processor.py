@@ -47,10 +47,11 @@ from emailwb.errors import (
     SchemaViolation,
 )
 from emailwb.facts.plans import Plan, compose, get_plan
-from emailwb.llm.breaker import EndpointBreaker, guard_backend
+from emailwb.llm.breaker import EndpointBreaker
 from emailwb.llm.contract import Backend, BackendInfo, Completion, LLMRequest
 from emailwb.llm.grammar import gbnf_for, grammar_hash
 from emailwb.llm.prompts import describe_templates
+from emailwb.llm.router import guard_backend
 from emailwb.llm.schema import choice_schema, output_json_schema, plan_model, schema_hash
 from emailwb.quality.measures import grounding_warning
 from emailwb.quality.scoring import run_grounding

@@ -7,10 +7,16 @@ breaker, failure opens it again. Overload replies (429/503) do not count: they a
 concurrency controller's signal. Schema violations and refused requests do not count
 either: the server is up.
 
-``guard_backend(backend, breaker)`` wraps every endpoint of a backend (each endpoint of a
-``Router`` separately): a request to a resting endpoint raises ``EndpointResting``, which is
-both a ``CircuitOpen`` (the processor waits ``retry_after`` without spending an attempt)
-and a ``BackendUnavailable`` (a Router moves on to another endpoint).
+It is the one mechanism that rests an endpoint: a ``Router`` consults its breaker to skip
+resting endpoints (by default one that rests an endpoint at its first ``BackendUnavailable``,
+the router's own policy), and ``emailwb.llm.router.guard_backend(backend, breaker)`` gives a
+backend the processor's breaker (a single endpoint is wrapped in ``GuardedBackend``; a
+Router is rebuilt over the same endpoints with that breaker). A request to a resting
+endpoint raises ``EndpointResting``, which is both a ``CircuitOpen`` (the processor waits
+``retry_after`` without spending an attempt) and a ``BackendUnavailable``.
+
+``generation(endpoint)`` counts the rests of an endpoint: a request that started before the
+latest rest proves nothing when it succeeds (``success(endpoint, since=generation)``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ from emailwb.errors import (
     CircuitOpen,
 )
 from emailwb.llm.contract import Backend, Completion, LLMRequest
-from emailwb.llm.router import Router
 
 log = logging.getLogger("emailwb.llm.breaker")
 _COUNTED = (BackendUnavailable, BackendTimeout, BackendServerError, BackendProtocolError)
@@ -50,6 +55,7 @@ class _State:
     open_until: float = 0.0
     opens: int = 0
     trial: bool = False  # a half-open trial request is in flight
+    generation: int = 0  # rests so far (kept across a success)
 
 
 class EndpointBreaker:
@@ -61,8 +67,10 @@ class EndpointBreaker:
         cooldown: float = 2.0,
         max_cooldown: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        counted: tuple[type[BackendError], ...] = _COUNTED,
     ) -> None:
         self.threshold = max(1, threshold)
+        self.counted = counted  # the failures that count towards a rest
         self.cooldown = cooldown
         self.max_cooldown = max_cooldown
         self.clock = clock
@@ -79,6 +87,28 @@ class EndpointBreaker:
         ):
             return "closed"
         return "open" if self.clock() < st.open_until else "half-open"
+
+    def failures(self, endpoint: str) -> int:
+        """Consecutive counted failures of ``endpoint`` (0: it answered last time)."""
+        st = self._state.get(endpoint)
+        return st.failures if st is not None else 0
+
+    def retry_in(self, endpoint: str) -> float:
+        """Seconds until ``endpoint`` takes a request again (0 when it does now)."""
+        st = self._state.get(endpoint)
+        return max(st.open_until - self.clock(), 0.0) if st is not None else 0.0
+
+    def resting(self, endpoint: str) -> bool:
+        """Would ``before`` refuse a request now (open, or its one trial is in flight)?"""
+        st = self._state.get(endpoint)
+        if st is None or st.open_until == 0.0:
+            return False
+        return self.clock() < st.open_until or st.trial
+
+    def generation(self, endpoint: str) -> int:
+        """How often ``endpoint`` was rested so far."""
+        st = self._state.get(endpoint)
+        return st.generation if st is not None else 0
 
     def before(self, endpoint: str) -> bool:
         """Raise ``EndpointResting`` when the endpoint rests; True for a half-open trial."""
@@ -101,13 +131,18 @@ class EndpointBreaker:
         st.trial = True
         return True
 
-    def success(self, endpoint: str) -> None:
+    def success(self, endpoint: str, since: int | None = None) -> None:
+        """``endpoint`` answered; ``since``: the generation when the request started (a
+        success of a request sent before the latest rest is ignored)."""
         st = self._state.get(endpoint)
-        if st is not None:
-            self._state[endpoint] = _State()
+        if st is None or (since is not None and since != st.generation):
+            return
+        if st.failures:
+            log.warning("%s is answering again", endpoint)
+        self._state[endpoint] = _State(generation=st.generation)
 
     def failure(self, endpoint: str, exc: BackendError, trial: bool) -> None:
-        if not isinstance(exc, _COUNTED) or isinstance(exc, (BackendOverloaded, CircuitOpen)):
+        if not isinstance(exc, self.counted) or isinstance(exc, (BackendOverloaded, CircuitOpen)):
             if trial:  # the server answered: it is up
                 self.success(endpoint)
             return
@@ -115,6 +150,7 @@ class EndpointBreaker:
         st.failures += 1
         if trial or st.failures >= self.threshold:
             st.opens += 1
+            st.generation += 1
             self.opened += 1
             rest = min(self.cooldown * 2 ** (st.opens - 1), self.max_cooldown)
             st.open_until = self.clock() + rest
@@ -148,6 +184,7 @@ class GuardedBackend:
     async def complete(self, req: LLMRequest) -> Completion:
         url = self._inner.url
         trial = self._breaker.before(url)
+        since = self._breaker.generation(url)
         try:
             comp = await self._inner.complete(req)
         except BackendError as exc:
@@ -157,19 +194,5 @@ class GuardedBackend:
             if trial:
                 self._breaker.release_trial(url)
             raise
-        self._breaker.success(url)
+        self._breaker.success(url, since)
         return comp
-
-
-def guard_backend(backend: Backend, breaker: EndpointBreaker) -> Backend:
-    """``backend`` with a breaker on each endpoint (a Router is rebuilt over guarded ones)."""
-    if isinstance(backend, GuardedBackend):
-        return backend
-    if isinstance(backend, Router):
-        guarded = [GuardedBackend(b, breaker) for b in backend.backends]
-        return Router(
-            guarded,  # type: ignore[arg-type]  # GuardedBackend stands in for a Backend
-            cooldown=backend.cooldown,
-            max_cooldown=backend.max_cooldown,
-        )
-    return GuardedBackend(backend, breaker)  # type: ignore[return-value]

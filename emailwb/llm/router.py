@@ -11,10 +11,10 @@ All backends share one ``aiohttp.ClientSession`` and one contract (``Backend``):
   schema violations, in flight, latency);
 * ``await backend.aclose()``.
 
-The implementations live in ``backend_base`` (contract, error mapping, schema guard),
-``backend_ollama`` and ``backend_openai``; this module re-exports them and adds the
-``Router`` (several endpoints, least outstanding requests weighted by observed latency, per
-endpoint health) and the ``make_backend`` factory.
+The implementations live in ``emailwb.llm.contract`` (contract, error mapping, schema
+guard), ``emailwb.llm.ollama`` and ``emailwb.llm.openai``; this module adds the ``Router``
+(several endpoints, least outstanding requests weighted by observed latency, resting
+through an ``EndpointBreaker``), ``guard_backend`` and the ``make_backend`` factory.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import aiohttp
 from emailwb.errors import (
     BackendError,
     BackendOverloaded,
-    BackendTimeout,
     BackendUnavailable,
     ConfigError,
 )
+from emailwb.llm.breaker import EndpointBreaker, EndpointResting, GuardedBackend
 from emailwb.llm.contract import (
     Backend,
     BackendInfo,
@@ -42,23 +42,18 @@ from emailwb.llm.contract import (
     EndpointStats,
     LLMRequest,
     Reply,
-    log,
 )
 from emailwb.llm.ollama import (
     OllamaBackend,
 )
 from emailwb.llm.openai import OpenAIBackend
 
-__all__ = ["Router", "make_backend"]
+__all__ = ["Router", "guard_backend", "make_backend"]
 
 
 @dataclass(slots=True)
-class _Health:
-    down_until: float = 0.0
-    failures: int = 0  # consecutive BackendUnavailable; > 0 means "not yet seen back up"
-    probing: bool = False  # a probe request is in flight (one at a time while failing)
+class _Load:
     outstanding: int = 0  # requests this Router has in flight there
-    epoch: int = 0  # bumped at each mark-down; older requests' successes do not count
     busy_until: float = 0.0  # after a 429/503: avoided (not down) until Retry-After passes
 
 
@@ -69,10 +64,12 @@ class Router(Backend):
     where latency is the endpoint's moving average of observed request times (queueing
     included), so faster endpoints take proportionally more work and a saturated one sheds
     it. An endpoint that answers 429/503 (``BackendOverloaded``) is avoided while its
-    Retry-After runs, as long as another endpoint is free. An endpoint that raises
-    ``BackendUnavailable`` is rested for ``cooldown`` seconds
+    Retry-After runs, as long as another endpoint is free. Resting is the ``breaker``'s
+    (``emailwb.llm.breaker.EndpointBreaker``, the one mechanism that rests endpoints): by
+    default an endpoint that raises ``BackendUnavailable`` is rested for ``cooldown`` seconds
     (doubling on each consecutive failure, up to ``max_cooldown``); after that, one probe
-    request at a time is let through until one succeeds. A request refused with
+    request at a time is let through until one succeeds. The processor passes its own
+    breaker (``guard_backend``), which also counts timeouts and 5xx replies. A request refused with
     ``BackendUnavailable`` is passed on to the next live endpoint (each endpoint is asked at
     most once per call); other errors are raised to the caller. When every endpoint is down,
     ``BackendUnavailable`` is raised with ``retry_after`` = time to the next probe.
@@ -88,6 +85,7 @@ class Router(Backend):
         cooldown: float = 5.0,
         max_cooldown: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        breaker: EndpointBreaker | None = None,
     ) -> None:
         if not backends:
             raise ConfigError("a Router needs at least one backend", hint="pass one or more URLs")
@@ -102,7 +100,14 @@ class Router(Backend):
         self.cooldown = cooldown
         self.max_cooldown = max_cooldown
         self._clock = clock
-        self._health: dict[int, _Health] = {id(b): _Health() for b in self.backends}
+        self.breaker = breaker or EndpointBreaker(
+            threshold=1,
+            cooldown=cooldown,
+            max_cooldown=max_cooldown,
+            clock=clock,
+            counted=(BackendUnavailable,),
+        )
+        self._load: dict[int, _Load] = {id(b): _Load() for b in self.backends}
 
     @property
     def stats(self) -> dict[str, EndpointStats]:
@@ -113,16 +118,14 @@ class Router(Backend):
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Per endpoint: up or down, consecutive failures, seconds until the next probe."""
-        now = self._clock()
         return {
             b.url: {
-                "up": h.failures == 0,
-                "failures": h.failures,
-                "retry_in_s": max(h.down_until - now, 0.0),
-                "outstanding": h.outstanding,
+                "up": self.breaker.failures(b.url) == 0,
+                "failures": self.breaker.failures(b.url),
+                "retry_in_s": self.breaker.retry_in(b.url),
+                "outstanding": self._load[id(b)].outstanding,
             }
             for b in self.backends
-            for h in (self._health[id(b)],)
         }
 
     def _latency(self, b: Backend) -> float | None:
@@ -133,56 +136,41 @@ class Router(Backend):
         now = self._clock()
         candidates = []
         for b in self.backends:
-            h = self._health[id(b)]
-            if b in tried or h.down_until > now or (h.failures and h.probing):
+            if b in tried or self.breaker.resting(b.url):
                 continue
             candidates.append(b)
         if not candidates:
             return None
-        idle = [b for b in candidates if self._health[id(b)].busy_until <= now]
+        idle = [b for b in candidates if self._load[id(b)].busy_until <= now]
         candidates = idle or candidates  # all busy: let the servers say so again
         known = [lat for b in self.backends if (lat := self._latency(b)) is not None]
         default = min(known) if known else 1.0  # unmeasured endpoints look fast: try them
 
         def score(b: Backend) -> float:
             lat = self._latency(b)
-            return (self._health[id(b)].outstanding + 1) * (lat if lat is not None else default)
+            return (self._load[id(b)].outstanding + 1) * (lat if lat is not None else default)
 
         return min(candidates, key=score)  # ties go to the endpoint listed first
 
-    def _mark_down(self, b: Backend, exc: BackendError) -> None:
-        h = self._health[id(b)]
-        now = self._clock()
-        if h.down_until > now:  # already resting: in-flight requests failing together
-            return
-        h.failures += 1
-        h.epoch += 1
-        rest = min(self.cooldown * 2 ** (h.failures - 1), self.max_cooldown)
-        h.down_until = now + rest
+    def _healthy(self, b: Backend) -> None:
+        """Mirror the breaker's view into the endpoint's statistics."""
+        up = self.breaker.failures(b.url) == 0
         for s in b.stats.values():
-            s.healthy = False
-        log.warning("%s is down (%s); next try in %.1f s", b.url, exc.message, rest)
-
-    def _mark_up(self, b: Backend, epoch: int) -> None:
-        h = self._health[id(b)]
-        if epoch != h.epoch:  # started before the endpoint was marked down: proves nothing
-            return
-        if h.failures:
-            log.warning("%s is back up", b.url)
-        h.failures = 0
-        h.down_until = 0.0
-        for s in b.stats.values():
-            s.healthy = True
+            s.healthy = up
 
     def _all_down(self, last: BackendError | None) -> BackendUnavailable:
-        now = self._clock()
-        waits = [max(h.down_until - now, 0.0) for h in self._health.values()]
+        waits = [self.breaker.retry_in(b.url) for b in self.backends]
         retry = min(waits) if waits else self.cooldown
-        err = BackendUnavailable(
+        what = (
             f"router: all {len(self.backends)} endpoints are down or being probed "
             f"({', '.join(b.url for b in self.backends)}); next try in {retry:.1f} s"
-            + (f"; last error: {last.message}" if last else ""),
-            hint="start the servers or fix the URLs; emailwb keeps retrying meanwhile",
+        )
+        hint = "start the servers or fix the URLs; emailwb keeps retrying meanwhile"
+        if last is None:  # nothing was tried: every endpoint rests (no attempt spent)
+            return EndpointResting(what, hint=hint, endpoint=self.url, retry_after=retry)
+        err = BackendUnavailable(
+            what + f"; last error: {last.message}",
+            hint=hint,
             endpoint=self.url,
             retry_after=retry,
         )
@@ -194,31 +182,36 @@ class Router(Backend):
         last: BackendError | None = None
         while (b := self._pick(tried)) is not None:
             tried.append(b)
-            h = self._health[id(b)]
-            probe = h.failures > 0
-            epoch = h.epoch
-            h.probing = h.probing or probe
-            h.outstanding += 1
+            try:
+                trial = self.breaker.before(b.url)
+            except EndpointResting:
+                continue  # rested since it was picked
+            since = self.breaker.generation(b.url)
+            load = self._load[id(b)]
+            load.outstanding += 1
             try:
                 completion = await b.complete(req)
             except BackendUnavailable as exc:
-                self._mark_down(b, exc)
+                self.breaker.failure(b.url, exc, trial)
+                self._healthy(b)
                 last = exc
-                continue
-            except BackendTimeout:
-                raise  # reachable but slow: health unchanged
+                continue  # the next endpoint takes this request
             except BackendOverloaded as exc:
-                self._mark_up(b, epoch)
-                h.busy_until = self._clock() + (exc.retry_after or self.cooldown / 5)
+                self.breaker.failure(b.url, exc, trial)  # back-pressure: not a failure
+                load.busy_until = self._clock() + (exc.retry_after or self.cooldown / 5)
                 raise
-            except BackendError:
-                self._mark_up(b, epoch)  # it answered, so it is reachable
+            except BackendError as exc:
+                self.breaker.failure(b.url, exc, trial)
+                self._healthy(b)
+                raise
+            except BaseException:
+                if trial:
+                    self.breaker.release_trial(b.url)
                 raise
             finally:
-                h.outstanding -= 1
-                if probe:
-                    h.probing = False
-            self._mark_up(b, epoch)
+                load.outstanding -= 1
+            self.breaker.success(b.url, since)
+            self._healthy(b)
             return completion
         raise self._all_down(last)
 
@@ -264,7 +257,8 @@ class Router(Backend):
         errors = []
         for b, r in zip(self.backends, results, strict=True):
             if isinstance(r, BackendUnavailable):
-                self._mark_down(b, r)
+                self.breaker.failure(b.url, r, False)
+                self._healthy(b)
             if isinstance(r, BaseException):
                 if not isinstance(r, BackendError):
                     raise r
@@ -333,3 +327,18 @@ def make_backend(
     if len(backends) == 1:
         return backends[0]
     return Router(backends, **router_kw)
+
+
+def guard_backend(backend: Backend, breaker: EndpointBreaker) -> Backend:
+    """``backend`` rested by ``breaker``: a Router is rebuilt over the same endpoints with it
+    (its one resting mechanism), a single endpoint is wrapped in ``GuardedBackend``."""
+    if isinstance(backend, GuardedBackend):
+        return backend
+    if isinstance(backend, Router):
+        return Router(
+            backend.backends,
+            cooldown=backend.cooldown,
+            max_cooldown=backend.max_cooldown,
+            breaker=breaker,
+        )
+    return GuardedBackend(backend, breaker)  # type: ignore[return-value]  # a Backend stand-in
