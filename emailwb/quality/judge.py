@@ -123,40 +123,38 @@ class Judge:
             reply_model=JudgeVerdict,
         )
         t0 = time.perf_counter()
+
+        def failed(error: str, endpoint: str | None = None) -> JudgeOutcome:
+            self.failed += 1
+            return JudgeOutcome(
+                "failed",
+                error=error,
+                model=backend.model or "",
+                endpoint=endpoint or backend.url,
+                latency_s=time.perf_counter() - t0,
+            )
+
         async with self._sem:
             try:
                 async with asyncio.timeout(self.timeout + 5):
                     comp = await backend.complete(req)
             except SchemaViolation as exc:  # the reply is not a verdict
-                self.failed += 1
                 first = (exc.message.split(": ", 2)[-1].splitlines() or ["?"])[0][:200]
-                return JudgeOutcome(
-                    "failed",
-                    error=f"the judge's reply is not a verdict: {first} "
-                    "(a larger judge model follows the rubric better)",
-                    model=backend.model or "",
-                    endpoint=exc.endpoint or backend.url,
-                    latency_s=time.perf_counter() - t0,
+                return failed(
+                    f"the judge's reply is not a verdict: {first} (a larger judge "
+                    "model follows the rubric better)",
+                    exc.endpoint,
                 )
             except BackendError as exc:
-                self.failed += 1
-                return JudgeOutcome(
-                    "failed",
-                    error=f"the judge could not answer: {exc.message} "
-                    "(check the judge's server, or `emailwb audit --judge` later)",
-                    model=backend.model or "",
-                    endpoint=exc.endpoint or backend.url,
-                    latency_s=time.perf_counter() - t0,
+                return failed(
+                    f"the judge could not answer: {exc.message} (check the judge's "
+                    "server, or `emailwb audit --judge` later)",
+                    exc.endpoint,
                 )
             except TimeoutError:
-                self.failed += 1
-                return JudgeOutcome(
-                    "failed",
-                    error=f"no judge reply within {self.timeout:g} s "
-                    "(raise the judge timeout or use a faster judge model)",
-                    model=backend.model or "",
-                    endpoint=backend.url,
-                    latency_s=time.perf_counter() - t0,
+                return failed(
+                    f"no judge reply within {self.timeout:g} s (raise the judge "
+                    "timeout or use a faster judge model)"
                 )
         self.done += 1
         data = JudgeVerdict.model_validate(comp.data).model_dump()
