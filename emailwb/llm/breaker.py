@@ -137,8 +137,6 @@ class EndpointBreaker:
         st = self._state.get(endpoint)
         if st is None or (since is not None and since != st.generation):
             return
-        if st.failures:
-            log.warning("%s is answering again", endpoint)
         self._state[endpoint] = _State(generation=st.generation)
 
     def failure(self, endpoint: str, exc: BackendError, trial: bool) -> None:
