@@ -150,6 +150,7 @@ async def test_canary_runs_b_on_a_sample_of_a_and_compares(store):
         r[0] for r in store.query("SELECT group_id FROM results WHERE run_id = ?", (again.run_id,))
     }
     assert first == second  # a deterministic sample
+    assert summary.config["only_units"] == 12  # the provenance says it was a sample
 
 
 def test_canary_from_the_command_line(db: Path, capsys):

@@ -312,6 +312,8 @@ class Processor:
             "templates": describe_templates(),
             "concurrency_policy": self.controller.describe(),
             "quality": self.quality.describe(),
+            # a canary: how many of the run's units it covers (a sample of another run's)
+            "only_units": len(self.only_units) if self.only_units is not None else None,
             **self._extra,
         }
 
