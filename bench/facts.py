@@ -73,7 +73,7 @@ def main() -> None:
                 counts[name] += len(data.get(name) or [])
     total = ingested + ran
     rows = [
-        ["bare parse (emailwb.emails.parse_email)", len(files), f"{bare:.1f}", "1.00x"],
+        ["bare parse (emailwb.mail.message.parse_email)", len(files), f"{bare:.1f}", "1.00x"],
         [
             "ingest (parse, clean, dedupe, thread, store)",
             len(files),

@@ -1,4 +1,4 @@
-"""Backends against real in-process HTTP servers (emailwb.simulate) that inject faults."""
+"""Backends against real in-process HTTP servers (emailwb.testing.servers) that inject faults."""
 
 from __future__ import annotations
 

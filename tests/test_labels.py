@@ -1,4 +1,4 @@
-"""Scoring extractions against hand labels (emailwb.labels and `emailwb score`).
+"""Scoring extractions against hand labels (emailwb.quality.gold and `emailwb score`).
 
 Every expected number below is worked out by hand from the labeling guide's scoring rules.
 """

@@ -327,7 +327,7 @@ def test_port_taken_by_another_server_is_replaced(server: LocalServer, tmp_path:
 def test_server_dies_with_its_parent(tmp_path: Path) -> None:
     """SIGKILL the Python process that started the server: PDEATHSIG takes the server down."""
     code = (
-        "import sys, time\nfrom emailwb.localserver import LocalServer\n"
+        "import sys, time\nfrom emailwb.llm.localserver import LocalServer\n"
         "s = LocalServer(slots=1).start()\nprint(s.pid, flush=True)\ntime.sleep(120)\n"
     )
     repo = Path(__file__).resolve().parents[1]

@@ -312,7 +312,7 @@ def make_backend(
             if not this_url:
                 raise ConfigError(
                     "the local backend needs the URL of the running llama-server",
-                    hint="start it with emailwb.localserver and pass its URL, or use "
+                    hint="start it with emailwb.llm.localserver and pass its URL, or use "
                     "--backend ollama|openai",
                 )
             backends.append(

@@ -161,11 +161,17 @@ def _check_parameters_cell(notebook: str | Path, nb: Any) -> None:
 
 
 def parameterize(
-    notebook: str | Path, params: Mapping[str, Any], out: str | Path | None = None
+    notebook: str | Path,
+    params: Mapping[str, Any],
+    out: str | Path | None = None,
+    *,
+    kernel_name: str = "python3",
 ) -> Any:
     """The notebook with papermill's ``injected-parameters`` cell after its ``parameters`` cell.
 
     Returns the nbformat notebook, also written to ``out`` when given (what Voila serves).
+    ``kernel_name`` is the kernel whose language the values are written in, when the
+    notebook names none.
     """
     import nbformat
     from papermill.iorw import load_notebook_node
@@ -173,7 +179,15 @@ def parameterize(
 
     nb = load_notebook_node(str(notebook))
     _check_parameters_cell(notebook, nb)
-    nb = parameterize_notebook(nb, dict(params))
+    spec = nb.metadata.get("kernelspec", {})
+    nb = parameterize_notebook(
+        nb,
+        dict(params),
+        kernel_name=spec.get("name") or kernel_name,
+        language=spec.get("language")
+        or nb.metadata.get("language_info", {}).get("name")
+        or "python",
+    )
     if out is not None:
         nbformat.write(nb, str(out))
     return nb
