@@ -314,3 +314,28 @@ def test_analyse_gives_facts_and_judgment_for_a_batch(enron_dir: Path) -> None:
     got = analyse(emails)
     assert len(got) == 2 and got[0].facts.amounts and not got[1].facts.amounts
     assert QualityConfig().floors == {"grounding": 0.5}
+
+
+def test_the_money_detector_skips_only_texts_that_cannot_hold_money(
+    enron_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The substring prefilter never changes what is found (checked on real Enron bodies)."""
+    from emailwb.facts import money
+
+    texts = [parse_email(p.read_bytes()).body for p in sorted(enron_dir.rglob("*.eml"))[::10]]
+    texts += ["It cost 40 bucks.", "¥500", "Rs. 20", "5 pounds sterling", "12 cents", "no money"]
+
+    def found(prefilter: bool) -> list[list[tuple[float, tuple[int, int]]]]:
+        if not prefilter:  # "" is in every text: every pattern scans every text
+            monkeypatch.setattr(money, "_PREFIX_TOKENS", ("",))
+            monkeypatch.setattr(money, "_SUFFIX_TOKENS", ("",))
+        out = []
+        for text in texts:
+            money._find_money.cache_clear()
+            out.append([(m.value, m.span) for m in money.find_money(text)])
+        monkeypatch.undo()
+        return out
+
+    fast, full = found(True), found(False)
+    assert fast == full
+    assert sum(bool(f) for f in full) > 50  # the sample does hold money

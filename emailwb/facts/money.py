@@ -172,6 +172,42 @@ def _mention(m: re.Match[str], text: str, num_group: str) -> Money:
     )
 
 
+#: substrings every match of each pattern contains (the patterns are case-sensitive): a text
+#: with none of them cannot match, and is not scanned (most emails name no currency)
+_PREFIX_TOKENS = (
+    "$",
+    "€",
+    "£",
+    "¥",
+    "USD",
+    "CAD",
+    "EUR",
+    "GBP",
+    "JPY",
+    "CHF",
+    "AUD",
+    "INR",
+    "BRL",
+    "Rs",
+)
+_SUFFIX_TOKENS = (
+    "dollar",
+    "bucks",
+    "USD",
+    "CAD",
+    "EUR",
+    "GBP",
+    "JPY",
+    "CHF",
+    "euro",
+    "sterling",
+    "yen",
+    "rupees",
+    "cent",
+    "¢",
+)
+
+
 def find_money(text: str) -> list[Money]:
     """Every money mention in ``text``, in order; a range "$5-7 million" gives two."""
     return list(_find_money(text))
@@ -180,7 +216,9 @@ def find_money(text: str) -> list[Money]:
 @lru_cache(maxsize=16)  # metrics_for asks several times about the same email
 def _find_money(text: str) -> tuple[Money, ...]:
     found: list[Money] = []
-    for rx in (_PREFIX_RE, _SUFFIX_RE):
+    for rx, tokens in ((_PREFIX_RE, _PREFIX_TOKENS), (_SUFFIX_RE, _SUFFIX_TOKENS)):
+        if not any(token in text for token in tokens):
+            continue
         for m in rx.finditer(text):
             if (
                 rx is _SUFFIX_RE
