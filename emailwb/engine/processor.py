@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import random
@@ -607,21 +608,28 @@ def _plan_schema_hash(plan: Plan) -> str:
     return schema_hash(plan.llm_fields, plan.choice_fields)
 
 
+@functools.lru_cache(maxsize=32)
+def _shared_schema(fields: tuple[str, ...] | None, choices: tuple[str, ...]) -> dict[str, Any]:
+    """One JSON schema per plan, shared by its requests (read only: the backends put it in
+    the request body as it is; ``choice_schema`` narrows a deep copy)."""
+    return output_json_schema(fields=fields, choices=choices)
+
+
 def _request(plan: Plan, unit: Prepared, phase: Any, cfg: RunConfig) -> LLMRequest:
     """The request for a unit: the plan's schema (choice fields narrowed to the unit's
     candidates) and reply model; the compact grammar when the configuration asks for it."""
     if plan.all_llm:
         return LLMRequest(
             messages=unit.messages,
-            schema=output_json_schema(),
+            schema=_shared_schema(None, ()),
             grammar=phase.grammar,
             options=dict(phase.options),
             key=str(unit.id),
             stream=cfg.stream,
             timeout=cfg.timeout,
         )
-    schema = output_json_schema(fields=plan.llm_fields, choices=plan.choice_fields)
-    if plan.choice_fields:
+    schema = _shared_schema(plan.llm_fields, plan.choice_fields)
+    if plan.choice_fields:  # narrowed per unit, on a copy
         if unit.analysed is None:
             raise ProcessingError(
                 f"unit {unit.id} has no facts for plan {plan.name!r}",

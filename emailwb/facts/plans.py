@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from emailwb.errors import ConfigError
@@ -89,7 +90,7 @@ class Plan:
     def fields_from(self, *sources: str) -> tuple[str, ...]:
         return tuple(f for f in FIELDS if self.source(f) in sources)
 
-    @property
+    @cached_property  # a plan's routing does not change: asked for every unit
     def llm_fields(self) -> tuple[str, ...]:
         """The schema fields the model is asked for (``has_action_item`` maps to action_items)."""
         out = [f for f in self.fields_from("llm", "choice") if f != "has_action_item"]
@@ -97,16 +98,16 @@ class Plan:
             out.append("action_items")
         return tuple(f for f in FIELDS if f in out)
 
-    @property
+    @cached_property  # a plan's routing does not change: asked for every unit
     def uses_llm(self) -> bool:
         return bool(self.llm_fields)
 
-    @property
+    @cached_property  # a plan's routing does not change: asked for every unit
     def all_llm(self) -> bool:
         """Every schema field from the model: the result is the model's reply as it was."""
         return all(self.source(f) == "llm" for f in FIELDS)
 
-    @property
+    @cached_property  # a plan's routing does not change: asked for every unit
     def choice_fields(self) -> tuple[str, ...]:
         return self.fields_from("choice")
 
