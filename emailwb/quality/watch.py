@@ -327,7 +327,7 @@ class QualityWatch:
             self.paused_by_drift = False
             self.detector.reset(keep_baseline=True)
 
-    async def close(self, *, stopping: bool = False) -> None:
+    async def close(self) -> None:
         """At the end of a run: score what is left, wait for the judges (bounded), tidy up."""
         if self._drainer is not None:
             with contextlib.suppress(Exception):
@@ -336,9 +336,7 @@ class QualityWatch:
             with contextlib.suppress(Exception):
                 await self._drain()
         if self._judges:
-            _, late = await asyncio.wait(
-                set(self._judges), timeout=0 if stopping else self.config.judge_wait_s
-            )
+            _, late = await asyncio.wait(set(self._judges), timeout=self.config.judge_wait_s)
             for task in late:
                 task.cancel()
             if late:
