@@ -165,6 +165,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sample_every=args.sample_every,
         json_format=args.json_format,
         plan=args.plan,
+        prompt=args.prompt,
     )
     from emailwb.settings import RunConfig
 
@@ -182,6 +183,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"the store is empty: ingesting the bundled sample ({BUNDLED_SAMPLE})")
         if paths:
             print(ingest(store, paths, progress=not args.quiet))
+        from emailwb.engine.library import load_prompt, prompt_warning
+
+        load_prompt(store, config.prompt)  # an unknown version fails here, before any request
+        warning = prompt_warning(store, config.prompt)
+        if warning:
+            print(f"warning: prompt {config.prompt!r}: {warning}", file=sys.stderr)
         quality = _quality_watch(args, settings)
         on_progress, bar = _progress_printer(args.quiet)
 
@@ -497,6 +504,38 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prompts(args: argparse.Namespace) -> int:
+    from emailwb.engine.library import diff_prompts, list_prompts, load_prompt
+    from emailwb.store.database import Store
+
+    settings = load_settings(db=args.db)
+    with Store(settings.db) as store:
+        if args.action == "list":
+            for v in list_prompts(store):
+                based = f"  from {v['based_on']}" if v["based_on"] else ""
+                when = f"  {v['created_at']}" if v["created_at"] else ""
+                warn = f"  WARNING: {v['warning']}" if v["warning"] else ""
+                print(f"{v['name']:<24} {v['hash']}{when}{based}{warn}")
+            return 0
+        if args.action == "show":
+            if len(args.names) != 1:
+                raise ConfigError(
+                    "prompts show takes one name", hint="e.g. emailwb prompts show builtin"
+                )
+            print(load_prompt(store, args.names[0]).text(), end="")
+            return 0
+        if len(args.names) != 2:
+            raise ConfigError(
+                "prompts diff takes two names", hint="e.g. emailwb prompts diff builtin NAME"
+            )
+        a, b = (load_prompt(store, n) for n in args.names)
+        diff = diff_prompts(a, b)
+        print(diff if diff else f"{a.name} and {b.name} have the same content ({a.hash})", end="")
+        if not diff:
+            print()
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emailwb",
@@ -553,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
         "source on the hand labels), 'facts' (no model at all: a mailbox's "
         "entities in minutes), 'llm' (every field by the model), 'choice' "
         "(the model picks among extracted candidates); see README",
+    )
+    p.add_argument(
+        "--prompt",
+        help="the prompt version sent to the model: 'builtin' (default) or one saved in the "
+        "store by the prompt lab (`emailwb prompts list`)",
     )
     p.add_argument("--chain", action="store_true", help="send whole threads as one unit")
     p.add_argument(
@@ -661,6 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("prompts", help="prompt versions: list, show one, diff two")
+    p.add_argument("action", choices=["list", "show", "diff"])
+    p.add_argument("names", nargs="*", metavar="NAME", help="version names ('builtin' or saved)")
+    _add_db(p)
+    p.set_defaults(func=_cmd_prompts)
     return parser
 
 

@@ -93,6 +93,9 @@ class RunKnobs(BaseModel):
     # which source each field comes from (``emailwb.facts.plans``): "default" takes every
     # field from its measurably best source; "llm" asks the model for all of them
     plan: str = "default"
+    # which prompt version the model is sent (``emailwb.engine.library``): "builtin" or a version
+    # saved in the store by the prompt lab
+    prompt: str = "builtin"
 
     @field_validator("concurrency", mode="before")
     @classmethod
@@ -108,6 +111,16 @@ class RunKnobs(BaseModel):
         from emailwb.facts.plans import get_plan
 
         return get_plan(v).name
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_name(cls, v: str) -> str:
+        from emailwb.llm.prompts import check_name
+
+        try:
+            return check_name(v)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
 
 
 class Settings(RunKnobs, BaseSettings):

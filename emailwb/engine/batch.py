@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from emailwb.errors import ProcessingError
 from emailwb.facts.plans import get_plan
+from emailwb.llm.contract import Backend
 from emailwb.settings import RunConfig
 
 if TYPE_CHECKING:
     from emailwb.engine.processor import Processor, RunSummary
     from emailwb.engine.throughput import MetricsSnapshot
-    from emailwb.llm.contract import Backend
     from emailwb.store.database import Store
 
 
@@ -55,19 +56,14 @@ async def run_batch(
     metrics per result, deep checks of every 100th email, drift alerts). ``only_units``: process
     only these units of the run (a canary's sample). The API key is used, never stored.
     """
-    import aiohttp
-
     from emailwb.engine.processor import Processor
-    from emailwb.llm.router import make_backend
 
     if not isinstance(config, RunConfig):
         raise ProcessingError(
             f"run_batch needs a RunConfig, not {type(config).__name__}",
             hint="pass RunConfig.default(), or RunConfig.from_settings(load_settings())",
         )
-    cfg = config
-    if cfg.backend == "local":  # recorded in the run's provenance like any other option
-        cfg = cfg.model_copy(update={"options": {**LOCAL_SAMPLING, **cfg.options}})
+    cfg = with_local_sampling(config)  # recorded in the run's provenance like any option
     if not get_plan(cfg.plan).uses_llm and backend is None:
         return await _run_without_model(
             store,
@@ -84,26 +80,13 @@ async def run_batch(
         extra: dict[str, Any] = {}
         revive: Callable[[], Awaitable[Any]] | None = None
         if backend is None:
-            session = await stack.enter_async_context(
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=cfg.max_concurrency + 8))
+            opened = await stack.enter_async_context(open_backend(cfg, api_key))
+            backend, server_pid, revive, extra = (
+                opened.backend,
+                opened.server_pid,
+                opened.revive,
+                opened.extra,
             )
-            if cfg.backend == "local":
-                from emailwb.llm.localserver import LocalServer
-
-                server = LocalServer(
-                    cfg.model, cfg.llama_server, slots=cfg.slots, ctx_per_slot=cfg.ctx_per_slot
-                )
-                await stack.enter_async_context(server)
-                server_pid = server.pid
-                revive = server.aensure_alive
-                backend = make_backend("local", server.url, "local", None, cfg.options, session)
-                local = await asyncio.to_thread(server.info)
-                extra = {"local_server": local, "model_digest": local.get("model_sha256")}
-            else:
-                backend = make_backend(
-                    cfg.backend, cfg.urls or None, cfg.model, api_key, cfg.options, session
-                )
-            stack.push_async_callback(backend.aclose)
         await backend.warm()
         info = await backend.info()
         proc = Processor(
@@ -123,6 +106,60 @@ async def run_batch(
         if on_start is not None:
             on_start(proc)
         return await proc.run_to_end()
+
+
+@dataclass
+class OpenBackend:
+    """A backend started for a configuration, with what a run records and needs about it."""
+
+    backend: Backend
+    server_pid: int | None = None
+    revive: Callable[[], Awaitable[Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def open_backend(cfg: RunConfig, api_key: str | None = None) -> AsyncIterator[OpenBackend]:
+    """The backend ``cfg`` names, open for the block: the embedded llama-server started
+    (``local``, with ``LOCAL_SAMPLING`` in ``cfg.options`` when the caller added it), or
+    clients of the Ollama/OpenAI URLs; everything is torn down on exit."""
+    import aiohttp
+
+    from emailwb.llm.router import make_backend
+
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=cfg.max_concurrency + 8))
+        )
+        if cfg.backend == "local":
+            from emailwb.llm.localserver import LocalServer
+
+            server = LocalServer(
+                cfg.model, cfg.llama_server, slots=cfg.slots, ctx_per_slot=cfg.ctx_per_slot
+            )
+            await stack.enter_async_context(server)
+            backend = make_backend("local", server.url, "local", None, cfg.options, session)
+            stack.push_async_callback(backend.aclose)
+            local = await asyncio.to_thread(server.info)
+            yield OpenBackend(
+                backend,
+                server.pid,
+                server.aensure_alive,
+                {"local_server": local, "model_digest": local.get("model_sha256")},
+            )
+            return
+        backend = make_backend(
+            cfg.backend, cfg.urls or None, cfg.model, api_key, cfg.options, session
+        )
+        stack.push_async_callback(backend.aclose)
+        yield OpenBackend(backend)
+
+
+def with_local_sampling(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the embedded model's sampling (``LOCAL_SAMPLING``) under its own options."""
+    if cfg.backend != "local":
+        return cfg
+    return cfg.model_copy(update={"options": {**LOCAL_SAMPLING, **cfg.options}})
 
 
 async def _run_without_model(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import random
@@ -35,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from emailwb.engine import reference
 from emailwb.engine.autotune import Controller, Gate, Ticket, make_controller
+from emailwb.engine.library import load_prompt
+from emailwb.engine.requests import plan_schema_hash, request_for
 from emailwb.engine.retry import backoff_delay, cut_by_token_limit, outcome, roomier
 from emailwb.engine.throughput import Metrics, MetricsSnapshot
 from emailwb.engine.workqueue import Prepared, WorkQueue
@@ -49,11 +50,10 @@ from emailwb.errors import (
 )
 from emailwb.facts.plans import Plan, compose, get_plan
 from emailwb.llm.breaker import EndpointBreaker
-from emailwb.llm.contract import Backend, BackendInfo, Completion, LLMRequest
-from emailwb.llm.grammar import gbnf_for, grammar_hash
+from emailwb.llm.contract import Backend, BackendInfo, Completion
+from emailwb.llm.grammar import grammar_hash
 from emailwb.llm.prompts import describe_templates
 from emailwb.llm.router import guard_backend
-from emailwb.llm.schema import choice_schema, output_json_schema, plan_model, schema_hash
 from emailwb.quality.measures import grounding_warning
 from emailwb.quality.scoring import run_grounding
 from emailwb.quality.watch import (
@@ -308,9 +308,10 @@ class Processor:
             "model_digest": info.get("digest"),
             "server_slots": info.get("slots"),
             "plan_sources": self.plan.describe(),
-            "schema_hash": _plan_schema_hash(self.plan),
+            "schema_hash": plan_schema_hash(self.plan),
             "grammar_hash": grammar_hash() if self.config.compact_json else None,
             "templates": describe_templates(),
+            "prompt_hash": load_prompt(self.store, self.config.prompt).hash,
             "concurrency_policy": self.controller.describe(),
             "quality": self.quality.describe(),
             # a canary: how many of the run's units it covers (a sample of another run's)
@@ -410,7 +411,16 @@ class Processor:
                 finished = True
                 await self._done(unit, _facts_completion(plan, unit), 0, phase.label)
                 return
-            req = _request(plan, unit, phase, cfg)
+            req = request_for(
+                plan,
+                unit.messages,
+                unit.analysed,
+                options=phase.options,
+                grammar=phase.grammar,
+                compact=phase.config.compact_json,
+                cfg=cfg,
+                key=str(unit.id),
+            )
             while True:
                 attempts += 1
                 self.attempts += 1
@@ -602,54 +612,6 @@ class Processor:
         )
 
 
-def _plan_schema_hash(plan: Plan) -> str:
-    if plan.all_llm:
-        return schema_hash()
-    return schema_hash(plan.llm_fields, plan.choice_fields)
-
-
-@functools.lru_cache(maxsize=32)
-def _shared_schema(fields: tuple[str, ...] | None, choices: tuple[str, ...]) -> dict[str, Any]:
-    """One JSON schema per plan, shared by its requests (read only: the backends put it in
-    the request body as it is; ``choice_schema`` narrows a deep copy)."""
-    return output_json_schema(fields=fields, choices=choices)
-
-
-def _request(plan: Plan, unit: Prepared, phase: Any, cfg: RunConfig) -> LLMRequest:
-    """The request for a unit: the plan's schema (choice fields narrowed to the unit's
-    candidates) and reply model; the compact grammar when the configuration asks for it."""
-    if plan.all_llm:
-        return LLMRequest(
-            messages=unit.messages,
-            schema=_shared_schema(None, ()),
-            grammar=phase.grammar,
-            options=dict(phase.options),
-            key=str(unit.id),
-            stream=cfg.stream,
-            timeout=cfg.timeout,
-        )
-    schema = _shared_schema(plan.llm_fields, plan.choice_fields)
-    if plan.choice_fields:  # narrowed per unit, on a copy
-        if unit.analysed is None:
-            raise ProcessingError(
-                f"unit {unit.id} has no facts for plan {plan.name!r}",
-                hint="report this: the work queue prepares facts for plans that use them",
-            )
-        schema = choice_schema(
-            schema, {f: unit.analysed.facts.candidates(f) for f in plan.choice_fields}
-        )
-    return LLMRequest(
-        messages=unit.messages,
-        schema=schema,
-        grammar=gbnf_for(schema) if phase.config.compact_json else None,
-        options=dict(phase.options),
-        key=str(unit.id),
-        stream=cfg.stream,
-        timeout=cfg.timeout,
-        reply_model=plan_model(plan.llm_fields, plan.choice_fields),
-    )
-
-
 def _facts_completion(plan: Plan, unit: Prepared) -> Completion:
     """A result no model was asked for: every field from the facts and the rules."""
     if unit.analysed is None:
@@ -675,28 +637,28 @@ def default_run_name(config: RunConfig) -> str:
     """A stable name per configuration, so running the same command again resumes."""
     import hashlib
 
-    key = json.dumps(
-        {
-            k: v
-            for k, v in config.model_dump().items()
-            if k
-            in (
-                "preset",
-                "backend",
-                "urls",
-                "model",
-                "mode",
-                "chain",
-                "dedup",
-                "layout",
-                "template",
-                "options",
-                "token_budget",
-                "plan",
-            )
-        },
-        sort_keys=True,
-    )
+    chosen = {
+        k: v
+        for k, v in config.model_dump().items()
+        if k
+        in (
+            "preset",
+            "backend",
+            "urls",
+            "model",
+            "mode",
+            "chain",
+            "dedup",
+            "layout",
+            "template",
+            "options",
+            "token_budget",
+            "plan",
+        )
+    }
+    if config.prompt != "builtin":  # (names of runs with the built-in prompt stay as they were)
+        chosen["prompt"] = config.prompt
+    key = json.dumps(chosen, sort_keys=True)
     return f"{config.preset}-{config.unit}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from emailwb.engine import reference
+from emailwb.engine.library import load_prompt
 from emailwb.facts.cache import Analysed, bodies, candidates_note, facts_for
 from emailwb.facts.plans import get_plan
-from emailwb.llm.prompts import TEMPLATES, build_messages, plan_template
+from emailwb.llm.prompts import Prompt, PromptVersion, build_messages, get_template
+from emailwb.mail.detect import detect
+from emailwb.mail.message import Email
 from emailwb.settings import RunConfig
 from emailwb.store import runs
 
@@ -229,7 +232,7 @@ class WorkQueue:
         else:
             analysed = facts_for(self.store, sorted(set(about.values())))
             texts = {i: a.text for i, a in analysed.items()}
-        template = None if plan.all_llm else plan_template(plan.llm_fields, plan.choice_fields)
+        version = load_prompt(self.store, cfg.prompt)
         out: list[Prepared] = []
         for neg, uid, info in take:
             chain = [emails[e] for e in members.get(uid, []) if e in emails]
@@ -253,16 +256,8 @@ class WorkQueue:
                     )
                 )
                 continue
-            tpl = template if template is not None else cfg.template
-            if tpl is None and not cfg.chain:  # the type is known: no second detection
-                tpl = TEMPLATES.get(info.types[0][0], TEMPLATES["default"])
-            context = candidates_note(found, plan.choice_fields) if found is not None else ""
-            prompt = build_messages(
-                chain if cfg.chain else chain[0],
-                template=tpl,
-                token_budget=cfg.token_budget,
-                mode=cfg.mode,
-                context=context,
+            prompt = prompt_for(
+                chain if cfg.chain else chain[0], cfg, version, info.types[0][0], found
             )
             messages = prompt.messages
             messages = reference.laid_out(cfg, messages)
@@ -282,3 +277,29 @@ class WorkQueue:
                 )
             )
         return out
+
+
+def prompt_for(
+    email: Email | list[Email],
+    cfg: RunConfig,
+    version: PromptVersion,
+    email_type: str | None,
+    found: Analysed | None,
+) -> Prompt:
+    """The prompt a run with ``cfg`` sends for one email (or a thread, oldest first): the
+    plan's template from the prompt ``version``, the candidates after the email for a plan
+    with choice fields. The prompt lab builds its requests here too."""
+    plan = get_plan(cfg.plan)
+    if not plan.all_llm:
+        tpl = version.plan_template(plan.llm_fields, plan.choice_fields)
+    elif cfg.template is not None:
+        tpl = version.template(get_template(cfg.template).name)
+    elif isinstance(email, list):  # a thread: by its newest message's detected type
+        newest = email[-1]
+        tpl = version.template(detect(newest, key=newest.message_id or None).email_type)
+    else:  # the type is known: no second detection
+        tpl = version.template(email_type)
+    context = candidates_note(found, plan.choice_fields) if found is not None else ""
+    return build_messages(
+        email, template=tpl, token_budget=cfg.token_budget, mode=cfg.mode, context=context
+    )

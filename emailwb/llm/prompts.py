@@ -19,7 +19,8 @@ records any truncation on the returned ``Prompt``; it never cuts silently. Modes
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,12 +70,12 @@ _REPLY_HEAD = "Reply with one JSON object with exactly these keys:"
 _REPLY_TAIL = 'Use only facts stated in the email. Use "" or [] when something is not there.'
 _SCHEMA_DESCRIPTION = "\n".join((_REPLY_HEAD, *FIELD_LINES.values(), _REPLY_TAIL))
 
-COMMON_INSTRUCTIONS = f"""\
-You read one business email and extract structured facts for an analyst.
-{_SCHEMA_DESCRIPTION}
+_INTRO = "You read one business email and extract structured facts for an analyst."
+_GUIDANCE = """\
 Priority: urgent = needs action today; high = a deadline, money or a decision; medium = \
 useful work mail; low = information only, newsletters, personal or spam.
 Business value: high when the email moves a deal, contract, money or a regulatory matter."""
+COMMON_INSTRUCTIONS = f"{_INTRO}\n{_SCHEMA_DESCRIPTION}\n{_GUIDANCE}"
 
 USER_LEAD = "Analyse this email and reply with the JSON object only.\n\n"
 
@@ -162,6 +163,133 @@ def plan_template(fields: Sequence[str], choices: Sequence[str] = ()) -> Templat
     text = "\n".join((PLAN_INTRO, _REPLY_HEAD, *lines, _REPLY_TAIL))
     version = hashlib.sha256(text.encode()).hexdigest()[:8]
     return Template("plan", "", version=version, instructions=text)
+
+
+@dataclass(frozen=True)
+class PromptVersion:
+    """Everything a run tells the model, as one named, hashed, immutable version.
+
+    ``instructions`` opens the system message of a plan that asks the model for some fields
+    (the default plan); ``intro`` and ``guidance`` frame the field list of the all-LLM
+    templates (the ``llm`` and ``reference`` plans), whose type-specific ``focus`` follows;
+    ``fields`` and ``choices`` are the lines that describe each output field (a choice
+    field's line when the model picks among extracted candidates). ``hash`` covers the
+    content, not the name. The built-in texts are version ``builtin``; the prompt lab saves
+    drafts as new versions (``emailwb.engine.library``) and a run names one (``--prompt``).
+    """
+
+    name: str
+    instructions: str = PLAN_INTRO
+    intro: str = _INTRO
+    guidance: str = _GUIDANCE
+    focus: Mapping[str, str] = field(default_factory=lambda: dict(_FOCUS))
+    fields: Mapping[str, str] = field(default_factory=lambda: dict(FIELD_LINES))
+    choices: Mapping[str, str] = field(default_factory=lambda: dict(CHOICE_LINES))
+
+    def content(self) -> dict[str, Any]:
+        """The hashed content: plain JSON-able data."""
+        return {
+            "instructions": self.instructions,
+            "intro": self.intro,
+            "guidance": self.guidance,
+            "focus": dict(self.focus),
+            "fields": dict(self.fields),
+            "choices": dict(self.choices),
+        }
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps(self.content(), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.hash == BUILTIN.hash
+
+    def with_changes(self, name: str, **changes: Any) -> PromptVersion:
+        """A new version named ``name``: this one's content with ``changes`` applied (a
+        mapping field is merged key by key)."""
+        content = self.content()
+        for key, value in changes.items():
+            if key not in content:
+                raise ConfigError(
+                    f"a prompt has no part {key!r}",
+                    hint=f"change one of: {', '.join(content)}",
+                )
+            content[key] = {**content[key], **value} if isinstance(content[key], dict) else value
+        return PromptVersion(name, **content)
+
+    @classmethod
+    def from_content(cls, name: str, content: Mapping[str, Any]) -> PromptVersion:
+        known = set(BUILTIN.content())
+        unknown = set(content) - known
+        if unknown:
+            raise ConfigError(
+                f"prompt {name!r} has unknown parts: {', '.join(sorted(unknown))}",
+                hint=f"a prompt holds: {', '.join(sorted(known))}",
+            )
+        return BUILTIN.with_changes(name, **dict(content))
+
+    def text(self) -> str:
+        """A readable rendering, one section per part (what ``emailwb prompts show`` prints
+        and ``diff`` compares line by line)."""
+        out = [
+            "[instructions]",
+            self.instructions,
+            "",
+            "[fields]",
+            *(f"{k} = {v}" for k, v in self.fields.items()),
+            "",
+            "[choices]",
+            *(f"{k} = {v}" for k, v in self.choices.items()),
+            "",
+            "[intro]",
+            self.intro,
+            "",
+            "[guidance]",
+            self.guidance,
+            "",
+            "[focus]",
+            *(f"{k} = {v}" for k, v in self.focus.items()),
+        ]
+        return "\n".join(out) + "\n"
+
+    def plan_template(self, fields: Sequence[str], choices: Sequence[str] = ()) -> Template:
+        """The system prompt of a plan that asks the model for ``fields`` only."""
+        if self.is_builtin:
+            return plan_template(fields, choices)
+        lines = [self.choices[f] if f in choices else self.fields[f] for f in fields]
+        text = "\n".join((self.instructions, _REPLY_HEAD, *lines, _REPLY_TAIL))
+        return Template("plan", "", version=self.hash[:8], instructions=text)
+
+    def template(self, email_type: str | None) -> Template:
+        """The all-LLM template for a detected email type (``default`` when unknown)."""
+        name = email_type if email_type in _FOCUS else "default"
+        if self.is_builtin:
+            return TEMPLATES[name]
+        described = "\n".join((_REPLY_HEAD, *self.fields.values(), _REPLY_TAIL))
+        common = f"{self.intro}\n{described}\n{self.guidance}"
+        focus = self.focus.get(name, "")
+        if name in ("default", "other"):
+            system = f"{common}\n{focus}"
+        else:
+            system = f"{common}\nThis email looks like: {name}. {focus}"
+        return Template(name, "", version=self.hash[:8], instructions=system)
+
+
+BUILTIN = PromptVersion("builtin")
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def check_name(name: str) -> str:
+    """A usable version name, or a ConfigError that says what is allowed."""
+    if not name or len(name) > 64 or set(name) - _NAME_CHARS:
+        raise ConfigError(
+            f"prompt name {name!r} is not allowed",
+            hint="use 1-64 letters, digits, '-', '_' or '.', e.g. deals-v2",
+        )
+    return name
 
 
 def get_template(name: str | Template | None) -> Template:

@@ -291,10 +291,42 @@ def m0005_quality_checked(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE quality ADD COLUMN checked_total INTEGER")
 
 
+def m0006_prompts(conn: sqlite3.Connection) -> None:
+    """Prompt versions (immutable, by name and content hash) and the prompt lab's replies,
+    one per prompt hash, plan, model and email (so trying a draft again asks nothing)."""
+    conn.executescript(
+        """
+        CREATE TABLE prompts (
+            name TEXT PRIMARY KEY,
+            hash TEXT NOT NULL,
+            content TEXT NOT NULL,                  -- JSON: the version's parts
+            based_on TEXT,                          -- the version it was drafted from
+            warning TEXT,                           -- set when it failed validation on a sample
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE lab_replies (
+            prompt_hash TEXT NOT NULL,
+            plan TEXT NOT NULL,
+            model TEXT NOT NULL,                    -- backend, endpoint set and model asked
+            email_id INTEGER NOT NULL REFERENCES emails(id),
+            ok INTEGER NOT NULL,
+            data TEXT,                              -- JSON: the composed result
+            error TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_s REAL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (prompt_hash, plan, model, email_id)
+        );
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_core", m0001_core),
     ("0002_runs_results", m0002_runs_results),
     ("0003_quality", m0003_quality),
     ("0004_facts", m0004_facts),
     ("0005_quality_checked", m0005_quality_checked),
+    ("0006_prompts", m0006_prompts),
 ]

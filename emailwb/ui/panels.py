@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import polars as pl
 
+from emailwb.engine.library import list_prompts, prompt_warning
 from emailwb.engine.throughput import MetricsSnapshot
 from emailwb.facts.plans import PLANS, get_plan
 from emailwb.settings import RunConfig
@@ -81,6 +82,7 @@ class LaunchPanel(_Panel):
         config_overrides: dict[str, Any] | None = None,
         quality: QualityConfig | None = None,
         plan: str = "default",
+        prompt: str = "builtin",
     ) -> None:
         self.store, self._own_store = _open_store(db)
         self.refresh_s, self.results_every_s = refresh_s, results_every_s
@@ -163,6 +165,17 @@ class LaunchPanel(_Panel):
             layout=w.Layout(width="220px"),
             tooltip="where each field comes from (README, 'Plans')",
         )
+        self.prompt = w.Dropdown(
+            options=[v["name"] for v in list_prompts(self.store)],
+            value=prompt,
+            description="prompt",
+            style=_STYLE,
+            layout=w.Layout(width="220px"),
+            tooltip="the prompt version sent to the model (saved in the prompt lab)",
+        )
+        self.prompt_warning = w.HTML("")
+        self.prompt_warning.add_class("emailwb-prompt-warning")
+        self.prompt.observe(self.errors.capture(self._on_prompt), names="value")
         self.chain = w.Checkbox(value=False, description="whole threads (chain)", indent=False)
         self.limit = w.BoundedIntText(
             value=int(limit or 0),
@@ -228,6 +241,7 @@ class LaunchPanel(_Panel):
                         self.profile,
                         self.limit,
                         self.plan,
+                        self.prompt,
                         self.max_tokens,
                         self.temperature,
                         self.mode,
@@ -243,6 +257,7 @@ class LaunchPanel(_Panel):
                 w.HBox(
                     [self.start_button, self.pause_button, self.resume_button, self.stop_button]
                 ),
+                self.prompt_warning,
                 self.status,
                 self.alerts,
                 self.progress,
@@ -254,8 +269,20 @@ class LaunchPanel(_Panel):
         )
         self.widget.add_class("emailwb-launch")
         self._sync_buttons()
+        self._on_prompt({"new": self.prompt.value})
 
     # --- configuration ---------------------------------------------------------------------
+    def _on_prompt(self, change: dict[str, Any]) -> None:
+        """A version saved with a validation warning says so before it is launched."""
+        warning = prompt_warning(self.store, change["new"])
+        self.prompt_warning.value = (
+            f"<div style='color:#b00020'>prompt {escape(change['new'])!s} failed validation "
+            f"in the lab: {escape(warning)}. Try it again in the prompt lab before a long "
+            "run.</div>"
+            if warning
+            else ""
+        )
+
     def _on_mode(self, change: dict[str, Any]) -> None:
         self.concurrency.disabled = change["new"] == "auto"
 
@@ -287,6 +314,7 @@ class LaunchPanel(_Panel):
             "mode": self.mode.value,
             "chain": bool(self.chain.value),
             "plan": self.plan.value,
+            "prompt": self.prompt.value,
             "priority_profile": self.profile.value.strip() or runs.DEFAULT_PROFILE,
         }
         return RunConfig.default(**{**fields, **self.config_overrides})
