@@ -8,6 +8,13 @@ seeded random order. Every third selected email (by a hash of its Message-ID) is
 split: tune on ``dev``, score the final plans on ``test`` once.
 
     python gold/choose.py [--enron ../shared/data/enron] > gold/selection.tsv
+
+Round 2 (``--round 2``) draws a fresh held-out set by the same rules from the content
+groups round 1 did not use, with its own seed and quotas; every email of it is ``test``.
+Round 1's test split was scored once and then seen, so its labels moved to ``dev``
+(see ``gold/README.md``).
+
+    python gold/choose.py --round 2 > gold/selection-2.tsv
 """
 
 from __future__ import annotations
@@ -31,8 +38,18 @@ QUOTAS = {
     "baughman-d": 12,
     "arnold-j": 12,
 }
+QUOTAS_2 = {
+    "delainey-d": 16,
+    "dean-c": 16,
+    "beck-s": 8,
+    "dasovich-j": 8,
+    "blair-l": 6,
+    "baughman-d": 6,
+    "arnold-j": 6,
+}
 MIN_CHARS, MAX_CHARS = 200, 6_000
 SEED = 20261206
+SEED_2 = 20261207
 
 
 def body_text(path: Path) -> str:
@@ -45,9 +62,17 @@ def split_of(message_id: str) -> str:
     return "test" if int(hashlib.sha256(message_id.encode()).hexdigest(), 16) % 3 == 0 else "dev"
 
 
-def select(enron: Path) -> list[dict[str, str]]:
+def select(
+    enron: Path,
+    quotas: dict[str, int] = QUOTAS,
+    seed: int = SEED,
+    exclude: frozenset[str] = frozenset(),
+    split: str | None = None,
+) -> list[dict[str, str]]:
+    """Pick one message per content group by the quotas; ``exclude`` holds Message-IDs whose
+    content groups are off limits; ``split`` forces every pick into one split."""
     rows = list(csv.DictReader((enron / "MANIFEST.tsv").open(), delimiter="\t"))
-    seen_groups: set[str] = set()
+    seen_groups: set[str] = {r["content_group"] for r in rows if r["message_id"] in exclude}
     by_user: dict[str, dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if row["content_group"] in seen_groups:
@@ -55,9 +80,9 @@ def select(enron: Path) -> list[dict[str, str]]:
         seen_groups.add(row["content_group"])
         user, folder = row["path"].split("/")[1:3]
         by_user[user][folder].append(row)
-    rng = random.Random(SEED)
+    rng = random.Random(seed)
     chosen: list[dict[str, str]] = []
-    for user, quota in QUOTAS.items():
+    for user, quota in quotas.items():
         folders = {f: rng.sample(r, len(r)) for f, r in sorted(by_user[user].items())}
         order = rng.sample(sorted(folders), len(folders))
         picked = 0
@@ -74,7 +99,7 @@ def select(enron: Path) -> list[dict[str, str]]:
                                 "user": user,
                                 "folder": folder,
                                 "chars": str(n),
-                                "split": split_of(row["message_id"]),
+                                "split": split or split_of(row["message_id"]),
                             }
                         )
                         picked += 1
@@ -87,7 +112,14 @@ def main() -> None:
     ap.add_argument(
         "--enron", default=str(Path(__file__).resolve().parents[2] / "shared/data/enron")
     )
+    ap.add_argument("--round", type=int, choices=(1, 2), default=1)
     args = ap.parse_args()
+    if args.round == 2:
+        with (Path(__file__).parent / "selection.tsv").open() as f:
+            used = frozenset(r["message_id"] for r in csv.DictReader(f, delimiter="\t"))
+        picks = select(Path(args.enron), QUOTAS_2, SEED_2, used, split="test")
+    else:
+        picks = select(Path(args.enron))
     out = csv.DictWriter(
         sys.stdout,
         ["path", "message_id", "user", "folder", "chars", "split"],
@@ -95,7 +127,7 @@ def main() -> None:
         lineterminator="\n",
     )
     out.writeheader()
-    out.writerows(select(Path(args.enron)))
+    out.writerows(picks)
 
 
 if __name__ == "__main__":
