@@ -11,161 +11,33 @@ and the hostile email opens as text. The screenshot goes to the test's folder, a
 
 Needs Debian's ``chromium`` (``/usr/bin/chromium``, installed by ``.ci/run``) and the
 ``playwright`` and ``voila`` packages; Playwright never downloads a browser here. Skipped when
-Chromium is missing, unless ``EMAILWB_REQUIRE_BROWSER=1``.
+Chromium is missing, unless ``EMAILWB_REQUIRE_BROWSER=1``. The helpers (Voila, Chromium, the
+hostile email) are in ``browserkit.py``, shared with ``test_browser_lab.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from browserkit import (
+    PWNED,
+    REPO,
+    chromium,
+    hostile_mailbox,
+    require_browser,
+    update_screenshot,
+    voila,
+)
+from browserkit import wait_until as _wait
 
 from emailwb.testing.servers import SimServer
 from emailwb.ui import explore
 from emailwb.ui.notebook import parameterize
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-PWNED = "window.__emailwb_pwned = 1"
-HOSTILE = (
-    "Message-ID: <hostile@example.invalid>\nDate: Fri, 7 Dec 2001 10:00:00 -0800\n"
-    "From: winner@lottery.example\nTo: trader@enron.com\n"
-    "Subject: You have won the lottery <b>claim now</b>\n\n"
-    f'You have won! Act now: <script>{PWNED}</script> <img src=x onerror="{PWNED}">\n'
-    "Free offer, limited time offer, click below.\n"
-)
-
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def _require_browser() -> None:
-    missing = [
-        what
-        for what, ok in (
-            ("/usr/bin/chromium (apt-get install chromium)", CHROMIUM.exists()),
-            ("the playwright package", _importable("playwright")),
-            ("the voila package", _importable("voila")),
-        )
-        if not ok
-    ]
-    if missing:
-        msg = "browser test needs " + ", ".join(missing)
-        if os.environ.get("EMAILWB_REQUIRE_BROWSER") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def voila(notebook: Path, workdir: Path) -> Iterator[str]:
-    """Serve ``notebook`` with Voila on 127.0.0.1; yield its URL; stop it and its kernels."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"),
-        "JUPYTER_RUNTIME_DIR": str(workdir / "jupyter-runtime"),
-        "JUPYTER_DATA_DIR": str(workdir / "jupyter-data"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = (workdir / "voila.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voila",
-            notebook.name,
-            "--no-browser",
-            f"--port={port}",
-            "--Voila.ip=127.0.0.1",
-            "--Voila.port_retries=0",
-            "--show_tracebacks=True",
-        ],
-        cwd=notebook.parent,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"voila exited: {(workdir / 'voila.log').read_text()[-3000:]}")
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError("voila did not answer within 60 s")
-            time.sleep(0.3)
-        yield url
-    finally:
-        family = [proc.pid]
-        with contextlib.suppress(psutil.Error):
-            family += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # voila shuts its kernels down
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        for pid in family[1:]:  # kernels live in their own sessions: make sure they are gone
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).wait(10)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        log.close()
-
-
-@contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def _done(page: Any) -> int:
@@ -177,21 +49,9 @@ async def _points(page: Any) -> int:
     return int(await page.locator(".emailwb-live-charts path.point").count())
 
 
-async def _wait(page: Any, cond: Any, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"in the browser, {what} did not happen within {within:.0f} s")
-        await asyncio.sleep(0.25)
-
-
 async def test_launch_panel_in_chromium(tmp_path: Path) -> None:
-    _require_browser()
-    mailbox = tmp_path / "mail"
-    shutil.copytree(REPO / "data" / "enron-sample" / "maildir", mailbox / "maildir")
-    hostile = mailbox / "maildir" / "zz-hostile" / "inbox"
-    hostile.mkdir(parents=True)
-    (hostile / "1.eml").write_text(HOSTILE)
+    require_browser()
+    mailbox = hostile_mailbox(tmp_path)
     db = tmp_path / "emailwb.sqlite"
     with explore.open_store(db) as store:
         explore.ingest_mailbox(store, mailbox, progress=False, workers=0)
@@ -272,10 +132,7 @@ async def test_launch_panel_in_chromium(tmp_path: Path) -> None:
                 await panel.screenshot(path=str(shot))
                 assert not errors, errors
     assert shot.stat().st_size > 20_000
-    if os.environ.get("EMAILWB_UPDATE_SCREENSHOT") == "1":  # refresh the README's picture
-        docs = REPO / "docs"
-        docs.mkdir(exist_ok=True)
-        shutil.copyfile(shot, docs / "launch-panel.png")
+    update_screenshot(shot, "launch-panel.png")  # with EMAILWB_UPDATE_SCREENSHOT=1
 
 
 async def _done_above(page: Any, n: int) -> bool:

@@ -1,15 +1,17 @@
 """The notebooks run headless (papermill) against the embedded local backend.
 
 One store for the module, as an analyst would use them: 01 ingests the bundled sample,
-02 launches a short run, 03 saves a priority profile and runs a short batch with it. Each
-notebook gets its parameters injected after its ``parameters`` cell; each run is small
-(SmolLM2-135M on 2 CPU cores does about 15-20 emails a minute) and must leave its results
-in the store. Executed notebooks are kept in the test's folder for inspection.
+02 launches a short run, 03 saves a priority profile and runs a short batch with it, 06 tries
+a draft prompt beside the builtin one on two hand-labeled emails. Each notebook gets its
+parameters injected after its ``parameters`` cell (and ingests the sample itself when its
+store is empty); each run is small (SmolLM2-135M on 2 CPU cores does about 15-20 emails a
+minute) and must leave its results in the store. Executed notebooks are kept in the test's folder for inspection.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -133,3 +135,44 @@ def test_03_priorities_profile_orders_the_run(workdir: Path) -> None:
         # the profile put deals first: the units processed were deals
         assert [r[0] for r in got] == ["deal"] * min(LIMIT_03, deals)
     print(f"03_priorities: {seconds:.1f} s")
+
+
+def _labeled_in_sample(n: int) -> list[str]:
+    """Message-IDs of ``n`` hand-labeled emails that the bundled sample holds (shortest first)."""
+    sample = REPO / "data" / "enron-sample"
+    found = []
+    for line in (REPO / "gold" / "enron-labels.jsonl").read_text().splitlines():
+        label = json.loads(line)
+        path = sample / label["path"]
+        if path.exists():
+            found.append((path.stat().st_size, label["message_id"]))
+    assert len(found) >= n, "the bundled sample holds too few hand-labeled emails"
+    return [mid for _, mid in sorted(found)[:n]]
+
+
+@pytest.mark.llm
+def test_06_prompt_lab_tries_a_draft_beside_the_baseline(workdir: Path) -> None:
+    mids = _labeled_in_sample(2)
+    nb, seconds = run(
+        "06_prompt_lab.ipynb",
+        workdir,
+        labels=str(REPO / "gold" / "enron-labels.jsonl"),
+        sample_size=2,
+        message_ids=mids,
+        draft_name="ci-lab",
+        add_instruction="Keep the summary to one short sentence.",
+        autotry=True,
+    )
+    text = outputs_text(nb)
+    assert "Traceback" not in text and "Error" not in text, text[-2000:]
+    # one stats line per version, both on the two sampled emails
+    assert re.search(r"^builtin: [0-2]/2 valid", text, re.M), text
+    assert re.search(r"^ci-lab: [0-2]/2 valid", text, re.M), text
+    assert "labeled: 2" in text  # both sampled emails have hand labels: deltas were computed
+    assert re.search(r"^  people: draft - baseline [+-]\d\.\d\d \[", text, re.M), text
+    with Store(workdir / "emailwb.sqlite") as store:
+        rows = store.query("SELECT prompt_hash, email_id FROM lab_replies")
+        # the draft differs from the baseline: two prompt hashes, each asked both emails
+        assert len({r["prompt_hash"] for r in rows}) == 2
+        assert len(rows) == 4
+    print(f"06_prompt_lab: {seconds:.1f} s")

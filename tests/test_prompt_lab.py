@@ -219,3 +219,12 @@ async def test_embedded_model_edit_try_save_launch_and_try_again_without_a_reque
     assert cmp2.b.cached == 2 and cmp2.a.cached == 2
     assert not again.backend_started  # nothing was asked, so no server was started
     await again.aclose()
+
+
+async def test_message_ids_pasted_with_angle_brackets_are_found(filled: Any) -> None:
+    mids = [r[0] for r in filled.query("SELECT message_id FROM emails ORDER BY id LIMIT 2")]
+    async with SimServer(kind="openai", slots=4) as srv:
+        lab = lab_for(filled, srv, message_ids=[f" <{m}> " for m in mids])  # as in a header
+        cmp = await lab.try_draft()
+        assert [r["message_id"] for r in cmp.rows] == mids
+        await lab.aclose()

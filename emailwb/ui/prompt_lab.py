@@ -43,7 +43,7 @@ from emailwb.ui import explore
 from emailwb.ui.evidence import evidence_page, highlight_html, write_evidence_page
 from emailwb.ui.notebook import ErrorLog, escape, spawn
 
-_STYLE = {"description_width": "110px"}
+_STYLE = {"description_width": "130px"}  # "guidance (all-LLM)" in full
 SPREAD = "spread over the types"
 LABELED = "emails with labels"
 LISTED = "these Message-IDs"
@@ -252,7 +252,9 @@ class PromptLab:
             }
             return lab_sample(self.store, message_ids=[m for m in mids if m in present], n=n)
         if choice == LISTED:
-            return lab_sample(self.store, message_ids=self.message_ids.value.splitlines(), n=n)
+            # as pasted from a header (<id@host>) or as the store keeps them (id@host)
+            mids = [m.strip().strip("<>").strip() for m in self.message_ids.value.splitlines()]
+            return lab_sample(self.store, message_ids=mids, n=n)
         if choice.startswith("type: "):
             return lab_sample(self.store, email_type=choice[6:], n=n)
         return lab_sample(self.store, n=n)
