@@ -14,12 +14,13 @@ Where things live (each subpackage's docstring says what it is for and what it m
 * ``emailwb.mail``: parsing, cleaning, deduplication, threads, type detection, mail sources;
 * ``emailwb.store``: the SQLite store, migrations, ingest, runs and results;
 * ``emailwb.llm``: backends (Ollama, OpenAI-compatible, the embedded llama-server), router,
-  breaker, schema, grammar, prompts;
+  breaker, schema, grammar, prompts and prompt versions;
 * ``emailwb.facts``: extractors with evidence spans, judgment rules, extraction plans;
 * ``emailwb.settings``: ``Settings`` and the ``RunConfig`` they produce;
 * ``emailwb.quality``: measures, grounding, the quality watch, judge, audits, A/B, hand labels;
-* ``emailwb.engine``: the processor, work queue, concurrency, retries, throughput, canary;
-* ``emailwb.ui``: notebook panels, charts, explore views, the HTML report;
+* ``emailwb.engine``: the processor, work queue, concurrency, retries, throughput, canary, the
+  prompt library and the prompt lab's trials;
+* ``emailwb.ui``: notebook panels, charts, explore views, the HTML report, the prompt lab;
 * ``emailwb.cli``: the ``emailwb`` command;
 * ``emailwb.testing``: simulated servers for tests and benchmarks (nothing imports it).
 """
@@ -54,6 +55,13 @@ _EXPORTS: dict[str, str] = {
     "score_runs": "emailwb.quality.gold",
     "get_plan": "emailwb.facts.plans",
     "PLANS": "emailwb.facts.plans",
+    "PromptVersion": "emailwb.llm.prompts",
+    "load_prompt": "emailwb.engine.library",
+    "save_prompt": "emailwb.engine.library",
+    "list_prompts": "emailwb.engine.library",
+    "try_prompt": "emailwb.engine.lab",
+    "compare_trials": "emailwb.engine.lab",
+    "PromptLab": "emailwb.ui.prompt_lab",
     "LaunchPanel": "emailwb.ui.panels",
     "PrioritiesPanel": "emailwb.ui.panels",
     "AuditPanel": "emailwb.ui.audit_panel",
@@ -70,6 +78,8 @@ __all__ = [
     "LaunchPanel",
     "PrioritiesPanel",
     "Processor",
+    "PromptLab",
+    "PromptVersion",
     "QualityConfig",
     "QualityWatch",
     "RunConfig",
@@ -78,27 +88,35 @@ __all__ = [
     "Store",
     "canary",
     "compare_runs",
+    "compare_trials",
     "get_plan",
     "ingest",
     "ingest_errors",
+    "list_prompts",
     "list_runs",
     "load_labels",
+    "load_prompt",
     "load_settings",
     "results_df",
     "retry_failed",
     "run_batch",
+    "save_prompt",
     "score_runs",
     "status_json",
+    "try_prompt",
     "write_report",
 ]
 
 if TYPE_CHECKING:
     from emailwb.engine.batch import run_batch
     from emailwb.engine.canary import canary
+    from emailwb.engine.lab import compare_trials, try_prompt
+    from emailwb.engine.library import list_prompts, load_prompt, save_prompt
     from emailwb.engine.processor import Processor, RunSummary
     from emailwb.engine.throughput import status_json
     from emailwb.errors import EmailwbError
     from emailwb.facts.plans import PLANS, get_plan
+    from emailwb.llm.prompts import PromptVersion
     from emailwb.quality.compare import compare_runs
     from emailwb.quality.gold import load_labels, score_runs
     from emailwb.quality.watch import QualityConfig, QualityWatch
@@ -109,6 +127,7 @@ if TYPE_CHECKING:
     from emailwb.ui.audit_panel import AuditPanel
     from emailwb.ui.compare_panel import ComparePanel
     from emailwb.ui.panels import LaunchPanel, PrioritiesPanel
+    from emailwb.ui.prompt_lab import PromptLab
     from emailwb.ui.report import write_report
 
 

@@ -6,7 +6,7 @@ protocols and map their errors into ``emailwb.errors``; ``router`` spreads reque
 several endpoints with health and statistics and builds backends by kind; ``breaker`` rests
 a failing endpoint; ``localserver`` and ``llamabin`` run the embedded llama-server; ``schema``
 is the versioned output schema, ``grammar`` its whitespace-free GBNF, ``prompts`` the
-prompt templates.
+prompt templates and ``PromptVersion``, the editable, hashed parts they are made of.
 
 May import: ``emailwb.errors``, ``emailwb.mail`` (the ``Email`` a prompt is built from).
 Policy (concurrency, retries, progress) is not here: it belongs to ``emailwb.engine``.
