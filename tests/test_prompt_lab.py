@@ -9,6 +9,7 @@ SmolLM2 end to end: edit, Try, Save, Launch, provenance, Try again without a req
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -227,4 +228,64 @@ async def test_message_ids_pasted_with_angle_brackets_are_found(filled: Any) -> 
         lab = lab_for(filled, srv, message_ids=[f" <{m}> " for m in mids])  # as in a header
         cmp = await lab.try_draft()
         assert [r["message_id"] for r in cmp.rows] == mids
+        await lab.aclose()
+
+
+async def test_results_browser_and_audit_panel_highlight_a_runs_evidence(filled: Any) -> None:
+    from emailwb.engine.batch import run_batch
+    from emailwb.quality.audit import add_to_queue
+    from emailwb.ui.audit_panel import AuditPanel
+    from emailwb.ui.charts import ResultsBrowser
+
+    summary = await run_batch(filled, RunConfig.default(plan="facts"), run_name="facts-ev")
+    rows = filled.query(
+        "SELECT r.id, r.group_id, r.data FROM results r JOIN runs n ON n.id = r.run_id "
+        "WHERE n.name = ? AND r.data LIKE '%\"people\":[{%' ORDER BY r.id LIMIT 1",
+        (summary.name,),
+    )
+    assert rows, "the facts plan found people in the bundled sample"
+    result_id, group_id, data = rows[0]
+    person = json.loads(data)["evidence"]["people"][0]["text"]
+    browser = ResultsBrowser(filled)
+    browser.refresh()
+    browser.open(result_id)
+    assert "data-field='people'" in browser.email.value
+    assert f">{html.escape(person, quote=True)}</mark>" in browser.email.value
+
+    add_to_queue(filled, summary.name, [group_id])
+    panel = AuditPanel(filled, summary.name, auditor="tester")
+    panel.show(panel.units.index(group_id))
+    assert "emailwb-evidence" in panel.email.value
+    assert "data-field='people'" in panel.email.value
+
+
+def test_an_exact_span_that_does_not_hold_its_value_is_listed_not_marked() -> None:
+    text = "Lunch with Bob on Friday."
+    wrong = {"people": [{"text": "Alice", "start": 11, "end": 14, "match": "exact"}]}
+    html = highlight_html(text, wrong)
+    assert "<mark" not in html
+    assert "unsupported" in html and "Alice" in html
+
+
+async def test_the_audit_queue_is_a_sample_and_its_correct_marks_are_labels(filled: Any) -> None:
+    from emailwb.engine.batch import run_batch
+    from emailwb.engine.lab import audit_queue_emails
+    from emailwb.quality.audit import add_to_queue, audit_truth, save_labels
+    from emailwb.ui.prompt_lab import AUDITED
+
+    summary = await run_batch(filled, RunConfig.default(plan="facts"), run_name="audited")
+    groups = [r[0] for r in filled.query("SELECT id FROM content_groups ORDER BY id LIMIT 3")]
+    add_to_queue(filled, summary.name, groups)
+    save_labels(filled, summary.name, groups[0], {"email_type": "correct", "people": "incorrect"})
+    truth = audit_truth(filled)
+    assert len(truth) == 1 and "email_type" in truth[0] and "people" not in truth[0]
+    async with SimServer(kind="openai", slots=4) as srv:
+        lab = lab_for(filled, srv)
+        lab.sample_by.value = AUDITED
+        cmp = await lab.try_draft()
+        queued = audit_queue_emails(filled)  # the run's deep-check sample and our three
+        assert len(queued) >= 3
+        assert [r["email_id"] for r in cmp.rows] == queued[:4] and cmp.labeled == 1
+        assert set(cmp.a.accuracy) == {"email_type"}  # only what the auditor vouched for
+        assert set(cmp.deltas) == {"email_type"}
         await lab.aclose()

@@ -76,6 +76,26 @@ def model_key(cfg: RunConfig) -> str:
     )
 
 
+def audit_queue_emails(store: Store) -> list[int]:
+    """The email each unit in any run's audit queue stands for (its first), in queue order."""
+    out: list[int] = []
+    for r in store.query("SELECT DISTINCT run_id FROM audit_queue ORDER BY run_id"):
+        record = runs.get_run(store, int(r["run_id"]))
+        if record is None:
+            continue
+        units = [
+            int(u["unit_id"])
+            for u in store.query(
+                "SELECT unit_id FROM audit_queue WHERE run_id = ? ORDER BY added_at, unit_id",
+                (record.id,),
+            )
+        ]
+        for ids in runs.unit_email_ids(store, record.unit, units).values():
+            if ids:
+                out.append(min(ids))
+    return list(dict.fromkeys(out))
+
+
 def lab_sample(
     store: Store,
     *,
@@ -300,7 +320,13 @@ class LabComparison:
         return self.b.n - self.b.valid
 
 
-def _per_email_score(name: str, data: Mapping[str, Any] | None, label: Mapping[str, Any]) -> float:
+def _per_email_score(
+    name: str, data: Mapping[str, Any] | None, label: Mapping[str, Any]
+) -> float | None:
+    """1/0 (accuracy) or F1 of one email; None when its label says nothing of ``name`` (an
+    audit label covers only the fields an auditor marked correct)."""
+    if name not in label:
+        return None
     if name in gold.ACCURACY_FIELDS:
         return float(gold.predicted_value(name, data) == label.get(name))
     tp, fp, fn = gold.match_counts(name, data, label)
@@ -326,8 +352,10 @@ def _stats(
     scored = [t for t in trials if t.message_id in labels]
     if scored:
         for f in (*gold.ACCURACY_FIELDS, *gold.LIST_FIELDS):
-            vals = [_per_email_score(f, t.data, labels[t.message_id]) for t in scored]
-            acc[f] = sum(vals) / len(vals)
+            got = [_per_email_score(f, t.data, labels[t.message_id]) for t in scored]
+            vals = [v for v in got if v is not None]
+            if vals:
+                acc[f] = sum(vals) / len(vals)
     return VersionStats(
         name,
         len(trials),
@@ -372,9 +400,17 @@ def compare_trials(
     paired = [(x, y) for x, y in paired if x.message_id in by_mid]
     if paired:
         for f in (*gold.ACCURACY_FIELDS, *gold.LIST_FIELDS):
-            va = [_per_email_score(f, x.data, by_mid[x.message_id]) for x, _ in paired]
-            vb = [_per_email_score(f, y.data, by_mid[y.message_id]) for _, y in paired]
-            deltas[f] = bootstrap_ci(paired_differences(va, vb), seed=7)
+            pairs = [
+                (
+                    _per_email_score(f, x.data, by_mid[x.message_id]),
+                    _per_email_score(f, y.data, by_mid[y.message_id]),
+                )
+                for x, y in paired
+            ]
+            va = [p for p, q in pairs if p is not None and q is not None]
+            vb = [q for p, q in pairs if p is not None and q is not None]
+            if va:
+                deltas[f] = bootstrap_ci(paired_differences(va, vb), seed=7)
     return LabComparison(
         _stats(a_name, a, texts, by_mid),
         _stats(b_name, b, texts, by_mid),

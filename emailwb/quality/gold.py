@@ -357,6 +357,27 @@ def predicted_value(name: str, prediction: Mapping[str, Any] | None) -> Any:
     return TYPE_MAP.get(value, value) if name == "email_type" else value
 
 
+def label_form(name: str, prediction: Mapping[str, Any] | None) -> Any:
+    """A prediction's field as a hand label would write it (an audited-correct value becomes
+    a label): the accuracy fields' value, a list field's strings (amounts as written)."""
+    if name in ACCURACY_FIELDS:
+        return predicted_value(name, prediction)
+    if name != "amounts":
+        return _predicted_strings(prediction, name)
+    out: list[str] = []
+    for item in (prediction or {}).get("amounts") or []:
+        if isinstance(item, Mapping):
+            text = item.get("text") or item.get("raw")
+            value = as_number(item.get("value"))
+            if isinstance(text, str) and amount_values(text):
+                out.append(text)
+            elif value is not None:
+                out.append(f"${value:,.2f}")
+        elif isinstance(item, str):
+            out.append(item)
+    return out
+
+
 # --- grounding ----------------------------------------------------------------------------
 def _collapse(text: str) -> str:
     return " ".join(str(text).lower().split())

@@ -25,6 +25,7 @@ from emailwb.quality.audit import (
     save_labels,
 )
 from emailwb.quality.grounding import Grounding
+from emailwb.ui.evidence import highlight_html
 
 if TYPE_CHECKING:
     from emailwb.store.database import Store
@@ -68,10 +69,12 @@ def json_html(data: Mapping[str, Any] | None, ground: Grounding | None = None) -
     return f"<div class='emailwb-json' style='font-size:12px'>{''.join(lines)}</div>"
 
 
-def email_html(emails: list[dict[str, Any]]) -> str:
-    """Each email's headers, cleaned text and (folded) raw body, escaped."""
+def email_html(emails: list[dict[str, Any]], evidence: Mapping[str, Any] | None = None) -> str:
+    """Each email's headers, cleaned text and (folded) raw body, escaped. With the result's
+    ``evidence``, the first email's body (the text its spans point into) follows with each
+    extracted value highlighted and the values without a span listed as unsupported."""
     out = []
-    for e in emails:
+    for n, e in enumerate(emails):
         try:
             to = ", ".join(json.loads(e.get("to_addrs") or "[]"))
         except ValueError:
@@ -86,8 +89,15 @@ def email_html(emails: list[dict[str, Any]]) -> str:
             )
         )
         cleaned = "\n".join(x for x in (e.get("new_text") or "", e.get("forwarded") or "") if x)
+        marked = ""
+        if evidence and n == 0:
+            body = (e.get("body") or "").replace("\r\n", "\n")
+            marked = (
+                "<div><b>evidence</b></div>"
+                f"<div class='emailwb-evidence'>{highlight_html(body, evidence)}</div>"
+            )
         out.append(
-            f"<div class='emailwb-email'>{heads}<div><b>cleaned</b></div>"
+            f"<div class='emailwb-email'>{heads}{marked}<div><b>cleaned</b></div>"
             f"<pre style='{_PRE}'>{escape(cleaned)}</pre><details><summary>raw body"
             f"</summary><pre style='{_PRE}'>{escape(e.get('body') or '')}</pre></details>"
             f"</div>"
@@ -242,7 +252,7 @@ class AuditPanel:
             f"unit {item.unit_id} ({escape(item.reason)}), result {escape(str(item.status))}; "
             f"judge: {escape(str(judge.get('overall', '–')))}/5 {escape(judge.get('notes') or '')}"
         )
-        self.email.value = email_html(item.emails)
+        self.email.value = email_html(item.emails, (item.data or {}).get("evidence"))
         self.json.value = json_html(item.data, item.grounding)
         verdict = judge.get("verdict") or {}
         for f, t in self.toggles.items():

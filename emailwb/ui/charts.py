@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Mapping
 from copy import deepcopy
 from typing import Any
 
@@ -27,6 +28,7 @@ import polars as pl
 from emailwb.engine.throughput import MetricsSnapshot
 from emailwb.store.database import Store
 from emailwb.ui import explore
+from emailwb.ui.evidence import highlight_html
 from emailwb.ui.notebook import ErrorLog, escape
 
 MAX_POINTS = 900  # a quarter of an hour at one point a second
@@ -385,8 +387,10 @@ _PRE = (
 )
 
 
-def email_html(email: dict[str, Any]) -> str:
-    """An email's headers and text, escaped (untrusted content)."""
+def email_html(email: dict[str, Any], evidence: Mapping[str, Any] | None = None) -> str:
+    """An email's headers and text, escaped (untrusted content). With a result's
+    ``evidence``, the whole body with each extracted value's span highlighted
+    (``emailwb.ui.evidence``) and the values without one listed as unsupported."""
     if not email:
         return "<i>no email</i>"
     heads = [
@@ -401,6 +405,12 @@ def email_html(email: dict[str, Any]) -> str:
     if len(text.strip()) < 20:
         text = email.get("body") or text
     header = "".join(f"<div><b>{escape(k)}:</b> {escape(v)}</div>" for k, v in heads)
+    if evidence:
+        body = (email.get("body") or "").replace("\r\n", "\n")
+        return (
+            f"<div class='emailwb-email' style='font-size:12px'>{header}"
+            f"<div class='emailwb-email-body'>{highlight_html(body, evidence)}</div></div>"
+        )
     return (
         f"<div class='emailwb-email' style='font-size:12px'>{header}"
         f"<pre class='emailwb-email-body' style='{_PRE}'>{escape(text)}</pre></div>"
@@ -526,5 +536,5 @@ class ResultsBrowser:
             self.json.value = ""
             return
         self.shown = result_id
-        self.email.value = email_html(detail["email"])
+        self.email.value = email_html(detail["email"], (detail["data"] or {}).get("evidence"))
         self.json.value = json_html(detail["data"], detail["result"])

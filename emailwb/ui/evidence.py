@@ -4,7 +4,8 @@ A result's ``evidence`` (``emailwb.facts.plans.compose``) holds, per field, the 
 their spans into the email's body (``{"text", "start", "end", "match", "source"}``).
 ``highlight_html`` marks every placed value in the text, coloured by field (overlapping
 spans: the first one wins, the rest are listed), and lists the values with no span as
-unsupported; ``evidence_page`` makes a self-contained HTML file of several emails for
+unsupported (so is an exact span whose text is not its value: evidence meant for another
+text); ``evidence_page`` makes a self-contained HTML file of several emails for
 sharing. Everything from the email or the model is escaped: the content is untrusted.
 """
 
@@ -27,8 +28,12 @@ COLOURS: dict[str, str] = {
 _OTHER = "#e0e0e0"
 
 
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
 def _spans(
-    evidence: Mapping[str, Any] | None, length: int
+    evidence: Mapping[str, Any] | None, body: str
 ) -> tuple[list[tuple[int, int, str, str]], list[tuple[str, str]]]:
     placed: list[tuple[int, int, str, str]] = []
     unsupported: list[tuple[str, str]] = []
@@ -38,13 +43,16 @@ def _spans(
                 continue
             start, end = item.get("start", -1), item.get("end", -1)
             text = str(item.get("text", ""))
+            match = str(item.get("match", "exact"))
             if (
                 isinstance(start, int)
                 and isinstance(end, int)
-                and 0 <= start < end <= length
-                and item.get("match", "exact") != "unplaced"
+                and 0 <= start < end <= len(body)
+                and match != "unplaced"
+                # an exact span holds its value in this text (not another email's)
+                and (match != "exact" or _same(body[start:end], text))
             ):
-                placed.append((start, end, name, str(item.get("match", "exact"))))
+                placed.append((start, end, name, match))
             else:
                 unsupported.append((name, text))
     placed.sort(key=lambda s: (s[0], -s[1]))
@@ -64,7 +72,7 @@ def legend_html(fields: Iterable[str] = COLOURS) -> str:
 def highlight_html(text: str, evidence: Mapping[str, Any] | None) -> str:
     """``text`` with each placed value marked (a ``<mark>`` per span, titled with its field
     and how it was placed), then the list of values that have no span."""
-    placed, unsupported = _spans(evidence, len(text))
+    placed, unsupported = _spans(evidence, text)
     parts: list[str] = []
     at = 0
     skipped: list[tuple[str, str]] = []

@@ -3,7 +3,7 @@
 A plain object of ipywidgets (``PromptLab``) that the notebook shows and tests drive:
 
 - the sample: a dozen emails spread over the detected types (default), one type, the
-  emails with hand labels, or a list of Message-IDs;
+  emails with hand labels, the audit queue, or a list of Message-IDs;
 - the draft: the plan's instructions and one line per output field, plus the all-LLM
   templates' intro and guidance, starting from the chosen baseline version;
 - **Try** (``await lab.try_draft()``): the baseline and the draft run on the sample
@@ -11,7 +11,8 @@ A plain object of ipywidgets (``PromptLab``) that the notebook shows and tests d
   and kept warm until ``close``); replies are kept by prompt hash and email, so trying
   again asks nothing. Per email, the two extractions side by side with the fields that
   differ marked; per version, reply tokens, latency, valid replies, grounding and, where
-  labels exist, accuracy with the paired difference and its interval. Picking an email
+  labels exist (the gold file's, and the fields auditors marked correct in the audit panel),
+  accuracy with the paired difference and its interval. Picking an email
   shows its text with the draft's evidence highlighted (``emailwb.ui.evidence``);
 - **Save** stores the draft as a new immutable version; a draft that failed validation on
   the sample is saved with a warning, shown here and in the launch panel;
@@ -30,12 +31,20 @@ from typing import Any
 import ipywidgets as w
 
 from emailwb.engine.batch import open_backend, with_local_sampling
-from emailwb.engine.lab import LabComparison, Trial, compare_trials, lab_sample, try_prompt
+from emailwb.engine.lab import (
+    LabComparison,
+    Trial,
+    audit_queue_emails,
+    compare_trials,
+    lab_sample,
+    try_prompt,
+)
 from emailwb.engine.library import list_prompts, load_prompt, prompt_warning, save_prompt
 from emailwb.errors import ConfigError
 from emailwb.facts.cache import bodies
 from emailwb.facts.plans import PLANS, get_plan
 from emailwb.llm.prompts import PromptVersion
+from emailwb.quality.audit import audit_truth
 from emailwb.quality.gold import load_labels
 from emailwb.settings import RunConfig
 from emailwb.store.database import Store
@@ -47,6 +56,7 @@ _STYLE = {"description_width": "130px"}  # "guidance (all-LLM)" in full
 SPREAD = "spread over the types"
 LABELED = "emails with labels"
 LISTED = "these Message-IDs"
+AUDITED = "the audit queue"
 
 
 def _fields_text(version: PromptVersion) -> str:
@@ -118,7 +128,7 @@ class PromptLab:
             style=_STYLE,
         )
         self.sample_by = w.Dropdown(
-            options=[SPREAD, LABELED, LISTED, *(f"type: {t}" for t in self._types())],
+            options=[SPREAD, LABELED, AUDITED, LISTED, *(f"type: {t}" for t in self._types())],
             value=LISTED if message_ids else SPREAD,
             description="sample",
             style=_STYLE,
@@ -232,6 +242,13 @@ class PromptLab:
     def run_config(self) -> RunConfig:
         return with_local_sampling(self.config.model_copy(update={"plan": self.plan.value}))
 
+    def all_labels(self) -> list[dict[str, Any]]:
+        """The hand labels accuracy is measured against: the gold file's, then the audit
+        panel's (fields auditors marked correct) for emails the file does not hold."""
+        held = {str(lab["message_id"]).strip() for lab in self.labels}
+        audited = [r for r in audit_truth(self.store) if r["message_id"] not in held]
+        return [*self.labels, *audited]
+
     def sample(self) -> list[int]:
         """The sampled email ids, by the sample choice."""
         n = int(self.sample_size.value)
@@ -251,6 +268,14 @@ class PromptLab:
                 )
             }
             return lab_sample(self.store, message_ids=[m for m in mids if m in present], n=n)
+        if choice == AUDITED:
+            ids = audit_queue_emails(self.store)
+            if not ids:
+                raise ConfigError(
+                    "the audit queue is empty",
+                    hint="run a batch (its deep-check sample enters the queue) or pick another sample",
+                )
+            return lab_sample(self.store, email_ids=ids, n=n)
         if choice == LISTED:
             # as pasted from a header (<id@host>) or as the store keeps them (id@host)
             mids = [m.strip().strip("<>").strip() for m in self.message_ids.value.splitlines()]
@@ -300,7 +325,12 @@ class PromptLab:
         self.tried_hash = draft.hash
         self._texts = bodies(self.store, ids)
         cmp = compare_trials(
-            self.store, base.name, self.base_trials, draft.name, self.draft_trials, self.labels
+            self.store,
+            base.name,
+            self.base_trials,
+            draft.name,
+            self.draft_trials,
+            self.all_labels(),
         )
         self.comparison = cmp
         self._render(cmp)
@@ -339,6 +369,9 @@ class PromptLab:
         if cmp.deltas:
             rows += "<tr><td>draft - baseline [95%]</td><td></td><td></td><td></td><td></td>"
             for f in acc_fields:
+                if f not in cmp.deltas:
+                    rows += "<td>-</td>"
+                    continue
                 d, lo, hi = cmp.deltas[f]
                 rows += f"<td>{d:+.2f} [{lo:+.2f}, {hi:+.2f}]</td>"
             rows += "</tr>"
