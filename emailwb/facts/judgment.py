@@ -1,9 +1,10 @@
 """Deterministic baselines for the judgment fields: email_type, priority, has_action_item.
 
-Keyword rules over the counted text (``emailwb.facts.counted``) and the subject, tuned on
-the dev split of the hand-labeled set (``gold/``), never on its test split. They are the
-yardstick an LLM must beat to be given a field, and the source of the field when it does
-not (``emailwb.facts.plans``).
+Keyword rules over the counted text (``emailwb.facts.counted``) and the subject, plus a few
+structural cues (recipients, a forward passed on without a word, the sender's own ask),
+tuned on the dev split of the hand-labeled set (``gold/``: round 1's 136 emails), never on
+its test split (round 2). They are the yardstick an LLM must beat to be given a field, and
+the source of the field when it does not (``emailwb.facts.plans``).
 """
 
 from __future__ import annotations
@@ -86,8 +87,7 @@ TYPE_RULES: tuple[tuple[str, re.Pattern[str], float, str], ...] = (
         _rx(
             r"\b(family|kids|wife|husband|birthday|weekend|vacation|golf|party|"
             r"baby|wedding|mom|dad|love|football|tickets?|dinner|beer|fun|"
-            r"church|hey|buddy|dude|class|homework|assignment|housewarming|"
-            r"recruit\w*|quarterback|longhorns?)\b"
+            r"church|hey|buddy|dude|class|homework|assignment|housewarming)\b"
         ),
         1.0,
         "both",
@@ -109,6 +109,10 @@ _PERSONAL_DOMAINS_RE = _rx(
 )
 
 
+ASK_WEIGHT = 1.0
+_HELD_RE = _rx(r"\b(meeting minutes|minutes (of|from) the|trip report|recap of)\b")
+
+
 def _features(email: Email, text: str) -> dict[str, float]:
     """Extra evidence beyond keywords: who sent it to how many, and what it passes on."""
     extra: dict[str, float] = {}
@@ -118,20 +122,28 @@ def _features(email: Email, text: str) -> dict[str, float]:
         extra["personal"] = extra.get("personal", 0.0) + 1.5
     if recipients == 0 or recipients >= 15:
         extra["announcement"] = extra.get("announcement", 0.0) + 1.2
-    if forward_is_point(email) and own <= 15:
-        extra["report"] = extra.get("report", 0.0) + 1.0
+    asks = re.search(r"\?(\s|$)", email.new_text) is not None and recipients <= 4
+    if forward_is_point(email) and own <= 15 and not asks:
+        # a forwarded story or newsletter passed on without a word is the guide's report
+        long = len(email.forwarded.split()) >= 250
+        extra["report"] = extra.get("report", 0.0) + (2.5 if long else 1.0)
+    if _HELD_RE.search(f"{email.subject or ''}\n{text[:4000]}"):
+        extra["report"] = extra.get("report", 0.0) + 3.0  # the summary of a meeting held
 
     if own and own <= 8 and not email.forwarded.strip():
         extra["other"] = extra.get("other", 0.0) + 1.0
-    if re.search(r"\?(\s|$)", email.new_text) and recipients <= 4:
-        extra["request"] = extra.get("request", 0.0) + 1.0  # a question to a few people
+    if _ACTION_RE.search(without_offers(email.new_text)[:4000]) and not _BULK_RE.search(text):
+        extra["request"] = extra.get("request", 0.0) + ASK_WEIGHT  # the sender's own ask
+    if asks:  # a question to a few people; in a short cover note, it is the point
+        extra["request"] = extra.get("request", 0.0) + (2.5 if own <= 30 else 1.0)
 
     return extra
 
 
 _URGENT_RE = _rx(
-    r"\b(urgent|asap|immediately|right away|by (noon|end of (the )?day|close of "
-    r"business|cob|eod)|this (morning|afternoon)|tonight)\b"
+    r"\b(urgent|asap|right away|by (noon|end of (the )?day|close of business|cob|eod|"
+    r"this (morning|afternoon)|tonight)|(please|need|must|should)\b[^.!?\n]{0,60}"
+    r"\bimmediately)\b"
 )
 _HIGH_RE = _rx(
     r"\b(as soon as (possible|you can)|by tomorrow|deadline|no later than|"
@@ -199,7 +211,9 @@ def classify(subject: str, text: str, extra: dict[str, float] | None = None) -> 
         if hits:
             scores[name] = scores.get(name, 0.0) + hits * weight
     if not scores:
-        return "other"
+        # no cue at all: a substantive text is most often a status or data report (the
+        # guide's "report"), a short one an acknowledgement or a note ("other")
+        return "report" if len(text.split()) >= 50 else "other"
     return max(scores, key=lambda t: scores[t])
 
 
@@ -222,7 +236,9 @@ def judge(email: Email) -> Judgment:
         and not _NO_ACTION_RE.search(subject + " " + own[:200])
         and not _BULK_RE.search(text[:8000])
     )
-    if _URGENT_RE.search(subject) or _URGENT_RE.search(text[:4000]):
+    if email_type == "personal" or _BULK_RE.search(text[:8000]):
+        priority = "low"  # personal mail and marketing, whatever their wording
+    elif _URGENT_RE.search(subject) or _URGENT_RE.search(text[:4000]):
         priority = "urgent"
     elif _HIGH_RE.search(subject + " " + text[:4000]):
         priority = "high"
