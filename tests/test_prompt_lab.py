@@ -270,7 +270,8 @@ def test_an_exact_span_that_does_not_hold_its_value_is_listed_not_marked() -> No
 async def test_the_audit_queue_is_a_sample_and_its_correct_marks_are_labels(filled: Any) -> None:
     from emailwb.engine.batch import run_batch
     from emailwb.engine.lab import audit_queue_emails
-    from emailwb.quality.audit import add_to_queue, audit_truth, save_labels
+    from emailwb.quality.audit import add_to_queue, save_labels
+    from emailwb.quality.gold import audit_truth
     from emailwb.ui.prompt_lab import AUDITED
 
     summary = await run_batch(filled, RunConfig.default(plan="facts"), run_name="audited")

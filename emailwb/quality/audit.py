@@ -6,8 +6,8 @@ queued result with its email (cleaned and raw), the extracted JSON, the groundin
 extracted value and the judge's opinion; ``save_labels`` stores a person's per-field
 labels and note in ``audits`` (one row per field; saving again replaces them);
 ``accuracy`` is the share of fields labelled correct, per field, with Wilson intervals, and
-how often the judge agreed with the person; ``audit_truth`` turns the fields marked correct
-into hand labels the gold scorer and the prompt lab can use. ``AuditPanel`` is the notebook front end
+how often the judge agreed with the person
+(``gold.audit_truth`` turns the fields marked correct into hand labels). ``AuditPanel`` is the notebook front end
 (``notebooks/04_audit.ipynb``); every piece of email content it shows is HTML-escaped.
 """
 
@@ -280,38 +280,3 @@ def accuracy(store: Store, run: str | int | None = None, confidence: float = 0.9
 
 
 # --- presentation ---------------------------------------------------------------------------
-
-
-def audit_truth(store: Store, run: str | int | None = None) -> list[dict[str, Any]]:
-    """Hand labels from the audit panel: per email (its Message-ID), each scored field an
-    auditor marked correct, with the audited value in label form (``gold.label_form``);
-    fields marked incorrect say only what the value is not, so they are left out. Over all
-    runs (newest audit first wins) unless ``run`` is given."""
-    from emailwb.quality import gold
-
-    fields = (*gold.ACCURACY_FIELDS, *gold.LIST_FIELDS)
-    where, params = (
-        ("AND u.run_id = ?", (audit_run(store, run).id,)) if run is not None else ("", ())
-    )
-    rows = store.query(
-        "SELECT u.run_id, u.unit_id, u.field, n.unit FROM audits u JOIN runs n ON n.id = u.run_id "
-        f"WHERE u.label = 'correct' {where} ORDER BY u.created_at DESC",
-        params,
-    )
-    out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        name = "has_action_item" if r["field"] == "action_items" else r["field"]
-        if name not in fields:
-            continue
-        col = runs.UNIT_COLUMN[r["unit"]]
-        res = store.query_one(
-            f"SELECT data FROM results WHERE run_id = ? AND {col} = ?", (r["run_id"], r["unit_id"])
-        )
-        ids = runs.unit_email_ids(store, r["unit"], [r["unit_id"]]).get(r["unit_id"], [])
-        if res is None or not res["data"] or not ids:
-            continue
-        mid = store.scalar("SELECT message_id FROM emails WHERE id = ?", (min(ids),))
-        label = out.setdefault(str(mid), {"message_id": str(mid), "source": "audit"})
-        if name not in label:
-            label[name] = gold.label_form(name, json.loads(res["data"]))
-    return list(out.values())

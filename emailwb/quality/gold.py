@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from emailwb.errors import ConfigError
 from emailwb.facts.money import as_number, find_money
 from emailwb.quality.grounding import grounding_text
+from emailwb.store import runs
 from emailwb.store.runs import stored_date, stored_list
 
 if TYPE_CHECKING:
@@ -376,6 +377,41 @@ def label_form(name: str, prediction: Mapping[str, Any] | None) -> Any:
         elif isinstance(item, str):
             out.append(item)
     return out
+
+
+def audit_truth(store: Store, run: str | int | None = None) -> list[dict[str, Any]]:
+    """Hand labels from the audit panel: per email (its Message-ID), each scored field an
+    auditor marked correct, with the audited value in label form (``label_form``);
+    fields marked incorrect say only what the value is not, so they are left out. Over all
+    runs (newest audit first wins) unless ``run`` is given."""
+    from emailwb.quality.audit import audit_run  # audit imports this module
+
+    fields = (*ACCURACY_FIELDS, *LIST_FIELDS)
+    where, params = (
+        ("AND u.run_id = ?", (audit_run(store, run).id,)) if run is not None else ("", ())
+    )
+    rows = store.query(
+        "SELECT u.run_id, u.unit_id, u.field, n.unit FROM audits u JOIN runs n ON n.id = u.run_id "
+        f"WHERE u.label = 'correct' {where} ORDER BY u.created_at DESC",
+        params,
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        name = "has_action_item" if r["field"] == "action_items" else r["field"]
+        if name not in fields:
+            continue
+        col = runs.UNIT_COLUMN[r["unit"]]
+        res = store.query_one(
+            f"SELECT data FROM results WHERE run_id = ? AND {col} = ?", (r["run_id"], r["unit_id"])
+        )
+        ids = runs.unit_email_ids(store, r["unit"], [r["unit_id"]]).get(r["unit_id"], [])
+        if res is None or not res["data"] or not ids:
+            continue
+        mid = store.scalar("SELECT message_id FROM emails WHERE id = ?", (min(ids),))
+        label = out.setdefault(str(mid), {"message_id": str(mid), "source": "audit"})
+        if name not in label:
+            label[name] = label_form(name, json.loads(res["data"]))
+    return list(out.values())
 
 
 # --- grounding ----------------------------------------------------------------------------

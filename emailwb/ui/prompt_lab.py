@@ -44,8 +44,7 @@ from emailwb.errors import ConfigError
 from emailwb.facts.cache import bodies
 from emailwb.facts.plans import PLANS, get_plan
 from emailwb.llm.prompts import PromptVersion
-from emailwb.quality.audit import audit_truth
-from emailwb.quality.gold import load_labels
+from emailwb.quality.gold import audit_truth, load_labels
 from emailwb.settings import RunConfig
 from emailwb.store.database import Store
 from emailwb.ui import explore
