@@ -21,6 +21,7 @@ Where things live (each subpackage's docstring says what it is for and what it m
 * ``emailwb.engine``: the processor, work queue, concurrency, retries, throughput, canary, the
   prompt library and the prompt lab's trials;
 * ``emailwb.ui``: notebook panels, charts, explore views, the HTML report, the prompt lab;
+* ``emailwb.scale``: OpenAI batch files out and back (vLLM run-batch, the Batch API);
 * ``emailwb.cli``: the ``emailwb`` command;
 * ``emailwb.testing``: simulated servers for tests and benchmarks (nothing imports it).
 """

@@ -143,6 +143,47 @@ def _progress_printer(
     return on_progress, progress
 
 
+def _add_request_options(p: argparse.ArgumentParser) -> None:
+    """What shapes a run's requests: shared by `run` and `batch export`."""
+    p.add_argument("--model", help="model name (ollama/openai) or a GGUF path (local)")
+    p.add_argument("--run-name", help="resume or start the run with this name")
+    p.add_argument(
+        "--preset",
+        choices=["default", "reference"],
+        default="default",
+        help="'reference' reproduces the original design (the A/B baseline)",
+    )
+    p.add_argument(
+        "--plan",
+        choices=sorted(PLANS),
+        help="where each field comes from: 'default' (each field from its best "
+        "source on the hand labels), 'facts' (no model at all: a mailbox's "
+        "entities in minutes), 'llm' (every field by the model), 'choice' "
+        "(the model picks among extracted candidates); see README",
+    )
+    p.add_argument(
+        "--prompt",
+        help="the prompt version sent to the model: 'builtin' (default) or one saved in the "
+        "store by the prompt lab (`emailwb prompts list`)",
+    )
+    p.add_argument("--chain", action="store_true", help="send whole threads as one unit")
+    p.add_argument(
+        "--option", action="append", metavar="KEY=VALUE", help="server/model option (repeatable)"
+    )
+    p.add_argument("--max-tokens", type=int, help="completion tokens per request")
+
+
+def _request_config(args: argparse.Namespace, settings: Any) -> Any:
+    """The RunConfig of `run` / `batch export`'s options over the settings."""
+    from emailwb.settings import RunConfig
+
+    overrides: dict[str, object] = {}
+    options = _parse_options(args.option)
+    if options:
+        overrides["options"] = {**RunConfig.from_settings(settings, args.preset).options, **options}
+    return RunConfig.from_settings(settings, args.preset, **overrides)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -167,13 +208,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         plan=args.plan,
         prompt=args.prompt,
     )
-    from emailwb.settings import RunConfig
-
-    overrides: dict[str, object] = {}
-    options = _parse_options(args.option)
-    if options:
-        overrides["options"] = {**RunConfig.from_settings(settings, args.preset).options, **options}
-    config = RunConfig.from_settings(settings, args.preset, **overrides)
+    config = _request_config(args, settings)
     # the server first: a typo in --url must not cost an ingest of the whole mailbox
     asyncio.run(check_backend(config, settings.api_key))
     paths = args.paths
@@ -316,12 +351,14 @@ def _quality_watch(args: argparse.Namespace, settings: Settings) -> QualityWatch
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from emailwb.engine.throughput import status_json
+    from emailwb.store import batches
     from emailwb.store.database import Store
 
     settings = load_settings(db=args.db)
     with Store(settings.db) as store:
         status = status_json(store, args.run)
         status["store"] = store.stats()
+        status["batch_out"] = batches.out_counts(store)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True, default=str))
         return 0
@@ -335,6 +372,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     )
     for f in status.get("failures", []):
         print(f"  {f['n']:>5} failed: {f['error']}: {f['example']}")
+    out = (status.get("batch_out") or {}).get(run["name"])
+    if out:
+        print(f"  {out} units out in batch files, not imported yet (`emailwb batch import`)")
     for alert in ((status.get("live") or {}).get("quality") or {}).get("alerts", []):
         print(f"  quality alert: {alert}")
     return 0
@@ -504,6 +544,77 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch_export(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from emailwb.scale.batchfiles import export_batch
+    from emailwb.store.database import Store
+
+    settings = load_settings(
+        db=args.db,
+        model=args.model,
+        chain=True if args.chain else None,
+        max_tokens=args.max_tokens,
+        plan=args.plan,
+        prompt=args.prompt,
+    )
+    config = _request_config(args, settings)
+    with Store(settings.db) as store:
+        man = asyncio.run(
+            export_batch(
+                store,
+                config,
+                args.out,
+                run_name=args.run_name,
+                max_lines=args.max_lines,
+                again=args.again,
+                progress=not args.quiet,
+            )
+        )
+    if not man.units:
+        print(
+            f"run {man.run!r}: nothing to export (every pending unit is out in a file already;"
+            " --again writes them once more)"
+        )
+        return 0
+    for f in man.files:
+        print(f"  {Path(args.out) / f['name']}: {f['lines']:,} lines, {f['bytes'] / 1e6:.1f} MB")
+    print(
+        f"run {man.run!r}: {man.units:,} units in {len(man.files)} file(s) under {args.out} "
+        f"(request hash {man.request_hash}). Send them, e.g. `vllm run-batch -i FILE -o "
+        f"OUT.jsonl --model {man.model}`, then `emailwb batch import OUT.jsonl"
+        f"{_db_flag(settings.db)}`"
+    )
+    return 0
+
+
+def _cmd_batch_import(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from emailwb.scale.batchfiles import import_batch
+    from emailwb.store.database import Store
+
+    settings = load_settings(db=args.db)
+    with Store(settings.db) as store:
+        report = asyncio.run(
+            import_batch(
+                store,
+                args.files,
+                run_name=args.run_name,
+                engine=args.engine,
+                progress=not args.quiet,
+            )
+        )
+    print(report)
+    if report.failed:
+        print(
+            f"  {report.failed} failed: `emailwb status{_db_flag(settings.db)} --run "
+            f"{report.run}` lists why; `emailwb retry-failed --run {report.run}` re-queues "
+            "them for the next export"
+        )
+    return 0
+
+
 def _cmd_prompts(args: argparse.Namespace) -> int:
     from emailwb.engine.library import diff_prompts, list_prompts, load_prompt
     from emailwb.store.database import Store
@@ -575,35 +686,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: local (embedded llama-server)",
     )
     p.add_argument("--url", action="append", help="server URL; repeat for several endpoints")
-    p.add_argument("--model", help="model name (ollama/openai) or a GGUF path (local)")
     p.add_argument("--concurrency", help="'auto' (default) or a number of requests in flight")
     p.add_argument("--limit", type=int, help="process at most this many units in this session")
-    p.add_argument("--run-name", help="resume or start the run with this name")
-    p.add_argument(
-        "--preset",
-        choices=["default", "reference"],
-        default="default",
-        help="'reference' reproduces the original design (the A/B baseline)",
-    )
-    p.add_argument(
-        "--plan",
-        choices=sorted(PLANS),
-        help="where each field comes from: 'default' (each field from its best "
-        "source on the hand labels), 'facts' (no model at all: a mailbox's "
-        "entities in minutes), 'llm' (every field by the model), 'choice' "
-        "(the model picks among extracted candidates); see README",
-    )
-    p.add_argument(
-        "--prompt",
-        help="the prompt version sent to the model: 'builtin' (default) or one saved in the "
-        "store by the prompt lab (`emailwb prompts list`)",
-    )
-    p.add_argument("--chain", action="store_true", help="send whole threads as one unit")
-    p.add_argument(
-        "--option", action="append", metavar="KEY=VALUE", help="server/model option (repeatable)"
-    )
+    _add_request_options(p)
     p.add_argument("--timeout", type=float, help="seconds per request")
-    p.add_argument("--max-tokens", type=int, help="completion tokens per request")
     p.add_argument("--llama-server", help="path to a llama-server binary (local backend)")
     p.add_argument("--slots", type=int, help="parallel slots of the embedded llama-server")
     p.add_argument(
@@ -711,6 +797,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME", help="version names ('builtin' or saved)")
     _add_db(p)
     p.set_defaults(func=_cmd_prompts)
+
+    p = sub.add_parser(
+        "batch", help="hand a run to a batch engine (vLLM run-batch, OpenAI Batch API) and back"
+    )
+    bsub = p.add_subparsers(dest="batch_action", required=True)
+    q = bsub.add_parser("export", help="write a run's pending units as OpenAI batch request files")
+    _add_db(q)
+    _add_request_options(q)
+    q.add_argument("--out", required=True, help="folder for the request files and the manifest")
+    q.add_argument("--max-lines", type=int, default=50_000, help="lines per file (default 50,000)")
+    q.add_argument(
+        "--again", action="store_true", help="also write units already out in an earlier file"
+    )
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_batch_export)
+    q = bsub.add_parser("import", help="store the results in batch output (and error) files")
+    _add_db(q)
+    q.add_argument("files", nargs="+", metavar="FILE")
+    q.add_argument("--run-name", help="the run the files belong to (checked against each line)")
+    q.add_argument(
+        "--engine",
+        choices=["openai-batch", "vllm-run-batch", "ray"],
+        default="openai-batch",
+        help="what produced the files (recorded in each result's provenance)",
+    )
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_batch_import)
     return parser
 
 

@@ -54,6 +54,26 @@ def openai_base_url(url: str | None = None) -> str:
     return raw
 
 
+def chat_body(model: str, options: Mapping[str, Any], req: LLMRequest) -> dict[str, Any]:
+    """The JSON body of a ``/v1/chat/completions`` request for ``req``: what the backend
+    POSTs, and what a batch request file's line carries (``emailwb.scale``)."""
+    opts = {**options, **req.options}
+    if "num_predict" in opts:  # the Ollama spelling, for convenience
+        opts.setdefault("max_tokens", opts.pop("num_predict"))
+    body: dict[str, Any] = {"model": model, "messages": req.messages}
+    if req.grammar is not None:  # llama-server's own field: a GBNF grammar
+        body["grammar"] = req.grammar
+    else:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": SCHEMA_NAME, "schema": req.schema, "strict": True},
+        }
+    body.update({"stream": req.stream, **opts})
+    if req.stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
 def _root(base: str) -> str:
     """The server root for llama-server's /props and vLLM's /version (base minus /v1)."""
     return base[: -len("/v1")] if base.endswith("/v1") else base
@@ -86,21 +106,7 @@ class OpenAIBackend(Backend):
         return {}
 
     def _body(self, req: LLMRequest) -> dict[str, Any]:
-        opts = {**self.options, **req.options}
-        if "num_predict" in opts:  # the Ollama spelling, for convenience
-            opts.setdefault("max_tokens", opts.pop("num_predict"))
-        body: dict[str, Any] = {"model": self.model or "default", "messages": req.messages}
-        if req.grammar is not None:  # llama-server's own field: a GBNF grammar
-            body["grammar"] = req.grammar
-        else:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": SCHEMA_NAME, "schema": req.schema, "strict": True},
-            }
-        body.update({"stream": req.stream, **opts})
-        if req.stream:
-            body["stream_options"] = {"include_usage": True}
-        return body
+        return chat_body(self.model or "default", self.options, req)
 
     def _status_error(self, status: int, body: str, headers: Mapping[str, str]) -> BackendError:
         err = self.default_status_error(status, body, headers)

@@ -322,6 +322,25 @@ def m0006_prompts(conn: sqlite3.Connection) -> None:
     )
 
 
+def m0007_batch_out(conn: sqlite3.Connection) -> None:
+    """Units written to batch request files (``emailwb batch export``), one row per unit of
+    a run: which file and line, under which custom_id, so a second export skips them and
+    ``status`` tells what is out and what came back."""
+    conn.executescript(
+        """
+        CREATE TABLE batch_out (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            unit_id INTEGER NOT NULL,
+            custom_id TEXT NOT NULL,
+            file TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            exported_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, unit_id)
+        );
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_core", m0001_core),
     ("0002_runs_results", m0002_runs_results),
@@ -329,4 +348,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0004_facts", m0004_facts),
     ("0005_quality_checked", m0005_quality_checked),
     ("0006_prompts", m0006_prompts),
+    ("0007_batch_out", m0007_batch_out),
 ]
