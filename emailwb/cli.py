@@ -615,6 +615,26 @@ def _cmd_batch_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch_ray(args: argparse.Namespace) -> int:
+    from emailwb.scale.ray_runner import run_on_ray
+
+    settings = load_settings()
+    report = run_on_ray(
+        args.files,
+        args.out,
+        args.url,
+        address=args.address,
+        actors=args.actors,
+        in_flight=args.in_flight,
+        batch_size=args.batch_size,
+        api_key=settings.api_key,
+        progress=not args.quiet,
+    )
+    print(report)
+    print(f"next: `emailwb batch import {args.out} --engine ray` (with the run's --db)")
+    return 0
+
+
 def _cmd_prompts(args: argparse.Namespace) -> int:
     from emailwb.engine.library import diff_prompts, list_prompts, load_prompt
     from emailwb.store.database import Store
@@ -824,6 +844,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_batch_import)
+    q = bsub.add_parser(
+        "ray", help="send exported request files through a Ray cluster to OpenAI-compatible servers"
+    )
+    q.add_argument("files", nargs="+", metavar="FILE", help="request files of `batch export`")
+    q.add_argument("--out", required=True, help="the output file (appended; also the checkpoint)")
+    q.add_argument("--url", action="append", required=True, help="a server's URL; repeatable")
+    q.add_argument("--address", help="the Ray cluster (default: start a local one)")
+    q.add_argument("--actors", type=int, default=2, help="callers in the actor pool (default 2)")
+    q.add_argument("--in-flight", type=int, default=8, help="requests in flight per actor")
+    q.add_argument("--batch-size", type=int, default=16, help="request lines per Ray task")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_batch_ray)
     return parser
 
 

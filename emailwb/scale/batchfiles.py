@@ -300,6 +300,12 @@ def read_output(paths: Iterable[str | Path]) -> tuple[list[OutputLine], list[str
     return found, bad, names
 
 
+def _failed(line: OutputLine) -> bool:
+    resp = line.obj.get("response") or {}
+    status = resp.get("status_code") if isinstance(resp, Mapping) else None
+    return bool(line.obj.get("error")) or (status is not None and status != 200)
+
+
 def _content(obj: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
     """(reply text, chat completion body) of a successful line; BackendError otherwise."""
     err = obj.get("error")
@@ -439,10 +445,10 @@ async def import_batch(
     pending = {u.id for u in loaded}
     by_unit: dict[int, OutputLine] = {}
     for ln in lines:
-        if ln.unit_id in pending:
-            by_unit.setdefault(ln.unit_id, ln)  # a repeated line: the first one counts
-        else:
+        if ln.unit_id not in pending:
             report.already += 1
+        elif ln.unit_id not in by_unit or (_failed(by_unit[ln.unit_id]) and not _failed(ln)):
+            by_unit[ln.unit_id] = ln  # a repeated unit: its first success counts
     if by_unit:
         backend = BatchReplies(by_unit, engine, cfg.model or "")
         proc = Processor(
