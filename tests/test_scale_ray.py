@@ -11,6 +11,7 @@ second export writes nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import sys
@@ -126,3 +127,43 @@ async def test_ray_round_trip_survives_a_killed_worker(
         for proc, _ in procs:
             proc.terminate()
             proc.wait(10)
+
+
+@pytest.mark.llm
+async def test_ray_round_trip_with_the_embedded_model(
+    store: Any, sample_dir: Path, tmp_path: Path
+) -> None:
+    from emailwb.engine.batch import open_backend, with_local_sampling
+
+    explore.ingest_mailbox(store, sample_dir, progress=False, workers=0)
+    cfg = with_local_sampling(RunConfig.default(backend="local", plan="default"))
+    exported = cfg.model_copy(update={"model": cfg.model or "local"})
+    groups = [r[0] for r in store.query("SELECT id FROM content_groups ORDER BY id LIMIT 4")]
+    man = await export_batch(store, exported, tmp_path / "out", run_name="local-ray")
+    # a handful: keep the first four units' lines (the rest stay out, as after a partial job)
+    shard = tmp_path / "out" / man.files[0]["name"]
+    keep = [ln for ln in shard.read_text().splitlines() if int(ln.split("|")[2]) in groups]
+    assert len(keep) == 4
+    few = tmp_path / "few.jsonl"
+    few.write_text("\n".join(keep) + "\n")
+    async with open_backend(cfg) as opened:
+        url = opened.backend.url
+        report = await asyncio.to_thread(
+            run_on_ray,
+            [few],
+            tmp_path / "local-out.jsonl",
+            [url],
+            actors=1,
+            in_flight=2,
+            init_kwargs={"num_cpus": 2},
+        )
+    assert report.written == 4
+    imp = await import_batch(store, [tmp_path / "local-out.jsonl"], engine="ray")
+    assert imp.done + imp.failed == 4 and imp.done >= 3  # SmolLM2 under the schema
+    record = runs.get_run(store, "local-ray")
+    rows = store.query("SELECT status, data, endpoint FROM results WHERE run_id = ?", (record.id,))
+    assert all(r["endpoint"].startswith("ray:local-out.jsonl#") for r in rows)
+    for r in rows:
+        if r["status"] == "done":
+            data = json.loads(r["data"])
+            assert data["email_type"] and "evidence" in data  # composed like a live result
