@@ -451,6 +451,14 @@ async def import_batch(
             by_unit[ln.unit_id] = ln  # a repeated unit: its first success counts
     if by_unit:
         backend = BatchReplies(by_unit, engine, cfg.model or "")
+        bar = _bar(len(by_unit), "import", progress)
+        counts = await asyncio.to_thread(runs.run_counts, store, record.id)
+        base = counts["done"] + counts["failed"]
+
+        def tick(snap: Any) -> None:
+            bar.n = min(snap.done + snap.failed - base, len(by_unit))
+            bar.refresh()
+
         proc = Processor(
             store,
             cfg,
@@ -459,8 +467,10 @@ async def import_batch(
             only_units=set(by_unit),
             quality=QualityConfig(judge=False),
             extra_provenance={"engine": engine, "batch_files": report.files},
+            on_progress=tick,
         )
         report.summary = await proc.run_to_end()
+        bar.close()
         col = runs.UNIT_COLUMN[record.unit]
         ids = sorted(by_unit)
         for i in range(0, len(ids), 500):
