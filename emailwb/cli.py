@@ -173,6 +173,17 @@ def _add_request_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, help="completion tokens per request")
 
 
+def _request_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings `_add_request_options` gives (None: not on the command line)."""
+    return {
+        "model": args.model,
+        "chain": True if args.chain else None,
+        "max_tokens": args.max_tokens,
+        "plan": args.plan,
+        "prompt": args.prompt,
+    }
+
+
 def _request_config(args: argparse.Namespace, settings: Any) -> Any:
     """The RunConfig of `run` / `batch export`'s options over the settings."""
     from emailwb.settings import RunConfig
@@ -196,17 +207,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         db=args.db,
         backend=args.backend,
         urls=args.url or None,
-        model=args.model,
         concurrency=args.concurrency,
         timeout=args.timeout,
         llama_server=args.llama_server,
         slots=args.slots,
-        chain=True if args.chain else None,
-        max_tokens=args.max_tokens,
         sample_every=args.sample_every,
         json_format=args.json_format,
-        plan=args.plan,
-        prompt=args.prompt,
+        **_request_settings(args),
     )
     config = _request_config(args, settings)
     # the server first: a typo in --url must not cost an ingest of the whole mailbox
@@ -550,14 +557,7 @@ def _cmd_batch_export(args: argparse.Namespace) -> int:
     from emailwb.scale.batchfiles import export_batch
     from emailwb.store.database import Store
 
-    settings = load_settings(
-        db=args.db,
-        model=args.model,
-        chain=True if args.chain else None,
-        max_tokens=args.max_tokens,
-        plan=args.plan,
-        prompt=args.prompt,
-    )
+    settings = load_settings(db=args.db, **_request_settings(args))
     config = _request_config(args, settings)
     with Store(settings.db) as store:
         man = asyncio.run(

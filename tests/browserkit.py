@@ -168,6 +168,17 @@ async def chromium() -> AsyncIterator[Any]:
             await browser.close()
 
 
+async def open_page(browser: Any, url: str, ready: str) -> tuple[Any, list[str]]:
+    """A page of the served notebook once ``ready`` (a selector) shows, and the list its
+    page errors (uncaught JavaScript exceptions) collect in."""
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(url, timeout=120_000)
+    await page.wait_for_selector(ready, timeout=120_000)
+    return page, errors
+
+
 async def wait_until(page: Any, cond: Any, within: float, what: str) -> None:
     """Poll the async ``cond()`` every 0.25 s until it is true; fail after ``within`` s."""
     deadline = time.monotonic() + within

@@ -27,6 +27,7 @@ from browserkit import (
     REPO,
     chromium,
     hostile_mailbox,
+    open_page,
     require_browser,
     update_screenshot,
     voila,
@@ -82,13 +83,7 @@ async def test_launch_panel_in_chromium(tmp_path: Path) -> None:
         )
         with voila(notebook, tmp_path) as url:
             async with chromium() as browser:
-                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(url, timeout=120_000)
-                await page.wait_for_selector(
-                    "button.emailwb-start:not([disabled])", timeout=120_000
-                )
+                page, errors = await open_page(browser, url, "button.emailwb-start:not([disabled])")
                 await page.wait_for_selector(".emailwb-live-charts .main-svg", timeout=60_000)
                 assert await _done(page) == 0 and await _points(page) == 0
 

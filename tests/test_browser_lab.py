@@ -29,6 +29,7 @@ from browserkit import (
     REPO,
     chromium,
     hostile_mailbox,
+    open_page,
     require_browser,
     update_screenshot,
     voila,
@@ -113,12 +114,8 @@ async def test_prompt_lab_in_chromium(tmp_path: Path) -> None:
         )
         with voila(notebook, tmp_path) as url:
             async with chromium() as browser:
-                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(url, timeout=120_000)
-                await page.wait_for_selector(
-                    "button.emailwb-lab-try:not([disabled])", timeout=120_000
+                page, errors = await open_page(
+                    browser, url, "button.emailwb-lab-try:not([disabled])"
                 )
                 assert await _rows(page) == 0  # nothing tried yet
 
