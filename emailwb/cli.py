@@ -618,6 +618,21 @@ def _cmd_batch_import(args: argparse.Namespace) -> int:
 def _cmd_batch_ray(args: argparse.Namespace) -> int:
     from emailwb.scale.ray_runner import run_on_ray
 
+    if args.vllm_model:
+        from emailwb.scale.ray_llm import run_on_vllm
+
+        report = run_on_vllm(
+            args.files,
+            args.out,
+            args.vllm_model,
+            address=args.address,
+            concurrency=args.actors,
+            batch_size=args.batch_size,
+            max_model_len=args.max_model_len,
+        )
+        print(report)
+        print(f"next: `emailwb batch import {args.out} --engine ray` (with the run's --db)")
+        return 0
     settings = load_settings()
     report = run_on_ray(
         args.files,
@@ -849,9 +864,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("files", nargs="+", metavar="FILE", help="request files of `batch export`")
     q.add_argument("--out", required=True, help="the output file (appended; also the checkpoint)")
-    q.add_argument("--url", action="append", required=True, help="a server's URL; repeatable")
+    where = q.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", action="append", help="a server's URL; repeatable")
+    where.add_argument(
+        "--vllm-model",
+        metavar="MODEL",
+        help="no servers: Ray Data starts vLLM engines for this Hugging Face model (a hub "
+        "name or a local folder; needs ray[llm] and GPUs on the cluster)",
+    )
     q.add_argument("--address", help="the Ray cluster (default: start a local one)")
-    q.add_argument("--actors", type=int, default=2, help="callers in the actor pool (default 2)")
+    q.add_argument(
+        "--actors",
+        type=int,
+        default=2,
+        help="callers in the actor pool, or vLLM engine replicas with --vllm-model (default 2)",
+    )
+    q.add_argument(
+        "--max-model-len", type=int, default=8192, help="with --vllm-model: the context length"
+    )
     q.add_argument("--in-flight", type=int, default=8, help="requests in flight per actor")
     q.add_argument("--batch-size", type=int, default=16, help="request lines per Ray task")
     q.add_argument("--quiet", action="store_true", help="no progress bar")

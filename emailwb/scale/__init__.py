@@ -5,6 +5,9 @@ vLLM's ``run-batch``, the OpenAI Batch API and many servers accept), sharded and
 manifest, and imports their output files through the same schema guard, composition,
 result writer and provenance as a local run (``BatchReplies`` is a backend whose replies
 come from those files, so the processor stores them as it stores any reply).
+``ray_runner`` sends request files through a Ray Data actor pool to running
+OpenAI-compatible servers; ``ray_llm`` hands them to vLLM engines that Ray Data starts
+itself (the Ray Data LLM path). Both append to an output file that is their checkpoint.
 
 May import: ``emailwb.engine`` and everything it may import (``emailwb.quality``,
 ``emailwb.settings``, ``emailwb.facts``, ``emailwb.llm``, ``emailwb.store``,

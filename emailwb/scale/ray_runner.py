@@ -140,6 +140,22 @@ def _trim_partial(out: Path) -> None:
         out.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
+def pending_lines(request_files: Sequence[str | Path], out: Path) -> tuple[int, list[str]]:
+    """All request lines counted, and those whose custom_id is not yet done in ``out``."""
+    _trim_partial(out)
+    have = done_ids(out)
+    todo: list[str] = []
+    total = 0
+    for path in request_files:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            total += 1
+            if json.loads(line).get("custom_id") not in have:
+                todo.append(line)
+    return total, todo
+
+
 def run_on_ray(
     request_files: Sequence[str | Path],
     out: str | Path,
@@ -167,17 +183,7 @@ def run_on_ray(
             hint="pass --url http://HOST:PORT/v1 once per OpenAI-compatible server",
         )
     out_path = Path(out)
-    _trim_partial(out_path)
-    have = done_ids(out_path)
-    todo: list[str] = []
-    total = 0
-    for path in request_files:
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            total += 1
-            if json.loads(line).get("custom_id") not in have:
-                todo.append(line)
+    total, todo = pending_lines(request_files, out_path)
     report = RayRunReport(total, total - len(todo), 0, 0, out_path)
     if not todo:
         return report
