@@ -5,7 +5,7 @@ custom_id is already in the output file (the output file is the checkpoint: a ru
 died resumes there), and makes a Ray Dataset of the rest. An actor pool
 (``map_batches`` with a callable class) POSTs each line's body to the endpoints, a bounded
 number in flight per actor, spread over the endpoints by fewest in flight; Ray restarts a
-lost actor and retries its task (``max_restarts``, ``max_task_retries``), so a killed
+lost actor and retries its task (Ray Data's defaults for actor pools), so a killed
 worker costs the batch it held, not the job. The driver appends each finished line to the
 output file in the OpenAI batch output format, which ``emailwb batch import --engine ray``
 reads. Ray is the optional extra ``emailwb[scale]``.
@@ -207,11 +207,11 @@ def run_on_ray(
                 "api_key": api_key,
                 "timeout": timeout,
             },
-            concurrency=max(1, actors),
+            # an actor pool's actors are restarted when lost, and their batches retried
+            # (Ray Data's defaults for actors: max_restarts=-1, max_task_retries=-1)
+            compute=ray.data.ActorPoolStrategy(size=max(1, actors)),
             batch_size=batch_size,
             num_cpus=0.25,
-            max_restarts=-1,  # a lost actor comes back...
-            max_task_retries=-1,  # ...and its batch is tried again
         )
         from tqdm import tqdm
 
