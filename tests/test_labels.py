@@ -433,6 +433,9 @@ def test_score_cli_prints_the_run_beside_the_majority_baseline(scored_db, capsys
     assert cells["dates F1"] == ["n/a", "n/a"]
     # grounding: Colleen Koenig and Enron are in A's text, Rob Saltiel is not ("Rob,")
     assert cells["grounding"] == ["0.67", "[0.67,", "0.67]", "n/a"]
+    # two emails: the report says the intervals mean little, and how to get more labels
+    assert "only 2 labeled emails scored: too few" in captured.out
+    assert "label at least 20" in captured.out
 
 
 def test_score_cli_json_for_one_split_and_the_latest_run(scored_db, capsys):
@@ -461,3 +464,12 @@ def test_score_cli_fails_when_no_labeled_email_is_in_the_store(scored_db, capsys
     assert main(["score", "--labels", str(labels), "--db", str(db), "--split", "test"]) == 2
     err = capsys.readouterr().err
     assert "none of the 1 labeled emails" in err and "emailwb ingest" in err
+
+
+def test_a_report_over_enough_emails_gives_no_too_few_warning():
+    from emailwb.quality.gold import ScoreReport
+
+    enough = ScoreReport(columns={}, scored=66, missing=0, split="test", audited={})
+    assert enough.too_few() == "" and "too few" not in enough.text()
+    few = ScoreReport(columns={}, scored=3, missing=0, split=None, audited={})
+    assert "only 3 labeled emails" in few.text() and "too few" in few.html()

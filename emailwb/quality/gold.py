@@ -813,6 +813,11 @@ def email_texts(store: Store, message_ids: Iterable[str]) -> dict[str, str]:
 
 
 # --- a report over several runs (the CLI's `emailwb score` and the notebooks' view) ------------
+#: below this many scored emails the bootstrap intervals say little (over one email every
+#: resample is that email, and the interval collapses to the point: it looks certain)
+MIN_SCORED = 20
+
+
 @dataclass(slots=True)
 class ScoreReport:
     """Several runs scored against the same labels, with the majority baseline and audits."""
@@ -830,6 +835,8 @@ class ScoreReport:
             + "; 95% bootstrap intervals"
         )
         out = [head, score_table(self.columns)]
+        if self.too_few():
+            out.append(self.too_few())
         for label, rows in self.audited.items():
             lines = [
                 f"  {r['field']:<16} {r['correct']:>4}/{r['n']:<4} = {r['accuracy']:.2f} "
@@ -841,6 +848,16 @@ class ScoreReport:
                 out.append(f"\naudit labels of {label} (the audit panel; Wilson intervals):")
                 out.extend(lines)
         return "\n".join(out)
+
+    def too_few(self) -> str:
+        """A warning when too few labeled emails were scored for the intervals to mean much."""
+        if self.scored >= MIN_SCORED:
+            return ""
+        return (
+            f"only {self.scored} labeled emails scored: too few for these intervals to mean "
+            f"much (over one email an interval is the point itself); label at least "
+            f"{MIN_SCORED} (the audit panel, or gold/ by shared/gold/labeling.md)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -867,6 +884,7 @@ class ScoreReport:
             + (f" (split {escape(self.split)})" if self.split else "")
             + (f"; {self.missing} not in this store" if self.missing else "")
             + "; 95% bootstrap intervals over emails</p>"
+            + (f"<p><b>{escape(self.too_few())}</b></p>" if self.too_few() else "")
         )
         return (
             f"{note}<table class='emailwb-score'><thead><tr>{head}</tr></thead>"
