@@ -124,6 +124,9 @@ def test_a_generic_offer_of_help_is_not_an_ask(enron_dir: Path) -> None:
     kept = without_offers(text)
     assert len(kept) == len(text) and "Please send me the Q3 numbers." in kept
     assert "questions" not in kept and "x3-4771" not in kept  # the offer sentence is blanked
+    # offers where a text or a line starts are blanked too; the rest of the line stays
+    lines = "If you have any questions, call me.  Thanks\nJeff\nCall Ann with any questions"
+    assert without_offers(lines).split() == ["Thanks", "Jeff"]
     email = parse_email(b"From: a@enron.com\nTo: b@enron.com\nSubject: Q3\n\n" + text.encode())
     assert judge(email).has_action_item is True  # the ask before it still counts
 

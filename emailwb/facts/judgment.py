@@ -183,9 +183,11 @@ _BULK_RE = _rx(
 _LOW_TYPES = ("announcement", "personal", "other")
 #: generic offers ("please call me if you have any questions", "if you need additional
 #: information, please contact ..."): the labeling guide counts them as no ask, so the
-#: sentences holding them are blanked before the ask and type rules read the text
+#: sentences holding them are blanked before the ask and type rules read the text. A match
+#: can only start where a sentence does (after . ! ? or a line break): without that anchor
+#: the engine retried the sentence from every character, quadratic in its length
 _OFFER_RE = _rx(
-    r"[^.!?\n]*\b(?:if you (?:have|need|would like|require)\b[^.!?]{0,40}\b"
+    r"(?:(?<=[.!?\n])|^)[^.!?\n]*\b(?:if you (?:have|need|would like|require)\b[^.!?]{0,40}\b"
     r"(?:questions?|information|assistance|help|concerns|comments|clarification)|"
     r"(?:any|with|for) (?:further |additional )?questions)\b[^.!?\n]*[.!?]?"
 )
