@@ -616,9 +616,7 @@ def _cmd_batch_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_batch_ray(args: argparse.Namespace) -> int:
-    from emailwb.scale.ray_runner import run_on_ray
-
-    if args.vllm_model:
+    if args.vllm_model:  # the Ray Data LLM path: Ray starts vLLM engines, no servers
         from emailwb.scale.ray_llm import run_on_vllm
 
         report = run_on_vllm(
@@ -630,21 +628,20 @@ def _cmd_batch_ray(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_model_len=args.max_model_len,
         )
-        print(report)
-        print(f"next: `emailwb batch import {args.out} --engine ray` (with the run's --db)")
-        return 0
-    settings = load_settings()
-    report = run_on_ray(
-        args.files,
-        args.out,
-        args.url,
-        address=args.address,
-        actors=args.actors,
-        in_flight=args.in_flight,
-        batch_size=args.batch_size,
-        api_key=settings.api_key,
-        progress=not args.quiet,
-    )
+    else:
+        from emailwb.scale.ray_runner import run_on_ray
+
+        report = run_on_ray(
+            args.files,
+            args.out,
+            args.url,
+            address=args.address,
+            actors=args.actors,
+            in_flight=args.in_flight,
+            batch_size=args.batch_size,
+            api_key=load_settings().api_key,
+            progress=not args.quiet,
+        )
     print(report)
     print(f"next: `emailwb batch import {args.out} --engine ray` (with the run's --db)")
     return 0

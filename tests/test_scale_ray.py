@@ -167,3 +167,33 @@ async def test_ray_round_trip_with_the_embedded_model(
         if r["status"] == "done":
             data = json.loads(r["data"])
             assert data["email_type"] and "evidence" in data  # composed like a live result
+
+
+def test_the_batch_ray_command_sends_the_missing_lines_and_says_what_to_import(
+    db_path: Path, sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emailwb.cli import main
+
+    proc, url, model = spawn(tmp_path, slots=4, service_time=0.0)
+    try:
+        db = ["--db", str(db_path)]
+        assert main(["ingest", str(sample_dir), *db, "--quiet"]) == 0
+        export = ["batch", "export", "--out", str(tmp_path / "req"), "--run-name", "cli-ray"]
+        assert main([*export, *db, "--model", model]) == 0
+        shards = sorted(str(p) for p in (tmp_path / "req").glob("requests-*.jsonl"))
+        units = sum(len(Path(s).read_text().splitlines()) for s in shards)
+        out = tmp_path / "out.jsonl"
+        ray_cmd = ["batch", "ray", *shards, "--out", str(out), "--url", url, "--actors", "1"]
+        capsys.readouterr()
+        assert main([*ray_cmd, "--quiet"]) == 0
+        said = capsys.readouterr().out
+        assert f"{units:,} lines written" in said and "0 with an error" in said
+        assert f"emailwb batch import {out} --engine ray" in said
+        assert main([*ray_cmd, "--quiet"]) == 0  # the output file is the checkpoint
+        assert f"0 lines written to {out}" in capsys.readouterr().out
+        assert len(out.read_text().splitlines()) == units
+        assert main(["batch", "import", str(out), "--engine", "ray", *db, "--quiet"]) == 0
+        assert f"{units:,} done, 0 failed" in capsys.readouterr().out
+    finally:
+        proc.terminate()
+        proc.wait(10)
