@@ -627,6 +627,7 @@ def _cmd_batch_ray(args: argparse.Namespace) -> int:
             concurrency=args.actors,
             batch_size=args.batch_size,
             max_model_len=args.max_model_len,
+            progress=not args.quiet,
         )
     else:
         from emailwb.scale.ray_runner import run_on_ray

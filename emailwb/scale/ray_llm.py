@@ -197,9 +197,11 @@ def run_on_vllm(
     batch_size: int = 64,
     max_model_len: int = 8192,
     engine_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> RayRunReport:
     """Run the request lines not yet in ``out`` through vLLM engines that Ray Data starts."""
     import ray
+    from tqdm import tqdm
 
     out_path = Path(out)
     total, todo = pending_lines(request_files, out_path)
@@ -217,7 +219,8 @@ def run_on_vllm(
     ray.init(address=address, ignore_reinit_error=True, include_dashboard=False)
     processor = build_vllm_processor(config, model_source)
     results = processor(ray.data.from_items([{"text": x} for x in todo]))
-    with out_path.open("a", encoding="utf-8") as sink:
+    bar = tqdm(total=len(todo), desc="ray vllm", unit="req", disable=not progress)
+    with out_path.open("a", encoding="utf-8") as sink, bar:
         for row in results.iter_rows():
             if row.get("__inference_error__"):
                 line = json.dumps(error_line(row))
@@ -225,7 +228,9 @@ def run_on_vllm(
             else:
                 line = str(row["text"])
             sink.write(line + "\n")
+            sink.flush()  # each line a checkpoint: a crash keeps what came back
             report.written += 1
+            bar.update(1)
     return report
 
 
