@@ -27,7 +27,7 @@ from emailwb.scale.batchfiles import export_batch, import_batch
 from emailwb.scale.ray_llm import (
     SAMPLING_KEYS,
     build_vllm_processor,
-    error_line,
+    engine_error_line,
     output_line,
     processor_config,
     vllm_row,
@@ -103,7 +103,7 @@ async def test_engine_output_rows_import_as_schema_valid_results(
                 "num_generated_tokens": reply["usage"]["completion_tokens"],
             }
             out.append(output_line(engine_row, "HuggingFaceTB/SmolLM2-135M-Instruct"))
-    out.append(error_line({**rows[3], "__inference_error__": "CUDA out of memory"}))
+    out.append(engine_error_line({**rows[3], "__inference_error__": "CUDA out of memory"}))
     path = tmp_path / "vllm-out.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in out))
 

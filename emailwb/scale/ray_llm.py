@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from emailwb.errors import ConfigError
-from emailwb.scale.ray_runner import RayRunReport, pending_lines
+from emailwb.scale.ray_runner import RayRunReport, error_line, pending_lines, response_line
 
 # Request-body options that vLLM's SamplingParams takes under the same name. Others in a
 # body (llama-server's cache_prompt, Ollama spellings) mean nothing to vLLM and are dropped.
@@ -92,42 +92,31 @@ def output_line(row: Mapping[str, Any], model: str) -> dict[str, Any]:
     cid = str(row.get("custom_id"))
     prompt = int(row.get("num_input_tokens") or 0)
     completion = int(row.get("num_generated_tokens") or 0)
-    return {
-        "id": f"emailwb-ray-vllm-{cid}",
-        "custom_id": cid,
-        "response": {
-            "status_code": 200,
-            "request_id": "",
-            "body": {
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": row.get("generated_text")},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                },
-            },
+    body = {
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": row.get("generated_text")},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         },
-        "error": None,
     }
+    return response_line(f"emailwb-ray-vllm-{cid}", cid, body)
 
 
-def error_line(row: Mapping[str, Any]) -> dict[str, Any]:
+def engine_error_line(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row the engine failed on (Ray's ``__inference_error__``) as an error line."""
-    return {
-        "id": f"emailwb-ray-vllm-{row.get('custom_id')}",
-        "custom_id": str(row.get("custom_id")),
-        "response": {"status_code": 500, "request_id": "", "body": {}},
-        "error": {"code": "engine_error", "message": str(row.get("__inference_error__"))[:500]},
-    }
+    cid = str(row.get("custom_id"))
+    message = str(row.get("__inference_error__"))[:500]
+    return error_line(f"emailwb-ray-vllm-{cid}", cid, 500, "engine_error", message)
 
 
 def processor_config(
@@ -223,7 +212,7 @@ def run_on_vllm(
     with out_path.open("a", encoding="utf-8") as sink, bar:
         for row in results.iter_rows():
             if row.get("__inference_error__"):
-                line = json.dumps(error_line(row))
+                line = json.dumps(engine_error_line(row))
                 report.failed += 1
             else:
                 line = str(row["text"])

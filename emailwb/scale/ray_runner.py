@@ -45,6 +45,28 @@ class RayRunReport:
         )
 
 
+def response_line(line_id: str, custom_id: Any, body: Any) -> dict[str, Any]:
+    """A line of the OpenAI batch output format for a request that got ``body`` back."""
+    return {
+        "id": line_id,
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": "", "body": body},
+        "error": None,
+    }
+
+
+def error_line(
+    line_id: str, custom_id: Any, status: int, code: str, message: str
+) -> dict[str, Any]:
+    """A line of the OpenAI batch output format for a request that failed."""
+    return {
+        "id": line_id,
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": "", "body": {}},
+        "error": {"code": code, "message": message},
+    }
+
+
 class LineCaller:
     """A Ray Data actor: POSTs request lines' bodies, returns output lines (one per input)."""
 
@@ -92,28 +114,16 @@ class LineCaller:
                 status, message = None, f"{type(exc).__name__}: {exc}"
             else:
                 if status == 200:
-                    return {
-                        "id": f"emailwb-ray-{self.pid}",
-                        "custom_id": cid,
-                        "response": {
-                            "status_code": 200,
-                            "request_id": "",
-                            "body": json.loads(text),
-                        },
-                        "error": None,
-                    }
+                    return response_line(f"emailwb-ray-{self.pid}", cid, json.loads(text))
                 message = text[:500]
                 if status not in (408, 429) and status < 500:
                     break  # the request itself is wrong: retrying cannot help
             finally:
                 self.busy[i] -= 1
             await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-        return {
-            "id": f"emailwb-ray-{self.pid}",
-            "custom_id": cid,
-            "response": {"status_code": status or 0, "request_id": "", "body": {}},
-            "error": {"code": str(status or "unreachable"), "message": message},
-        }
+        return error_line(
+            f"emailwb-ray-{self.pid}", cid, status or 0, str(status or "unreachable"), message
+        )
 
 
 def done_ids(out: Path) -> set[str]:
