@@ -835,8 +835,8 @@ class ScoreReport:
             + "; 95% bootstrap intervals"
         )
         out = [head, score_table(self.columns)]
-        if self.too_few():
-            out.append(self.too_few())
+        if warning := self.too_few():
+            out.append(warning)
         for label, rows in self.audited.items():
             lines = [
                 f"  {r['field']:<16} {r['correct']:>4}/{r['n']:<4} = {r['accuracy']:.2f} "
@@ -879,12 +879,13 @@ class ScoreReport:
             + "</tr>"
             for label, name in TABLE_ROWS
         )
+        warning = self.too_few()
         note = (
             f"<p>{self.scored} labeled emails scored"
             + (f" (split {escape(self.split)})" if self.split else "")
             + (f"; {self.missing} not in this store" if self.missing else "")
             + "; 95% bootstrap intervals over emails</p>"
-            + (f"<p><b>{escape(self.too_few())}</b></p>" if self.too_few() else "")
+            + (f"<p><b>{escape(warning)}</b></p>" if warning else "")
         )
         return (
             f"{note}<table class='emailwb-score'><thead><tr>{head}</tr></thead>"
