@@ -205,21 +205,27 @@ def run_on_vllm(
         max_model_len=max_model_len,
         engine_kwargs=engine_kwargs,
     )
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False)
-    processor = build_vllm_processor(config, model_source)
-    results = processor(ray.data.from_items([{"text": x} for x in todo]))
-    bar = tqdm(total=len(todo), desc="ray vllm", unit="req", disable=not progress)
-    with out_path.open("a", encoding="utf-8") as sink, bar:
-        for row in results.iter_rows():
-            if row.get("__inference_error__"):
-                line = json.dumps(engine_error_line(row))
-                report.failed += 1
-            else:
-                line = str(row["text"])
-            sink.write(line + "\n")
-            sink.flush()  # each line a checkpoint: a crash keeps what came back
-            report.written += 1
-            bar.update(1)
+    started = not ray.is_initialized()  # a cluster started here is shut down here
+    if started:
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False)
+    try:
+        processor = build_vllm_processor(config, model_source)
+        results = processor(ray.data.from_items([{"text": x} for x in todo]))
+        bar = tqdm(total=len(todo), desc="ray vllm", unit="req", disable=not progress)
+        with out_path.open("a", encoding="utf-8") as sink, bar:
+            for row in results.iter_rows():
+                if row.get("__inference_error__"):
+                    line = json.dumps(engine_error_line(row))
+                    report.failed += 1
+                else:
+                    line = str(row["text"])
+                sink.write(line + "\n")
+                sink.flush()  # each line a checkpoint: a crash keeps what came back
+                report.written += 1
+                bar.update(1)
+    finally:
+        if started:
+            ray.shutdown()
     return report
 
 
