@@ -15,6 +15,11 @@ Round 1's test split was scored once and then seen, so its labels moved to ``dev
 (see ``gold/README.md``).
 
     python gold/choose.py --round 2 > gold/selection-2.tsv
+
+Round 3 (``--round 3``) does the same with rounds 1 and 2 off limits and a third seed: the
+held-out split of the action-item and identity labels (round 2 was scored and then seen).
+
+    python gold/choose.py --round 3 > gold/selection-3.tsv
 """
 
 from __future__ import annotations
@@ -47,9 +52,11 @@ QUOTAS_2 = {
     "baughman-d": 6,
     "arnold-j": 6,
 }
+QUOTAS_3 = QUOTAS_2
 MIN_CHARS, MAX_CHARS = 200, 6_000
 SEED = 20261206
 SEED_2 = 20261207
+SEED_3 = 20261208
 
 
 def body_text(path: Path) -> str:
@@ -112,12 +119,16 @@ def main() -> None:
     ap.add_argument(
         "--enron", default=str(Path(__file__).resolve().parents[2] / "shared/data/enron")
     )
-    ap.add_argument("--round", type=int, choices=(1, 2), default=1)
+    ap.add_argument("--round", type=int, choices=(1, 2, 3), default=1)
     args = ap.parse_args()
-    if args.round == 2:
-        with (Path(__file__).parent / "selection.tsv").open() as f:
-            used = frozenset(r["message_id"] for r in csv.DictReader(f, delimiter="\t"))
-        picks = select(Path(args.enron), QUOTAS_2, SEED_2, used, split="test")
+    here = Path(__file__).parent
+    if args.round > 1:
+        used: set[str] = set()
+        for name in ("selection.tsv", "selection-2.tsv")[: args.round - 1]:
+            with (here / name).open() as f:
+                used |= {r["message_id"] for r in csv.DictReader(f, delimiter="\t")}
+        quotas, seed = (QUOTAS_2, SEED_2) if args.round == 2 else (QUOTAS_3, SEED_3)
+        picks = select(Path(args.enron), quotas, seed, frozenset(used), split="test")
     else:
         picks = select(Path(args.enron))
     out = csv.DictWriter(

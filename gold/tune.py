@@ -17,9 +17,11 @@ from pathlib import Path
 from emailwb.facts import extract_many, judge
 from emailwb.mail.message import parse_email
 from emailwb.quality.gold import (
+    ask_counts,
     load_labels,
     majority_baseline,
     match_counts,
+    predicted_asks,
     score,
     score_table,
 )
@@ -42,7 +44,7 @@ def main() -> None:
     facts = extract_many(emails)
     preds = {}
     for lab, email, f in zip(labels, emails, facts, strict=True):
-        j = judge(email)
+        j = judge(email, f.action_items)
         preds[lab["message_id"]] = {
             **f.result_fields(),
             "email_type": j.email_type,
@@ -66,6 +68,17 @@ def main() -> None:
                         f"{lab['path']}: predicted {p[args.show]!r}, label {lab[args.show]!r}"
                         f"  ({lab['notes'][:90]})"
                     )
+                continue
+            if args.show == "action_items":
+                if "action_items" not in lab:
+                    continue
+                tp, fp, fn, who, due = ask_counts(p, lab, texts[lab["message_id"]])
+                if fp or fn or who < tp or due < tp:
+                    print(f"{lab['path']}: tp {tp} fp {fp} fn {fn} who {who} due {due}")
+                    for a in predicted_asks(p):
+                        print(f"   predicted {a['ask'][:110]!r} who={a['who']} due={a['due']}")
+                    for a in lab["action_items"]:
+                        print(f"   label     {a['ask'][:110]!r} who={a['who']} due={a['due']}")
                 continue
             tp, fp, fn = match_counts(args.show, p, lab)
             if fp or fn:

@@ -276,6 +276,10 @@ def test_score_table_has_a_row_per_field_and_a_column_per_name():
         "organizations F1",
         "amounts F1",
         "dates F1",
+        "action_items F1",
+        "action_items who",
+        "action_items due",
+        "identities F1",
         "grounding",
     ]
     assert "1.00 [1.00, 1.00]" in rows["email_type"]

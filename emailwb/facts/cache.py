@@ -23,7 +23,7 @@ from emailwb.mail.message import Email
 from emailwb.store.runs import now_iso, stored_list
 
 #: bump when an extractor or rule changes what it finds: stored facts of another version are redone
-FACTS_VERSION = "4"  # 4: generic offers of help are no ask
+FACTS_VERSION = "5"  # 5: action items (asks), one entry per distinct amount
 CHUNK = 64  # emails per spaCy batch (and per worker task)
 PROCESS_MIN = 600  # fewer emails than this: workers would spend longer loading spaCy
 _COLUMNS = (
@@ -81,7 +81,7 @@ def analyse(emails: Sequence[Email]) -> list[Analysed]:
     """Facts and judgment of each email (spaCy once over the batch)."""
     facts = extract_many(emails)
     return [
-        Analysed(f, judge(e), e.body.replace("\r\n", "\n"))
+        Analysed(f, judge(e, f.action_items), e.body.replace("\r\n", "\n"))
         for f, e in zip(facts, emails, strict=True)
     ]
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from emailwb.facts import nlp
+from emailwb.facts.asks import Ask, find_asks
 from emailwb.facts.counted import Segment, counted_segments
 from emailwb.facts.money import find_money
 from emailwb.mail.message import Email
@@ -41,9 +42,17 @@ class Fact:
     source: str  # spacy | money | rule | signature
     value: float | None = None  # amounts: the number it means ($5MM -> 5e6)
     currency: str | None = None
+    unit: str = ""  # amounts: "MWh" for a price per MWh, "cents", "share"; "" for a total
+    #: amounts: every mention of the same amount in the body, [start, end] each (this one first)
+    mentions: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """amounts: ``unit_price`` (a price per unit) or ``total``."""
+        return "unit_price" if self.unit else "total"
 
     def as_evidence(self) -> dict[str, Any]:
-        d = {
+        d: dict[str, Any] = {
             "text": self.text,
             "start": self.start,
             "end": self.end,
@@ -52,7 +61,23 @@ class Fact:
         }
         if self.value is not None:
             d["value"] = self.value
+        if self.mentions:
+            d["mentions"] = [list(m) for m in self.mentions]
         return d
+
+    def as_amount(self, body: str | None = None) -> dict[str, Any]:
+        """The result's entry for one distinct amount (``field == "amounts"``)."""
+        value = self.value or 0.0
+        spans = self.mentions or ((self.start, self.end),)
+        return {
+            "value": value,
+            "currency": self.currency or "USD",
+            "context": self.text,
+            "kind": self.kind,
+            "unit": self.unit or None,
+            "negative": value < 0,
+            "mentions": len(spans),
+        }
 
 
 @dataclass(slots=True)
@@ -64,8 +89,10 @@ class Facts:
     amounts: list[Fact] = field(default_factory=list)
     dates: list[Fact] = field(default_factory=list)
     deal_refs: list[Fact] = field(default_factory=list)
+    action_items: list[Ask] = field(default_factory=list)
 
-    def of(self, name: str) -> list[Fact]:
+    def of(self, name: str) -> list[Any]:
+        """One field's facts (``Ask``s for action_items)."""
         return list(getattr(self, name))
 
     def result_fields(self) -> dict[str, Any]:
@@ -73,23 +100,30 @@ class Facts:
         return {
             "people": [{"name": f.text, "role": ""} for f in self.people],
             "organizations": [f.text for f in self.organizations],
-            "amounts": [
-                {"value": f.value or 0.0, "currency": f.currency or "USD", "context": f.text}
-                for f in self.amounts
-            ],
+            "amounts": [f.as_amount() for f in self.amounts],
             "dates": [{"date": f.text, "what": ""} for f in self.dates],
             "deal_refs": [f.text for f in self.deal_refs],
+            "action_items": [a.as_item() for a in self.action_items],
         }
 
     def evidence(self) -> dict[str, list[dict[str, Any]]]:
         return {name: [f.as_evidence() for f in getattr(self, name)] for name in FIELDS}
 
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
-        return {name: [asdict(f) for f in getattr(self, name)] for name in FIELDS}
+        out = {name: [asdict(f) for f in getattr(self, name)] for name in FIELDS}
+        out["action_items"] = [a.as_dict() for a in self.action_items]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, list[dict[str, Any]]]) -> Facts:
-        return cls(**{name: [Fact(**f) for f in data.get(name, [])] for name in FIELDS})
+        def fact(f: dict[str, Any]) -> Fact:
+            mentions = tuple(tuple(m) for m in f.get("mentions") or ())
+            return Fact(**{**f, "mentions": mentions})
+
+        asks = [Ask.from_dict(a) for a in data.get("action_items") or []]
+        return cls(
+            **{name: [fact(f) for f in data.get(name, [])] for name in FIELDS}, action_items=asks
+        )
 
     def candidates(self, name: str) -> list[str]:
         """The distinct texts of one field (a choice field's enum)."""
@@ -460,6 +494,34 @@ def _amounts(seg: Segment) -> list[Fact]:
                 "money",
                 value=money.value,
                 currency=money.currency,
+                unit=money.unit,
+            )
+        )
+    return out
+
+
+def distinct_amounts(mentions: list[Fact]) -> list[Fact]:
+    """One fact per distinct amount (same value, currency and unit), in order of first
+    mention, each carrying every mention's span: "$250" said three times is one amount."""
+    groups: dict[tuple[float, str, str], list[Fact]] = {}
+    for f in mentions:
+        key = (round(f.value or 0.0, 6), f.currency or "USD", f.unit.lower())
+        groups.setdefault(key, []).append(f)
+    out = []
+    for same in groups.values():
+        first = same[0]
+        spans = tuple((f.start, f.end) for f in same)
+        out.append(
+            Fact(
+                first.field,
+                first.text,
+                first.start,
+                first.end,
+                first.source,
+                first.value,
+                first.currency,
+                first.unit,
+                spans,
             )
         )
     return out
@@ -522,7 +584,9 @@ def _entities(seg: Segment, ents: Sequence[tuple[str, int, int]]) -> list[Fact]:
     return out
 
 
-def _collect(segments: list[Segment], ents: list[list[tuple[str, int, int]]]) -> Facts:
+def _collect(
+    email: Email, segments: list[Segment], ents: list[list[tuple[str, int, int]]]
+) -> Facts:
     found: dict[str, list[Fact]] = {name: [] for name in FIELDS}
     for seg, seg_ents in zip(segments, ents, strict=True):
         for fact in (
@@ -548,25 +612,27 @@ def _collect(segments: list[Segment], ents: list[list[tuple[str, int, int]]]) ->
         if f.source == "rule" or not (set(norm(f.text).split()) <= person_words)
     ]
     by_start = sorted(found["organizations"], key=lambda f: (f.start, -len(f.text)))
-    amounts = [f for f in found["amounts"]]
+    amounts = distinct_amounts(found["amounts"])
     return Facts(
         people=fullest(people),
         organizations=fullest(by_start, acronyms=True),
         amounts=amounts,
         dates=fullest(found["dates"]),
         deal_refs=fullest(found["deal_refs"]),
+        action_items=find_asks(email, found["dates"]),
     )
 
 
 def extract_many(emails: Iterable[Email], *, batch_size: int = 64) -> list[Facts]:
     """Facts of each email, spaCy run once over all their counted segments."""
+    emails = list(emails)
     all_segments = [counted_segments(e) for e in emails]
     flat = [seg.text for segs in all_segments for seg in segs]
     ents = nlp.entities(flat, batch_size=batch_size) if flat else []
     out: list[Facts] = []
     i = 0
-    for segs in all_segments:
-        out.append(_collect(segs, ents[i : i + len(segs)]))
+    for email, segs in zip(emails, all_segments, strict=True):
+        out.append(_collect(email, segs, ents[i : i + len(segs)]))
         i += len(segs)
     return out
 

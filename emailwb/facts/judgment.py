@@ -10,8 +10,10 @@ the source of the field when it does not (``emailwb.facts.plans``).
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
+from emailwb.facts.asks import find_asks
 from emailwb.facts.counted import counted_segments, forward_is_point
 from emailwb.mail.message import Email
 
@@ -219,8 +221,12 @@ def classify(subject: str, text: str, extra: dict[str, float] | None = None) -> 
     return max(scores, key=lambda t: scores[t])
 
 
-def judge(email: Email) -> Judgment:
-    """Type, priority and whether the email asks its recipients to do something."""
+def judge(email: Email, asks: Sequence[Any] | None = None) -> Judgment:
+    """Type, priority and whether the email asks its recipients to do something.
+
+    ``has_action_item`` is whether ``emailwb.facts.asks`` finds an action item (``asks``, the
+    email's action items when already found): one source of truth for the list and the flag.
+    """
     text = without_offers(counted_text(email))
     subject = email.subject or ""
     email_type = classify(subject, text, _features(email, text))
@@ -233,11 +239,8 @@ def judge(email: Email) -> Judgment:
         where = own if forward_is_point(email) else text
         asked = recipients <= 4 and re.search(r"\?(\s|$)", own) is not None
         action = bool(_ACTION_RE.search(where[:4000])) or asked
-    action = (
-        action
-        and not _NO_ACTION_RE.search(subject + " " + own[:200])
-        and not _BULK_RE.search(text[:8000])
-    )
+    del action  # the rules' former flag: the action items decide (below)
+    action = bool(find_asks(email) if asks is None else asks)
     if email_type == "personal" or _BULK_RE.search(text[:8000]):
         priority = "low"  # personal mail and marketing, whatever their wording
     elif _URGENT_RE.search(subject) or _URGENT_RE.search(text[:4000]):

@@ -34,7 +34,7 @@ _PREFIX_RE = re.compile(
 )
 _SUFFIX_RE = re.compile(
     rf"(?<![\w.,$€£/\-])(?P<sign>[-−](?=\d))?(?P<num>{_NUM})(?!\d){_RANGE}"
-    rf"{_SCALE_AT}[ \t]*(?P<cur>{_SUFFIX}){_UNIT}"
+    rf"{_SCALE_AT}(?:[ \t]*|-)(?P<cur>{_SUFFIX}){_UNIT}"
 )
 _PLAIN_RE = re.compile(
     rf"(?<![\w.,/:\-$])(?P<num>{_NUM})(?:[ \t]*(?P<scale>{_SCALE}))?(?![\w/:]|-\d|\.\d)"
@@ -109,8 +109,18 @@ class Money:
     currency: str  # ISO code; a bare "$" is USD
     span: tuple[int, int]  # character offsets in the text searched
     text: str  # the mention as written
-    unit: str = ""  # "MWh" for "$20/MWh" (a unit price), "" for a plain amount
+    unit: str = ""  # "MWh" for "$20/MWh" (a unit price), "cents" for "50-cent", "" for a total
     scale: str = ""  # the scale word as written ("MM", "million", "K"), "" for none
+    marked: str = "currency"  # how it is known to be money: currency | table | fraction
+
+    @property
+    def kind(self) -> str:
+        """``unit_price`` for a price per unit (``$250/MWh``, ``50 cents``), else ``total``."""
+        return "unit_price" if self.unit else "total"
+
+    @property
+    def negative(self) -> bool:
+        return self.value < 0
 
     def candidates(self) -> set[float]:
         """Values this mention plausibly means: signed, absolute, unscaled, and M as thousand."""
@@ -167,7 +177,7 @@ def _mention(m: re.Match[str], text: str, num_group: str) -> Money:
         currency,
         (start, end),
         text[start:end],
-        m.group("unit") or "",
+        m.group("unit") or ("cents" if cur_raw in ("cents", "cent", "¢") else ""),
         scale,
     )
 
@@ -209,8 +219,116 @@ _SUFFIX_TOKENS = (
 
 
 def find_money(text: str) -> list[Money]:
-    """Every money mention in ``text``, in order; a range "$5-7 million" gives two."""
-    return list(_find_money(text))
+    """Every money mention in ``text``, in order; a range "$5-7 million" gives two.
+
+    Besides currency-marked mentions: share prices written as fractions ("84 3/8") where the
+    sentence speaks of a price, and figures without a currency in a cost table that the text
+    marks as money (a block of lines one of which holds a currency-marked amount, or headed
+    by cost, price, amount, budget or total).
+    """
+    marked = _find_money(text)
+    extra = [*_fractions(text), *_table_figures(text, marked)]
+    if not extra:
+        return list(marked)
+    taken = [m.span for m in marked]
+    out = list(marked)
+    for money in sorted(extra, key=lambda m: m.span):
+        if any(s < money.span[1] and money.span[0] < e for s, e in taken):
+            continue
+        taken.append(money.span)
+        out.append(money)
+    return sorted(out, key=lambda m: m.span)
+
+
+#: "84 3/8": a whole number and a fraction in eighths, sixteenths... (stock quotes)
+_MIXED_RE = re.compile(
+    r"(?<![\w/.,$])(?P<whole>\d{1,4})[ \t]+(?P<num>\d{1,2})/(?P<den>2|4|8|16|32|64)(?![\w/])"
+)
+_PRICE_WORDS_RE = re.compile(
+    r"\b(?:stock|shares?|price[ds]?|clos(?:e|ed|ing)|traded?|trading|quoted?|bid|offer|"
+    r"up|down|high|low|at)\b",
+    re.IGNORECASE,
+)
+
+
+def _fractions(text: str) -> list[Money]:
+    if "/" not in text:
+        return []
+    out = []
+    for m in _MIXED_RE.finditer(text):
+        num, den = int(m.group("num")), int(m.group("den"))
+        if not 0 < num < den:
+            continue
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        line_end = text.find("\n", m.end())
+        line = text[line_start : line_end if line_end >= 0 else len(text)]
+        if not _PRICE_WORDS_RE.search(line):
+            continue
+        value = int(m.group("whole")) + num / den
+        out.append(Money(value, "USD", m.span(), m.group(0), "share", "", "fraction"))
+    return out
+
+
+#: a figure of a cost table: thousands separators or cents, or a scale ("2.9M")
+_FIGURE_RE = re.compile(
+    r"(?<![\w.,/:$\-])(?P<sign>\()?(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?|\d+\.\d{2}|\d+(?:\.\d+)?"
+    r"(?=[ \t]?(?:MM|M|K)\b))(?P<scale>[ \t]?(?:MM|M|K)\b)?(?P<close>\))?(?![\w%/:]|\.\d|[ \t]*(?:%|percent))"
+)
+_NOT_MONEY_AFTER_RE = re.compile(
+    r"[ \t]*(?:MW|MWh|mw|MMBtu|mmbtu|Dth|dth|MMcf|mmcf|Bcf|bcf|bbl|barrels?|shares?|units?|"
+    r"hours?|hrs|days?|months?|years?|people|employees|customers|kw|KW|kWh|tons?|lbs?|miles?|"
+    r"feet|ft|sq|acres?|MMBTU|cf|contracts?|lots?)\b"
+)
+_TABLE_HEAD_RE = re.compile(
+    r"\b(?:cost|costs|price|prices|amount|budget|total|fees?|expenses?)\b", re.I
+)
+
+
+def _table_figures(text: str, marked: tuple[Money, ...]) -> list[Money]:
+    """Figures without a currency in a block of lines that the text marks as money."""
+    if "\n" not in text or not any(ch.isdigit() for ch in text):
+        return []
+    out: list[Money] = []
+    pos = 0
+    for block in re.split(r"(\n[ \t]*\n)", text):
+        start, pos = pos, pos + len(block)
+        if block.startswith("\n") or block.count("\n") < 1:
+            continue
+        end = start + len(block)
+        currency = [m for m in marked if start <= m.span[0] < end and not m.unit]
+        if not currency and not _TABLE_HEAD_RE.search(block.split("\n", 1)[0]):
+            continue
+        lines_with_figures = 0
+        found = []
+        for m in _FIGURE_RE.finditer(block):
+            if _NOT_MONEY_AFTER_RE.match(block, m.end()):
+                continue
+            if re.fullmatch(r"(?:19|20)\d\d", m.group("num")):
+                continue
+            found.append(m)
+        lines_with_figures = len({block.count("\n", 0, m.start()) for m in found})
+        if lines_with_figures < 2:
+            continue
+        cur = currency[0].currency if currency else "USD"
+        for m in found:
+            scale = (m.group("scale") or "").strip()
+            value = _scaled(m.group("num"), scale)
+            negative = bool(m.group("sign") and m.group("close"))
+            s, e = m.span() if negative else m.span("num")
+            if scale and not negative:
+                e = m.end("scale")
+            out.append(
+                Money(
+                    -value if negative else value,
+                    cur,
+                    (start + s, start + e),
+                    text[start + s : start + e],
+                    "",
+                    scale,
+                    "table",
+                )
+            )
+    return out
 
 
 @lru_cache(maxsize=16)  # metrics_for asks several times about the same email

@@ -8,7 +8,12 @@ source:
 * ``llm``: the model writes it; the model's schema holds only the fields a plan gives it;
 * ``choice``: the model picks among the extracted candidates (an enum of their texts in the
   schema, so grammar-constrained decoding cannot invent a value);
-* ``none``: left at the schema's default (the plan does not produce it).
+* ``none``: not produced: ``null`` in the stored result (never a schema default that
+  would read as an answer), listed in ``sources`` as ``none``.
+
+``has_action_item`` is always whether ``action_items`` is non-empty, in every plan: the
+flag and the list have one source (``emailwb.facts.asks`` under ``facts``, the model under
+``llm``, the model's pick among the extracted asks under ``choice``).
 
 ``reference`` and ``llm`` give every field to the model (the seed's design and the former
 defaults); ``facts`` asks no model at all (a whole mailbox's entities in minutes);
@@ -25,13 +30,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from emailwb.errors import ConfigError
+from emailwb.errors import ConfigError, ProcessingError
+from emailwb.facts.asks import Ask
 from emailwb.facts.evidence import place, place_amount
 from emailwb.facts.extract import Facts
 from emailwb.facts.judgment import Judgment
 from emailwb.llm.schema import EmailAnalysis
 
 SOURCES = ("facts", "rules", "llm", "choice", "none")
+#: the version of a stored result's shape; results without ``result_version`` are older (1):
+#: their unproduced fields hold the schema's defaults (``"low"``, ``"neutral"``, ``0.5``)
+RESULT_VERSION = 2
 #: the fields a plan routes; has_action_item is derived from action_items when the LLM writes them
 FIELDS = (
     "email_type",
@@ -55,10 +64,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     **{f: ("llm", "none") for f in FIELDS},
     "email_type": ("rules", "llm", "none"),
     "priority": ("rules", "llm", "none"),
-    "has_action_item": ("rules", "llm", "none"),
+    "has_action_item": ("rules", "facts", "llm", "choice", "none"),
     **{
         f: ("facts", "llm", "choice", "none")
-        for f in ("people", "organizations", "amounts", "dates", "deal_refs")
+        for f in ("people", "organizations", "amounts", "dates", "deal_refs", "action_items")
     },
 }
 
@@ -84,19 +93,25 @@ class Plan:
                     hint=f"{name} can come from: {', '.join(ALLOWED[name])}",
                 )
 
-    def source(self, name: str) -> str:
-        return self.sources.get(name, "none")
-
     def fields_from(self, *sources: str) -> tuple[str, ...]:
         return tuple(f for f in FIELDS if self.source(f) in sources)
+
+    def source(self, name: str) -> str:
+        if name == "has_action_item" and self.sources.get("action_items", "none") != "none":
+            return self.sources["action_items"]  # the flag follows the list
+        return self.sources.get(name, "none")
 
     @cached_property  # a plan's routing does not change: asked for every unit
     def llm_fields(self) -> tuple[str, ...]:
         """The schema fields the model is asked for (``has_action_item`` maps to action_items)."""
         out = [f for f in self.fields_from("llm", "choice") if f != "has_action_item"]
-        if self.source("has_action_item") == "llm" and "action_items" not in out:
+        if self.source("has_action_item") in ("llm", "choice") and "action_items" not in out:
             out.append("action_items")
         return tuple(f for f in FIELDS if f in out)
+
+    def produces(self, name: str) -> bool:
+        """Whether the plan gives ``name`` a value (``none``: it is null in every result)."""
+        return self.source(name) != "none"
 
     @cached_property  # a plan's routing does not change: asked for every unit
     def uses_llm(self) -> bool:
@@ -109,7 +124,7 @@ class Plan:
 
     @cached_property  # a plan's routing does not change: asked for every unit
     def choice_fields(self) -> tuple[str, ...]:
-        return self.fields_from("choice")
+        return tuple(f for f in self.fields_from("choice") if f != "has_action_item")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -124,7 +139,7 @@ class Plan:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-_ENTITIES = ("people", "organizations", "amounts", "dates", "deal_refs")
+_ENTITIES = ("people", "organizations", "amounts", "dates", "deal_refs", "action_items")
 _ALL_LLM = {f: "llm" for f in FIELDS}
 
 PLANS: dict[str, Plan] = {
@@ -140,7 +155,6 @@ PLANS: dict[str, Plan] = {
                 **{f: "facts" for f in _ENTITIES},
                 "email_type": "rules",
                 "priority": "rules",
-                "has_action_item": "rules",
             },
         ),
         Plan(
@@ -152,23 +166,22 @@ PLANS: dict[str, Plan] = {
                 **{f: "facts" for f in _ENTITIES},
                 "email_type": "rules",
                 "priority": "rules",
-                "has_action_item": "rules",
                 "summary": "llm",
             },
         ),
         Plan(
             "choice",
-            "the model picks people, organizations and dates among the extracted "
-            "candidates (it cannot invent one); type, priority and action from the model",
+            "the model picks people, organizations, dates and action items among the "
+            "extracted candidates (it cannot invent one); type and priority from the model",
             {
                 "people": "choice",
                 "organizations": "choice",
                 "dates": "choice",
+                "action_items": "choice",
                 "amounts": "facts",
                 "deal_refs": "facts",
                 "email_type": "llm",
                 "priority": "llm",
-                "has_action_item": "llm",
                 "summary": "llm",
             },
         ),
@@ -190,6 +203,15 @@ def get_plan(name: str | Plan | None) -> Plan:
 
 # --- putting a result together ----------------------------------------------------------------
 _RULE_FIELDS = ("email_type", "priority", "has_action_item")
+#: what a plan's llm field holds when the model left it out of its reply
+_LLM_EMPTY: dict[str, Any] = {
+    "people": [],
+    "organizations": [],
+    "amounts": [],
+    "dates": [],
+    "deal_refs": [],
+    "action_items": [],
+}
 
 
 def _llm_strings(name: str, value: Any) -> list[str]:
@@ -224,31 +246,44 @@ def compose(
     """
     llm = llm or {}
     if (facts is None or judgment is None) and not plan.all_llm:
-        raise ValueError(f"plan {plan.name!r} needs the email's facts and judgment")
+        raise ProcessingError(
+            f"plan {plan.name!r} needs the email's facts and judgment",
+            hint="report this: the work queue prepares facts for plans that use them",
+        )
     facts = facts or Facts()
-    data: dict[str, Any] = EmailAnalysis().model_dump()
+    # a field the plan does not produce is null, never a schema default read as an answer
+    data: dict[str, Any] = dict.fromkeys(FIELDS)
     if plan.all_llm:
+        data.update(EmailAnalysis().model_dump())  # the model was asked for every field
         data.update(llm)
     else:
         for name in FIELDS:
             src = plan.source(name)
-            if src == "llm" and name in llm:
-                data[name] = llm[name]
+            if src == "llm":
+                data[name] = llm.get(name, _LLM_EMPTY.get(name))
     fact_fields = facts.result_fields()
     evidence: dict[str, list[dict[str, Any]]] = {}
     refused: dict[str, list[str]] = {}
-    for name in ("people", "organizations", "amounts", "dates", "deal_refs"):
+    for name in _ENTITIES:
         src = plan.source(name)
         if src == "facts":
             data[name] = fact_fields[name]
-            evidence[name] = [f.as_evidence() for f in facts.of(name)]
+            evidence[name] = [_evidence(f) for f in facts.of(name)]
         elif src == "choice":
-            by_text = {f.text: f for f in facts.of(name)}
-            picked = [v for v in dict.fromkeys(llm.get(name) or []) if v in by_text]
-            refused[name] = [v for v in llm.get(name) or [] if v not in by_text]
+            by_text = {" ".join(f.text.split()): f for f in facts.of(name)}
+            given = [" ".join(str(v).split()) for v in llm.get(name) or []]
+            picked = [v for v in dict.fromkeys(given) if v in by_text]
+            refused[name] = [v for v in given if v not in by_text]
             chosen = [by_text[v] for v in picked]
-            data[name] = Facts(**{name: chosen}).result_fields()[name]
-            evidence[name] = [f.as_evidence() for f in chosen]
+            picked_only: dict[str, Any] = {name: chosen}
+            data[name] = Facts(**picked_only).result_fields()[name]
+            evidence[name] = [_evidence(f) for f in chosen]
+        elif src == "llm" and name == "action_items":
+            evidence[name] = [
+                {**place(str(item.get("task") or ""), text), "source": "llm"}
+                for item in data.get(name) or []
+                if isinstance(item, dict)
+            ]
         elif src == "llm" and name == "amounts":
             evidence[name] = [
                 {**place_amount(item, text), "source": "llm"}
@@ -265,14 +300,34 @@ def compose(
         for name in _RULE_FIELDS:
             if plan.source(name) == "rules":
                 data[name] = rules[name]
-    if plan.source("has_action_item") != "rules":
-        data["has_action_item"] = bool(data.get("action_items"))
+    if data.get("action_items") is not None:  # one source of truth: the list
+        data["has_action_item"] = bool(data["action_items"])
+    for name in FIELDS:
+        if plan.source(name) == "none":
+            data[name] = None
     data["evidence"] = evidence
     data["sources"] = {name: plan.source(name) for name in FIELDS}
     data["plan"] = plan.name
+    data["result_version"] = RESULT_VERSION
     if any(refused.values()):
         data["refused"] = {k: v for k, v in refused.items() if v}
     return data
+
+
+def _evidence(fact: Any) -> dict[str, Any]:
+    """A fact's evidence; an action item's carries the spans of its parts."""
+    if isinstance(fact, Ask):
+        item = fact.as_item()
+        return {
+            "text": fact.text,
+            "start": fact.start,
+            "end": fact.end,
+            "source": fact.source,
+            "match": "exact" if fact.start >= 0 else "unplaced",
+            "who_spans": item["who_spans"],
+            "due_span": item["due_span"],
+        }
+    return dict(fact.as_evidence())
 
 
 def grounded_share(data: dict[str, Any]) -> tuple[int, int]:

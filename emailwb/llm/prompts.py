@@ -65,6 +65,8 @@ CHOICE_LINES: dict[str, str] = {
     "amounts": "amounts: the money amounts, among the candidates listed after the email",
     "deal_refs": "deal_refs: the deal or contract numbers, among the candidates listed after "
     "the email",
+    "action_items": "action_items: the sentences, among the candidates listed after the email, "
+    "that ask the recipients to do something (not offers of help, not the sender's own plans)",
 }
 _REPLY_HEAD = "Reply with one JSON object with exactly these keys:"
 _REPLY_TAIL = 'Use only facts stated in the email. Use "" or [] when something is not there.'

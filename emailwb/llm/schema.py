@@ -74,6 +74,7 @@ _SYNONYMS: dict[str, str] = {
 SHORT = 50  # names, roles, organizations, references, contexts
 LINE = 120  # one-line reason, task, evidence
 SUMMARY = 280
+ASK = 600  # an action item picked among the extracted asks (a sentence)
 #: the confidence values the servers' grammars allow (the last field of a reply)
 CONFIDENCE_STEPS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
 
@@ -253,7 +254,8 @@ def plan_model(fields: tuple[str, ...], choices: tuple[str, ...] = ()) -> type[B
         if name not in fields:
             continue
         if name in choices:
-            defs[name] = (Items(Text(SHORT), 6), Field(default_factory=list))
+            limit = ASK if name == "action_items" else SHORT  # an ask is a whole clause
+            defs[name] = (Items(Text(limit), 6), Field(default_factory=list))
         else:
             info = EmailAnalysis.model_fields[name]
             defs[name] = (info.rebuild_annotation(), info)

@@ -458,6 +458,121 @@ def grounded_counts(prediction: Mapping[str, Any] | None, text: str) -> tuple[in
     return sum(s in haystack for s in strings), len(strings)
 
 
+def _label_span(ask: str, text: str | None) -> tuple[int, int] | None:
+    """Where a labeled ask stands in the email text (exactly, else with spacing collapsed)."""
+    if not text or not ask:
+        return None
+    at = text.find(ask)
+    if at >= 0:
+        return at, at + len(ask)
+    words = ask.split()
+    if not words:
+        return None
+    m = re.search(r"\s+".join(re.escape(w) for w in words), text)
+    return m.span() if m else None
+
+
+def predicted_asks(prediction: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """A result's action items as {ask, start, end, who, due} (the facts' items, or a model's
+    ``task``/``owner``/``due``), blanks dropped."""
+    out: list[dict[str, Any]] = []
+    items = (prediction or {}).get("action_items")
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        ask = item.get("ask") or item.get("task") or ""
+        if not isinstance(ask, str) or not ask.strip():
+            continue
+        who = item.get("who")
+        if who is None:
+            who = [item["owner"]] if item.get("owner") else ["recipients"]
+        who = [w for w in who if isinstance(w, str) and w] if isinstance(who, list) else [str(who)]
+        out.append(
+            {
+                "ask": ask,
+                "start": item.get("start", -1) if isinstance(item.get("start"), int) else -1,
+                "end": item.get("end", -1) if isinstance(item.get("end"), int) else -1,
+                "who": who or ["recipients"],
+                "due": item.get("due") or None,
+            }
+        )
+    return out
+
+
+def _ask_match(pred: Mapping[str, Any], label: Mapping[str, Any], text: str | None) -> bool:
+    span = _label_span(str(label.get("ask") or ""), text)
+    if (
+        span is not None
+        and pred["start"] >= 0
+        and pred["start"] < span[1]
+        and span[0] < pred["end"]
+    ):
+        return True
+    a, b = normalize(pred["ask"]), normalize(str(label.get("ask") or ""))
+    if not a or not b:
+        return False
+    short, long = sorted((a, b), key=len)
+    return f" {short} " in f" {long} "
+
+
+def _who_ok(pred: Sequence[str], label: Sequence[str]) -> bool:
+    """The same people asked: every label name matched by a predicted one and back."""
+    p = [w for w in pred if w] or ["recipients"]
+    g = [w for w in label if w] or ["recipients"]
+    return all(any(strings_match(x, y) for x in p) for y in g) and all(
+        any(strings_match(x, y) for y in g) for x in p
+    )
+
+
+def _due_ok(pred: str | None, label: str | None) -> bool:
+    if not pred or not label:
+        return not pred and not label
+    return strings_match(pred, label)
+
+
+def ask_counts(
+    prediction: Mapping[str, Any] | None, label: Mapping[str, Any], text: str | None = None
+) -> tuple[int, int, int, int, int]:
+    """(tp, fp, fn, who right, due right) of one email's action items: a prediction matches
+    a label when their spans overlap in ``text`` (or the shorter normalised string occurs in
+    the longer); who and due are compared on the matched pairs."""
+    preds = predicted_asks(prediction)
+    golds = list(label.get("action_items") or [])
+    used = [False] * len(golds)
+    tp = who = due = 0
+    for p in preds:
+        for i, g in enumerate(golds):
+            if not used[i] and _ask_match(p, g, text):
+                used[i] = True
+                tp += 1
+                who += _who_ok(p["who"], g.get("who") or [])
+                due += _due_ok(p["due"], g.get("due"))
+                break
+    return tp, len(preds) - tp, len(golds) - tp, who, due
+
+
+def predicted_identities(prediction: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """(name, address) pairs a result asserts: ``people`` entries that carry an address."""
+    out: list[tuple[str, str]] = []
+    for item in (prediction or {}).get("people") or []:
+        if isinstance(item, Mapping) and item.get("address") and item.get("name"):
+            pair = (str(item["name"]), str(item["address"]).lower())
+            if pair not in out:
+                out.append(pair)
+    return out
+
+
+def identity_counts(
+    prediction: Mapping[str, Any] | None, label: Mapping[str, Any]
+) -> tuple[int, int, int]:
+    gold = [(str(k), str(v).lower()) for k, v in (label.get("identities") or {}).items()]
+    return _greedy(
+        predicted_identities(prediction),
+        gold,
+        lambda p, g: p[1] == g[1] and strings_match(p[0], g[0]),
+    )
+
+
 # --- scores -------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Estimate:
@@ -521,6 +636,11 @@ class Scores:
     amounts: ListScore
     dates: ListScore
     grounding: GroundingScore | None  # None when no texts were given
+    #: second-round fields, scored over the labels that carry them (None when none do)
+    action_items: ListScore | None = None
+    who: Accuracy | None = None  # over matched action items
+    due: Accuracy | None = None  # over matched action items
+    identities: ListScore | None = None
 
     def field(self, name: str) -> Accuracy | ListScore | GroundingScore | None:
         return getattr(self, name)
@@ -628,6 +748,26 @@ def score(
             _estimate(_ratio(sum(got), sum(checked)), boot_g), sum(got), sum(checked)
         )
 
+    second = [i for i, lab in enumerate(labels) if "action_items" in lab]
+    asks: ListScore | None = None
+    who = due = None
+    idents: ListScore | None = None
+    if second:
+        sub_picks = [itemgetter(*idx) for idx in _resamples(len(second), resamples, seed)]
+        counts5 = [
+            ask_counts(
+                preds[i],
+                labels[i],
+                (texts or {}).get(_message_id(labels[i]["message_id"])),
+            )
+            for i in second
+        ]
+        asks = _list_score([c[:3] for c in counts5], sub_picks)
+        matched = [c[0] for c in counts5]
+        who = _pooled_accuracy([c[3] for c in counts5], matched, sub_picks)
+        due = _pooled_accuracy([c[4] for c in counts5], matched, sub_picks)
+        idents = _list_score([identity_counts(preds[i], labels[i]) for i in second], sub_picks)
+
     return Scores(
         n,
         acc["email_type"],
@@ -638,7 +778,44 @@ def score(
         lists["amounts"],
         lists["dates"],
         ground,
+        asks,
+        who,
+        due,
+        idents,
     )
+
+
+def _list_score(
+    counts: Sequence[tuple[int, int, int]], picks: Sequence[itemgetter[Any]]
+) -> ListScore:
+    """Micro-averaged P/R/F1 of per-email (tp, fp, fn), with bootstrap intervals."""
+    tps, fps, fns = ([c[k] for c in counts] for k in range(3))
+    tp, fp, fn = sum(tps), sum(fps), sum(fns)
+    bp: list[float | None] = []
+    br: list[float | None] = []
+    bf: list[float | None] = []
+    for pick in picks:
+        a, b, c = _sum_at(tps, pick), _sum_at(fps, pick), _sum_at(fns, pick)
+        bp.append(_ratio(a, a + b))
+        br.append(_ratio(a, a + c))
+        bf.append(_ratio(2 * a, 2 * a + b + c))
+    return ListScore(
+        _estimate(_ratio(tp, tp + fp), bp),
+        _estimate(_ratio(tp, tp + fn), br),
+        _estimate(_ratio(2 * tp, 2 * tp + fp + fn), bf),
+        tp,
+        fp,
+        fn,
+    )
+
+
+def _pooled_accuracy(
+    right: Sequence[int], total: Sequence[int], picks: Sequence[itemgetter[Any]]
+) -> Accuracy:
+    """sum(right) / sum(total) over emails, with a bootstrap interval over the emails."""
+    r, t = list(right), list(total)
+    boot = [_ratio(_sum_at(r, pick), _sum_at(t, pick)) for pick in picks]
+    return Accuracy(_estimate(_ratio(sum(r), sum(t)), boot), sum(r), sum(t))
 
 
 def majority_prediction(labels: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -674,6 +851,10 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("organizations F1", "organizations"),
     ("amounts F1", "amounts"),
     ("dates F1", "dates"),
+    ("action_items F1", "action_items"),
+    ("action_items who", "who"),
+    ("action_items due", "due"),
+    ("identities F1", "identities"),
     ("grounding", "grounding"),
 )
 
@@ -723,6 +904,27 @@ def scores_as_dict(scores: Scores) -> dict[str, Any]:
             "fp": s.fp,
             "fn": s.fn,
         }
+    for name in ("action_items", "identities"):
+        ls: ListScore | None = getattr(scores, name)
+        out[name] = (
+            None
+            if ls is None
+            else {
+                "precision": ls.precision.as_dict(),
+                "recall": ls.recall.as_dict(),
+                "f1": ls.f1.as_dict(),
+                "tp": ls.tp,
+                "fp": ls.fp,
+                "fn": ls.fn,
+            }
+        )
+    for name in ("who", "due"):
+        a2: Accuracy | None = getattr(scores, name)
+        out[name] = (
+            None
+            if a2 is None
+            else {"accuracy": a2.accuracy.as_dict(), "correct": a2.correct, "n": a2.n}
+        )
     g = scores.grounding
     out["grounding"] = (
         None
