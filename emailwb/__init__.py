@@ -55,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "load_labels": "emailwb.quality.gold",
     "score_runs": "emailwb.quality.gold",
     "get_plan": "emailwb.facts.plans",
+    "results_frame": "emailwb.facts.records",
+    "money_rollup": "emailwb.facts.records",
     "PLANS": "emailwb.facts.plans",
     "PromptVersion": "emailwb.llm.prompts",
     "load_prompt": "emailwb.engine.library",
@@ -98,7 +100,9 @@ __all__ = [
     "load_labels",
     "load_prompt",
     "load_settings",
+    "money_rollup",
     "results_df",
+    "results_frame",
     "retry_failed",
     "run_batch",
     "save_prompt",
@@ -117,6 +121,7 @@ if TYPE_CHECKING:
     from emailwb.engine.throughput import status_json
     from emailwb.errors import EmailwbError
     from emailwb.facts.plans import PLANS, get_plan
+    from emailwb.facts.records import money_rollup, results_frame
     from emailwb.llm.prompts import PromptVersion
     from emailwb.quality.compare import compare_runs
     from emailwb.quality.gold import load_labels, score_runs

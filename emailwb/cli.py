@@ -402,19 +402,26 @@ def _cmd_retry_failed(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from emailwb.facts.records import results_frame
     from emailwb.store.database import Store
-    from emailwb.store.runs import results_df
 
     settings = load_settings(db=args.db)
     out = Path(args.out)
     with Store(settings.db) as store:
-        df = results_df(store, args.run)
+        df = results_frame(store, args.run)
     fmt = args.format or out.suffix.lstrip(".") or "parquet"
     if fmt == "parquet":
         df.write_parquet(out)
-    elif fmt == "csv":
+    elif fmt == "csv":  # CSV has no lists: nested columns as JSON text, nulls stay empty
         nested = [c for c, t in zip(df.columns, df.dtypes, strict=True) if t.is_nested()]
-        df.with_columns([df[c].cast(str) for c in nested] if nested else []).write_csv(out)
+        df.with_columns(
+            [
+                pl.Series(c, [None if v is None else json.dumps(v) for v in df[c].to_list()])
+                for c in nested
+            ]
+        ).write_csv(out)
     else:
         raise ConfigError(
             f"unknown export format {fmt!r}", hint="use --format parquet or --format csv"

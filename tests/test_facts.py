@@ -115,7 +115,7 @@ def test_the_judgment_rules_answer_in_the_labels_vocabulary(enron_dir: Path) -> 
 # --- evidence ---------------------------------------------------------------------------------
 def test_a_generic_offer_of_help_is_not_an_ask(enron_dir: Path) -> None:
     """The guide: "call me with any questions" offers are no action item; a real ask is."""
-    from emailwb.facts.judgment import without_offers
+    from emailwb.facts.asks import without_offers
 
     bulletin = parse_email((enron_dir / "maildir/baughman-d/so2___nox/1.eml").read_bytes())
     assert "Please give us a call if you have any" in bulletin.body

@@ -171,6 +171,23 @@ _BULK_RE = _rx(
     r"\bnewsletter\b|\bthank you for (?:your order|shopping|purchasing)\b|"
     r"\border (?:number|confirmation|status)\b|\bopt[- ]out\b"
 )
+#: generic offers ("please call me if you have any questions", "if you need additional
+#: information, please contact ..."): the labeling guide counts them as no ask, so the
+#: sentences holding them are blanked before the ask and type rules read the text. A match
+#: can only start where a sentence does (after . ! ? or a line break): without that anchor
+#: the engine retried the sentence from every character, quadratic in its length
+_OFFER_SENTENCE_RE = _rx(
+    r"(?:(?<=[.!?\n])|^)[^.!?\n]*\b(?:if you (?:have|need|would like|require)\b[^.!?]{0,40}\b"
+    r"(?:questions?|information|assistance|help|concerns|comments|clarification)|"
+    r"(?:any|with|for) (?:further |additional )?questions)\b[^.!?\n]*[.!?]?"
+)
+
+
+def without_offers(text: str) -> str:
+    """``text`` with the sentences that only offer help blanked (spaces, offsets kept)."""
+    return _OFFER_SENTENCE_RE.sub(lambda m: " " * len(m.group(0)), text)
+
+
 _BY_RE = _rx(r"\b(?:by|before|no later than|due|deadline|until|prior to)\b")
 _NOT_NAMES = frozenset(
     (
@@ -425,8 +442,6 @@ def find_asks(email: Email, dates: Sequence[Any] = ()) -> list[Ask]:
     text_all = "\n".join(s.text for s in segments)
     if _BULK_RE.search(text_all[:8000]):
         return []
-    from emailwb.facts.judgment import without_offers  # judgment imports this module
-
     opening = greeting(email)
     sentences: list[Sentence] = []
     for seg in segments:

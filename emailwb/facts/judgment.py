@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from emailwb.facts.asks import find_asks
+from emailwb.facts.asks import find_asks, without_offers
 from emailwb.facts.counted import counted_segments, forward_is_point
 from emailwb.mail.message import Email
 
@@ -183,21 +183,6 @@ _BULK_RE = _rx(
     r"\border (number|confirmation|status)\b"
 )
 _LOW_TYPES = ("announcement", "personal", "other")
-#: generic offers ("please call me if you have any questions", "if you need additional
-#: information, please contact ..."): the labeling guide counts them as no ask, so the
-#: sentences holding them are blanked before the ask and type rules read the text. A match
-#: can only start where a sentence does (after . ! ? or a line break): without that anchor
-#: the engine retried the sentence from every character, quadratic in its length
-_OFFER_RE = _rx(
-    r"(?:(?<=[.!?\n])|^)[^.!?\n]*\b(?:if you (?:have|need|would like|require)\b[^.!?]{0,40}\b"
-    r"(?:questions?|information|assistance|help|concerns|comments|clarification)|"
-    r"(?:any|with|for) (?:further |additional )?questions)\b[^.!?\n]*[.!?]?"
-)
-
-
-def without_offers(text: str) -> str:
-    """``text`` with the sentences that only offer help blanked (spaces, offsets kept)."""
-    return _OFFER_RE.sub(lambda m: " " * len(m.group(0)), text)
 
 
 def counted_text(email: Email) -> str:

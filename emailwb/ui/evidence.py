@@ -24,6 +24,7 @@ COLOURS: dict[str, str] = {
     "amounts": "#fdbf6f",
     "dates": "#cab2d6",
     "deal_refs": "#fb9a99",
+    "action_items": "#ffff99",
 }
 _OTHER = "#e0e0e0"
 

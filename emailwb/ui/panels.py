@@ -34,6 +34,7 @@ import polars as pl
 from emailwb.engine.library import list_prompts, prompt_warning
 from emailwb.engine.throughput import MetricsSnapshot
 from emailwb.facts.plans import PLANS, get_plan
+from emailwb.facts.records import results_frame
 from emailwb.settings import RunConfig
 from emailwb.store import runs
 from emailwb.store.database import Store
@@ -481,7 +482,7 @@ class LaunchPanel(_Panel):
 
     def results_df(self) -> pl.DataFrame:
         """Every email of this run with its result (``runs.results_df``)."""
-        return runs.results_df(self.store, self.run_id if self.run_id is not None else self.name)
+        return results_frame(self.store, self.run_id if self.run_id is not None else self.name)
 
     def close(self) -> None:
         self.stop(cancel_inflight=True)

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from emailwb.errors import ConfigError, ProcessingError
+from emailwb.facts.plans import FIELDS, get_plan
+from emailwb.facts.records import money_rollup, results_frame
 from emailwb.quality.measures import grounding_warning
 from emailwb.quality.scoring import run_grounding
 from emailwb.quality.stats import bootstrap_ci
@@ -338,6 +340,92 @@ def _ab_section(
     return "".join(html)
 
 
+def marked_span(text: str, start: int, end: int, limit: int = 160) -> str:
+    """``text[start:end]`` escaped and marked, with up to ``limit`` characters either side."""
+    if not (0 <= start < end <= len(text)):
+        return ""
+    before = escape(text[max(0, start - limit) : start])
+    after = escape(text[end : end + limit])
+    return f"{before}<mark>{escape(text[start:end])}</mark>{after}"
+
+
+def _intelligence_section(store: Store, record: runs.RunRecord) -> str:
+    """What the run found: which fields its plan produces, the action items, the money."""
+    plan_name = str(record.config.get("plan") or "default")
+    try:
+        plan = get_plan(plan_name)
+    except ConfigError:
+        plan = None
+    html = ["<h2>Business intelligence</h2>"]
+    if plan is not None:
+        rows = [
+            {
+                "field": f,
+                "source": plan.source(f),
+                "value": (
+                    f"not produced by plan '{plan.name}'"
+                    if plan.source(f) == "none"
+                    else "produced"
+                ),
+            }
+            for f in FIELDS
+        ]
+        html += ["<h3>Fields and where they come from</h3>", _table(rows)]
+    frame = results_frame(store, record.id)
+    done = frame.filter(pl.col("status") == "done")
+    legacy = done.filter(pl.col("result_version") == 1).height
+    if legacy:
+        html.append(
+            f"<p class='muted'>{legacy} results were stored before result version 2: their "
+            "unproduced fields may hold schema defaults, not answers.</p>"
+        )
+    asks = done.filter(pl.col("action_items").list.len() > 0) if done.height else done
+    n_items = int(asks["action_items"].list.len().sum() or 0) if asks.height else 0
+    html.append(f"<h3>Action items ({n_items} in {asks.height} emails)</h3>")
+    if plan is not None and plan.source("action_items") == "none":
+        html.append(f"<p class='muted'>not produced by plan '{plan.name}'</p>")
+    items = []
+    for mid, subject, values in asks.select("message_id", "subject", "action_items").iter_rows():
+        for item in values or []:
+            items.append(
+                {
+                    "subject": subject,
+                    "ask": item["ask"],
+                    "who": ", ".join(item["who"] or []),
+                    "due": item["due"],
+                    "message_id": mid,
+                }
+            )
+    html.append(_table(items[:200]))
+    if len(items) > 200:
+        html.append(f"<p class='muted'>{len(items) - 200} more: see `emailwb export`</p>")
+    rollup = money_rollup(done)
+    html.append("<h3>Money by organization and month (totals apart from unit prices)</h3>")
+    html.append(
+        _table(
+            [
+                {
+                    k: r[k]
+                    for k in (
+                        "organization",
+                        "month",
+                        "currency",
+                        "kind",
+                        "unit",
+                        "total",
+                        "low",
+                        "high",
+                        "amounts",
+                        "emails",
+                    )
+                }
+                for r in rollup.head(200).iter_rows(named=True)
+            ]
+        )
+    )
+    return "".join(html)
+
+
 def build_report(
     store: Store,
     run: str | int | None = None,
@@ -355,6 +443,7 @@ def build_report(
     figs = _Figures()
     parts = [
         _speed_section(store, record, figs),
+        _intelligence_section(store, record),
         _quality_section(store, record, figs),
         _checks_section(store, record, figs),
         _ab_section(store, record, figs, compare_with, margin),
