@@ -712,27 +712,12 @@ def score(
         boot: list[float | None] = [_sum_at(hits, pick) / n for pick in picks]
         acc[name] = Accuracy(_estimate(sum(hits) / n, boot), sum(hits), n)
 
-    lists: dict[str, ListScore] = {}
-    for name in LIST_FIELDS:
-        counts = [match_counts(name, p, lab) for p, lab in zip(preds, labels, strict=True)]
-        tps, fps, fns = ([c[k] for c in counts] for k in range(3))
-        tp, fp, fn = sum(tps), sum(fps), sum(fns)
-        bp: list[float | None] = []
-        br: list[float | None] = []
-        bf: list[float | None] = []
-        for pick in picks:
-            a, b, c = _sum_at(tps, pick), _sum_at(fps, pick), _sum_at(fns, pick)
-            bp.append(_ratio(a, a + b))
-            br.append(_ratio(a, a + c))
-            bf.append(_ratio(2 * a, 2 * a + b + c))
-        lists[name] = ListScore(
-            _estimate(_ratio(tp, tp + fp), bp),
-            _estimate(_ratio(tp, tp + fn), br),
-            _estimate(_ratio(2 * tp, 2 * tp + fp + fn), bf),
-            tp,
-            fp,
-            fn,
+    lists = {
+        name: _list_score(
+            [match_counts(name, p, lab) for p, lab in zip(preds, labels, strict=True)], picks
         )
+        for name in LIST_FIELDS
+    }
 
     ground: GroundingScore | None = None
     if texts is not None:
@@ -888,43 +873,32 @@ def score_table(columns: Mapping[str, Scores]) -> str:
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
+def _list_dict(s: ListScore | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {
+        "precision": s.precision.as_dict(),
+        "recall": s.recall.as_dict(),
+        "f1": s.f1.as_dict(),
+        "tp": s.tp,
+        "fp": s.fp,
+        "fn": s.fn,
+    }
+
+
+def _accuracy_dict(a: Accuracy | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    return {"accuracy": a.accuracy.as_dict(), "correct": a.correct, "n": a.n}
+
+
 def scores_as_dict(scores: Scores) -> dict[str, Any]:
-    """``scores`` as plain JSON-ready data."""
+    """``scores`` as plain JSON-ready data (second-round fields None when not labeled)."""
     out: dict[str, Any] = {"n": scores.n}
-    for name in ACCURACY_FIELDS:
-        a: Accuracy = getattr(scores, name)
-        out[name] = {"accuracy": a.accuracy.as_dict(), "correct": a.correct, "n": a.n}
-    for name in LIST_FIELDS:
-        s: ListScore = getattr(scores, name)
-        out[name] = {
-            "precision": s.precision.as_dict(),
-            "recall": s.recall.as_dict(),
-            "f1": s.f1.as_dict(),
-            "tp": s.tp,
-            "fp": s.fp,
-            "fn": s.fn,
-        }
-    for name in ("action_items", "identities"):
-        ls: ListScore | None = getattr(scores, name)
-        out[name] = (
-            None
-            if ls is None
-            else {
-                "precision": ls.precision.as_dict(),
-                "recall": ls.recall.as_dict(),
-                "f1": ls.f1.as_dict(),
-                "tp": ls.tp,
-                "fp": ls.fp,
-                "fn": ls.fn,
-            }
-        )
-    for name in ("who", "due"):
-        a2: Accuracy | None = getattr(scores, name)
-        out[name] = (
-            None
-            if a2 is None
-            else {"accuracy": a2.accuracy.as_dict(), "correct": a2.correct, "n": a2.n}
-        )
+    for name in (*ACCURACY_FIELDS, "who", "due"):
+        out[name] = _accuracy_dict(getattr(scores, name))
+    for name in (*LIST_FIELDS, "action_items", "identities"):
+        out[name] = _list_dict(getattr(scores, name))
     g = scores.grounding
     out["grounding"] = (
         None
