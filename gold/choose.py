@@ -20,6 +20,11 @@ Round 3 (``--round 3``) does the same with rounds 1 and 2 off limits and a third
 held-out split of the action-item and identity labels (round 2 was scored and then seen).
 
     python gold/choose.py --round 3 > gold/selection-3.tsv
+
+Round 4 (``--round 4``): rounds 1-3 off limits, a fourth seed; the held-out split once round
+3 had been scored and moved to ``dev``.
+
+    python gold/choose.py --round 4 > gold/selection-4.tsv
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ MIN_CHARS, MAX_CHARS = 200, 6_000
 SEED = 20261206
 SEED_2 = 20261207
 SEED_3 = 20261208
+SEED_4 = 20261209
 
 
 def body_text(path: Path) -> str:
@@ -119,15 +125,17 @@ def main() -> None:
     ap.add_argument(
         "--enron", default=str(Path(__file__).resolve().parents[2] / "shared/data/enron")
     )
-    ap.add_argument("--round", type=int, choices=(1, 2, 3), default=1)
+    ap.add_argument("--round", type=int, choices=(1, 2, 3, 4), default=1)
     args = ap.parse_args()
     here = Path(__file__).parent
     if args.round > 1:
         used: set[str] = set()
-        for name in ("selection.tsv", "selection-2.tsv")[: args.round - 1]:
+        for name in ("selection.tsv", "selection-2.tsv", "selection-3.tsv")[: args.round - 1]:
             with (here / name).open() as f:
                 used |= {r["message_id"] for r in csv.DictReader(f, delimiter="\t")}
-        quotas, seed = (QUOTAS_2, SEED_2) if args.round == 2 else (QUOTAS_3, SEED_3)
+        quotas, seed = {2: (QUOTAS_2, SEED_2), 3: (QUOTAS_3, SEED_3), 4: (QUOTAS_2, SEED_4)}[
+            args.round
+        ]
         picks = select(Path(args.enron), quotas, seed, frozenset(used), split="test")
     else:
         picks = select(Path(args.enron))

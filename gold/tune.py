@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from pathlib import Path
+from typing import Any
 
-from emailwb.facts import extract_many, judge
+from emailwb.facts import extract_many, judge, nlp
+from emailwb.facts.counted import counted_segments
 from emailwb.mail.message import parse_email
 from emailwb.quality.gold import (
     ask_counts,
     load_labels,
     majority_baseline,
+    majority_prediction,
     match_counts,
     predicted_asks,
     score,
@@ -27,6 +31,44 @@ from emailwb.quality.gold import (
 )
 
 HERE = Path(__file__).resolve().parent
+
+
+_SENTENCE_RE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
+
+
+def cheap_baselines(labels: list[dict[str, Any]], emails: list[Any]) -> dict[str, Any]:
+    """The cheapest predictions that do the same jobs (nothing tuned on the labels)."""
+    segs = [[s for s in counted_segments(e) if s.part != "signature"] for e in emails]
+    flat = [s.text for ss in segs for s in ss]
+    ents = nlp.entities(flat) if flat else []
+    majority = majority_prediction(labels)  # type and priority: no cheaper guess
+    out: dict[str, Any] = {}
+    i = 0
+    for lab, ss in zip(labels, segs, strict=True):
+        money, asks = [], []
+        for seg in ss:
+            money += [seg.text[a:b] for kind, a, b in ents[i] if kind == "MONEY"]
+            i += 1
+            for m in _SENTENCE_RE.finditer(seg.text):
+                sentence = m.group(0).strip()
+                if re.search(r"\bplease\b", sentence, re.I) or sentence.endswith("?"):
+                    at = seg.offset + m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
+                    asks.append(
+                        {
+                            "ask": sentence,
+                            "start": at,
+                            "end": at + len(sentence),
+                            "who": ["recipients"],
+                        }
+                    )
+        out[lab["message_id"]] = {
+            "email_type": majority["email_type"],
+            "priority": majority["priority"],
+            "amounts": money,
+            "action_items": asks,
+            "has_action_item": bool(asks),
+        }
+    return out
 
 
 def main() -> None:
@@ -55,8 +97,17 @@ def main() -> None:
     texts = {lab["message_id"]: e.body for lab, e in zip(labels, emails, strict=True)}
     print(
         score_table(
-            {"facts+rules": score(labels, preds, texts), "majority": majority_baseline(labels)}
+            {
+                "facts+rules": score(labels, preds, texts),
+                "cheap baselines": score(labels, cheap_baselines(labels, emails), texts),
+                "majority": majority_baseline(labels),
+            }
         )
+    )
+    print(
+        "cheap baselines: amounts = spaCy's MONEY entities of the counted text (untuned); "
+        'action items = every counted sentence with "please" or a question mark; '
+        "has_action_item = whether there is one; type and priority = the majority"
     )
     print(f"({len(labels)} emails, {took:.1f} s)")
     if args.show:

@@ -153,8 +153,7 @@ def test_unit_prices_negatives_cost_tables_and_fractions_are_parsed(enron_dir: P
     assert cents.value == 0.5 and cents.kind == "unit_price"
 
 
-def test_the_money_rollup_adds_totals_apart_from_unit_prices(store: Any) -> None:
-    make_mail(store, 2)
+def test_the_money_rollup_adds_totals_apart_from_unit_prices() -> None:
     frame = pl.DataFrame(
         {
             "email_id": [1, 2],

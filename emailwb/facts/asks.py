@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from emailwb.facts.counted import Segment, counted_segments, forward_is_point
+from emailwb.facts.counted import Segment, counted_segments
 from emailwb.mail.message import Email
 
 #: more recipients than this (or none at all, a list address) is mass mail
@@ -105,7 +105,6 @@ class Sentence:
     text: str
     start: int  # in the body (or in the segment when the segment is unplaced)
     placed: bool = True
-    index: int = 0
     segment: Segment | None = field(default=None, compare=False)
 
 
@@ -120,10 +119,11 @@ _VERBS = (
     r"mail|set|handle|file|enroll|comment|coordinate|arrange|follow|circulate|distribute|"
     r"plan|book|pay|process|fix|change|correct|move|draft|write|put|lock|pull|run|do|"
     r"mark|choose|select|decide|consider|inform|notify|remind|delete|print|bring|drop|"
-    r"give|shoot|ping|buzz|phone|grab|sort|figure|work|hold|reserve"
+    r"give|shoot|ping|buzz|phone|grab|sort|figure|work|hold|reserve|go|take|pass|supply|"
+    r"communicate|refer|purchase|use|meet|identify|include|try|select|collect"
 )
 _REQUEST_RE = _rx(
-    r"\bplease\b(?!\s+(?:note|see|find|be advised|be aware|feel free|do not hesitate|"
+    r"\bplease\b(?!\s+(?:note|see|find|be advised|be aware|be informed|feel free|do not hesitate|"
     r"don't hesitate|disregard|excuse|accept my|forgive|keep in mind|enjoy|join us|"
     r"welcome))|"
     r"\b(?:can|could|would|will)\s+(?:you|u)\b(?!\s+(?:like|be interested))|"
@@ -133,43 +133,58 @@ _REQUEST_RE = _rx(
     r"\b(?:you|everyone|each of you|all of you|y'all)\s+(?:need|needs|must|should|will need|"
     r"are required|is required|have to)\s+to?\b|"
     r"\bremember to\b|\bdon'?t forget\b|\bdo not forget\b|"
-    r"\bi would (?:like|appreciate)\b|\bi'd (?:like|appreciate)\b|"
+    r"\b(?:are|is) (?:requested|asked|expected) to\b|"
+    r"\bi(?:'d| would)(?: very much| also| really)? welcome (?:your|any|a)\b|"
+    r"\blet'?s (?:discuss|talk|meet|get together|plan)\b|\bmark your calendars?\b|"
+    r"^(?:any )?(?:thoughts|comments|ideas|suggestions)\?$|"
+    r"\bi(?: would|'d) like (?:you|for you|your|to (?:see|get|have|receive|know|hear))\b|"
+    r"\bi(?: would|'d) appreciate\b|\bi(?: would|'d) love (?:to (?:hear|get|see)|your|any|"
+    r"comments|feedback)\b|\b(?:friendly )?reminder to\b|\b(?:is|are) due (?:by|on|no later)\b|"
+    r"\bhope (?:you|everyone|all of you) (?:are|is|can|will be) (?:available|able)\b|"
+    r"\bwe (?:would like|need) to (?:have|set up|schedule|discuss|meet)\b|"
     r"\b(?:would|will) be (?:greatly |much )?appreciated\b|\bready for your (?:approval|review)\b|"
     r"\brequires? your (?:approval|attention|signature|input|review)\b|"
     r"\bwhy don'?t you\b|\bi look forward to (?:hearing|receiving|your)\b|"
-    r"\bkindly\b|\bi (?:need|want) (?:a|an|the|your|to (?:know|see|get|talk))\b|"
+    r"\bkindly\b|\bi need (?:a|an|the|your|to (?:know|see|get|talk))\b|"
     r"\bgive me a (?:call|ring)\b|\bget back to me\b|\bcall me\b(?![^.?!]{0,40}\bquestions?\b)"
 )
 _DUTY_RE = _rx(
     r"\b(?:all|every|each)\s+\w+(?:\s+\w+)?\s+(?:must|should|are required|is required|need)\b|"
     r"\bmust\s+(?:be\s+)?(?:" + _VERBS + r")\w*\b|\bit is (?:necessary|required|mandatory)\b|"
-    r"\b(?:are|is) required to\b|\bremember to\b|\bdeadline\b|\bno later than\b|"
-    r"\bplease\s+(?:\w+\s+){0,3}(?:" + _VERBS + r")\b|\bif you\b[^.?!]{0,80}\b(?:contact|call|"
+    r"\b(?:are|is) (?:required|requested|asked|expected) to\b|\bremember to\b|\bdeadline\b|\bno later than\b|"
+    r"\bplease\b(?!\s+(?:note|see|find|be advised|be aware|feel free|do not hesitate|"
+    r"don't hesitate|disregard|excuse|keep in mind|enjoy|join|welcome|read the))|"
+    r"\bif you\b[^.?!]{0,80}\b(?:contact|call|"
     r"let (?:me|us) know|please)\b"
 )
 _INVITATION_RE = _rx(
-    r"\binvit\w*|\bwelcome to (?:attend|join)\b|\bjoin us\b|\bencourag\w+|\bif you (?:are|would "
+    r"\binvit\w*|\bwelcome to (?:attend|join)\b|\bjoin us\b|"
+    r"\bencourag\w+ (?:you |all |everyone )?to (?:attend|join|participate|come)\b|"
+    r"\bdrawing\b|\braffle\b|\bregist(?:er|ration)\b|\brsvp\b|\bif you (?:are|would "
     r"be|might be) interested\b|\binterested (?:parties|employees)\b|\bsign up\b|"
     r"\bopportunity to\b|\bfeel free\b|\bseats? (?:are|is) limited\b"
 )
-_IMPERATIVE_RE = _rx(r"^(?:(?:and|also|then|so|just|now)\s+)?(?:" + _VERBS + r")\b(?!\s*[:.])")
-_QUESTION_START_RE = _rx(
-    r"^(?:do|does|did|are|is|was|were|can|could|would|will|have|has|had|what|when|where|"
-    r"who|how|which|any|should|shall|may|might|why)\b"
+_IMPERATIVE_RE = _rx(
+    r"^(?:(?:and|also|then|so|just|now)\s+)?(?:" + _VERBS + r")\b(?!\s*[:.])|"
+    r"^to \w+[^,.?!]{0,80},\s*(?:please\s+)?(?:" + _VERBS + r"|click)\b"  # "To approve it, click"
 )
 _OWN_COMMITMENT_RE = _rx(
     r"^(?:i|we)(?:'ll|'m| will| am| shall| plan| intend| can| could| would|'d| have| hope)\b"
 )
 _NOT_ASK_RE = _rx(
+    r"\b(?:we|i)(?: really)? (?:need to|must|should|will|would like to|want to|wanted to) "
+    r"make sure\b|\btalk to (?:you|ya) (?:soon|later|then)\b|\btake care\b|"
     r"\blet (?:me|us) know if (?:you|there)\b[^.?!]{0,30}\b(?:anything|questions?|problems?|"
     r"help)\b|\blet (?:me|us) know if i can\b|\bif i can (?:help|be of)\b|\bfeel free\b|"
-    r"\bhope (?:you|this|all)\b|\bthanks? (?:for|again)\b"
+    r"\bhope (?:you|this|all)\b(?! (?:are|is|can|will be) (?:available|able))|"
+    r"\bthanks? (?:for|again)\b|\bjoin me in (?:congratulating|welcoming)\b"
 )
 _FYI_RE = _rx(r"\bfyi\b|\bfor your (?:information|records|review only)\b")
 _BULK_RE = _rx(
     r"\bunsubscribe\b|\bto be removed\b|\bclick here\b|\bsubscri(?:be|ption)\b|"
     r"\bnewsletter\b|\bthank you for (?:your order|shopping|purchasing)\b|"
-    r"\border (?:number|confirmation|status)\b|\bopt[- ]out\b"
+    r"\border (?:number|confirmation|status)\b|\bopt[- ]out\b|\bzoomerang\b|"
+    r"\bsurvey creator\b|\btake (?:this|our|the|a short) survey\b"
 )
 #: generic offers ("please call me if you have any questions", "if you need additional
 #: information, please contact ..."): the labeling guide counts them as no ask, so the
@@ -178,7 +193,7 @@ _BULK_RE = _rx(
 #: the engine retried the sentence from every character, quadratic in its length
 _OFFER_SENTENCE_RE = _rx(
     r"(?:(?<=[.!?\n])|^)[^.!?\n]*\b(?:if you (?:have|need|would like|require)\b[^.!?]{0,40}\b"
-    r"(?:questions?|information|assistance|help|concerns|comments|clarification)|"
+    r"(?:questions?|information|assistance|help|concerns|clarification)|"
     r"(?:any|with|for) (?:further |additional )?questions)\b[^.!?\n]*[.!?]?"
 )
 
@@ -188,7 +203,7 @@ def without_offers(text: str) -> str:
     return _OFFER_SENTENCE_RE.sub(lambda m: " " * len(m.group(0)), text)
 
 
-_BY_RE = _rx(r"\b(?:by|before|no later than|due|deadline|until|prior to)\b")
+_BY_RE = _rx(r"\b(?:by|before|no later than|due|deadline|until|prior to|on|this|next)\b")
 _NOT_NAMES = frozenset(
     (
         "all",
@@ -262,7 +277,7 @@ _NOT_NAMES = frozenset(
         "congratulations",
     )
 )
-_NAME = r"[A-Z][a-z]+(?:[ \t][A-Z]\.?)?(?:[ \t][A-Z][a-z]+)?"
+_NAME = r"(?:(?:Mr|Ms|Mrs|Dr)\.?[ \t])?[A-Z][a-z]+(?:[ \t][A-Z]\.?)?(?:[ \t][A-Z][a-z]+)?"
 _VOCATIVE_RE = re.compile(
     rf"^(?P<names>{_NAME}(?:(?:[ \t]*,[ \t]*|[ \t]+(?:and|&)[ \t]+){_NAME}){{0,3}})"
     r"[ \t]*(?:,|:|-{1,2}|–)[ \t]*(?=\S)"
@@ -277,7 +292,7 @@ _TRAILING_VOCATIVE_RE = re.compile(rf",[ \t]*(?P<names>{_NAME})[ \t]*[?.!]?$")
 _SPLIT_NAMES_RE = re.compile(r"[ \t]*(?:,|/|\band\b|&)[ \t]*")
 
 
-def _sentences(seg: Segment, index0: int) -> list[Sentence]:
+def _sentences(seg: Segment) -> list[Sentence]:
     """The sentences of a segment: blank lines, bullets, short lines and [.!?] end one."""
     out: list[Sentence] = []
     text = seg.text
@@ -318,16 +333,18 @@ def _sentences(seg: Segment, index0: int) -> list[Sentence]:
             out.append(_sentence(chunk[s : m.start()], a + s, base, placed, seg))
             s = m.end()
         out.append(_sentence(chunk[s:], a + s, base, placed, seg))
-    return [
-        Sentence(x.text, x.start, x.placed, index0 + i, seg)
-        for i, x in enumerate(x for x in out if x.text.strip())
-    ]
+    return [Sentence(x.text, x.start, x.placed, seg) for x in out if x.text.strip()]
+
+
+_BULLET_RE = re.compile(r"[ \t]*(?:[-*•>]|\d{1,2}[.)]|[a-z][.)])[ \t]+")
 
 
 def _sentence(text: str, local: int, base: int, placed: bool, seg: Segment) -> Sentence:
-    lead = len(text) - len(text.lstrip())
-    body = text.strip()
-    return Sentence(body, base + local + lead, placed, 0, seg)
+    bullet = _BULLET_RE.match(text)
+    lead = bullet.end() if bullet else 0
+    lead += len(text[lead:]) - len(text[lead:].lstrip())
+    body = text[lead:].strip()
+    return Sentence(body, base + local + lead, placed, seg)
 
 
 def _names(text: str) -> list[str]:
@@ -384,7 +401,8 @@ def _address_for(name: str, addresses: Sequence[str]) -> str | None:
 _OFFER_RE = _rx(
     r"\bif (?:you|there)\b[^.?!]{0,40}\b(?:have|need|would like|require|are)\b[^.?!]{0,40}\b"
     r"(?:questions?|information|assistance|help|concerns|comments|clarification|problems?)\b|"
-    r"\b(?:any|with|for) (?:further |additional |other )?questions\b|\bshould you have\b"
+    r"\b(?:any|with|for) (?:further |additional |other )?questions\b|\bshould you have\b|"
+    r"^for (?:more |further |additional )?(?:detailed )?information\b|^questions\b[^.!]*\?$|\?{3,}"
 )
 _ROLE_WORDS = frozenset(("baby", "babe", "honey", "dad", "mom", "sweetie", "hubby", "dude"))
 
@@ -406,15 +424,46 @@ def _cue(sentence: str, mass: bool, few: bool) -> str | None:
         ):
             return None
         return "request"
-    if _IMPERATIVE_RE.match(text) and len(text.split()) >= 3:
+    if _IMPERATIVE_RE.match(text) and len(re.findall(r"[A-Za-z]{2,}", text)) >= 3:
         return "imperative"
     if (
         few
-        and text.rstrip().endswith("?")
-        and (_QUESTION_START_RE.match(text) or re.search(r"\byou\b|\byour\b", text, re.I))
+        and re.search(r"\w[\"')]?\?+$", text.rstrip()) is not None
+        and len(text.split()) >= 3
+        and not _OWN_COMMITMENT_RE.match(text)
     ):
         return "question"
     return None
+
+
+def _known_words(recipients: Sequence[str], people: Sequence[Any] | None) -> set[str] | None:
+    """Lower-case words a name of this email can be made of: recipients' address parts and
+    the people extractor's names; None when no people were given (any name is accepted)."""
+    if people is None:
+        return None
+    words = {p for a in recipients for p in re.split(r"[._\-]+", a.split("@")[0].lower()) if p}
+    words |= {w.lower() for f in people for w in re.findall(r"[A-Za-z]+", f.text)}
+    return words
+
+
+def _is_known(name: str, known: set[str] | None) -> bool:
+    if known is None:
+        return True
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+", name) if w.lower() not in _TITLES]
+    return bool(words) and any(
+        w in known or any(k.startswith(w) and len(w) >= 2 for k in known) for w in words
+    )
+
+
+_TITLES = frozenset(("mr", "ms", "mrs", "dr"))
+
+
+def _not_prose(text: str) -> bool:
+    """A line of a form or an itinerary ("PICK-UP: SAN FRANCISCO"), or a lone "?"."""
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) < 6:
+        return True
+    return sum(c.isupper() for c in letters) > 0.6 * len(letters)
 
 
 def _strip_vocative(text: str) -> tuple[str, int, list[str]]:
@@ -428,12 +477,16 @@ def _strip_vocative(text: str) -> tuple[str, int, list[str]]:
     return text[m.end() :], m.end(), names
 
 
-def find_asks(email: Email, dates: Sequence[Any] = ()) -> list[Ask]:
+def find_asks(
+    email: Email, dates: Sequence[Any] = (), people: Sequence[Any] | None = None
+) -> list[Ask]:
     """The action items of ``email``; ``dates`` are the date extractor's facts (``Fact``s with
-    ``text``, ``start`` and ``end`` in the body) that due dates are taken from."""
+    ``text``, ``start`` and ``end`` in the body) that due dates are taken from; ``people``
+    (the people extractor's facts), when given, are the names a sentence may address besides
+    the recipients' (so "Effective immediately:" is not read as a name)."""
     subject = email.subject or ""
     recipients = list(dict.fromkeys([*email.to, *email.cc]))
-    mass = len(recipients) == 0 or len(recipients) >= MASS_RECIPIENTS
+    mass = is_mass(email)
     few = 0 < len(recipients) <= 4
     own = email.new_text or ""
     if _FYI_RE.search(subject) or (_FYI_RE.search(own[:200]) and len(own.split()) <= 40):
@@ -442,15 +495,20 @@ def find_asks(email: Email, dates: Sequence[Any] = ()) -> list[Ask]:
     text_all = "\n".join(s.text for s in segments)
     if _BULK_RE.search(text_all[:8000]):
         return []
-    opening = greeting(email)
+    known = _known_words(recipients, people)
+    opening = [(n, at) for n, at in greeting(email) if _is_known(n, known)]
     sentences: list[Sentence] = []
     for seg in segments:
-        blanked = Segment(seg.part, without_offers(seg.text), seg.offset)
-        sentences.extend(_sentences(blanked, len(sentences)))
+        sentences.extend(_sentences(seg))
     out: list[Ask] = []
     for i, sent in enumerate(sentences):
+        if _not_prose(sent.text) or without_offers(sent.text) != sent.text:
+            continue  # a shouted line of a form, or an offer of help
         rest, cut, named = _strip_vocative(sent.text)
-        cue = _cue(rest, mass, few)
+        if named and not all(_is_known(n, known) for n in named):
+            rest, cut, named = sent.text, 0, []
+        own_text = sent.segment is None or sent.segment.part == "new_text"
+        cue = _cue(rest, mass, few and own_text)  # a forwarded story's questions are rhetorical
         if cue is None:
             continue
         start = sent.start + cut if sent.placed else -1
@@ -458,7 +516,7 @@ def find_asks(email: Email, dates: Sequence[Any] = ()) -> list[Ask]:
         lead = len(rest) - len(rest.lstrip())
         if start >= 0:
             start += lead
-        who = _who(sent, rest, named, cut, opening, recipients, email)
+        who = _who(sent, rest, named, cut, opening, recipients)
         due = _due(sent, sentences[i + 1] if i + 1 < len(sentences) else None, dates)
         out.append(
             Ask(
@@ -482,7 +540,6 @@ def _who(
     cut: int,
     opening: list[tuple[str, int]],
     recipients: list[str],
-    email: Email,
 ) -> tuple[Who, ...]:
     if named:
         at = [sent.start + sent.text.find(n) if sent.placed else -1 for n in named]
@@ -498,8 +555,6 @@ def _who(
             return ()
     out = []
     for name, start in zip(named, at, strict=False):
-        if name.lower() == (email.sender_name or "").split(" ")[0].lower() and len(named) == 1:
-            pass  # a sender may address a namesake: keep the name as written
         out.append(
             Who(
                 name, start, start + len(name) if start >= 0 else -1, _address_for(name, recipients)
@@ -513,8 +568,13 @@ def _due(sent: Sentence, nxt: Sentence | None, dates: Sequence[Any]) -> tuple[st
         return None
     end = sent.start + len(sent.text)
     inside = [d for d in dates if d.start >= 0 and sent.start <= d.start < end]
-    if inside:
-        d = inside[0]
+    bounded = [
+        d
+        for d in inside
+        if _BY_RE.search(sent.text[max(0, d.start - sent.start - 30) : d.start - sent.start])
+    ]
+    if bounded or inside:
+        d = (bounded or inside)[0]
         return d.text, d.start, d.end
     if nxt is not None and nxt.placed and _BY_RE.search(nxt.text[:200]):
         nend = nxt.start + len(nxt.text)
@@ -539,8 +599,9 @@ def _merged(asks: list[Ask]) -> list[Ask]:
 
 
 def is_mass(email: Email) -> bool:
-    recipients = len(email.to) + len(email.cc)
+    """No recipients (a list address) or 15 or more: mass mail."""
+    recipients = len(set(email.to) | set(email.cc))
     return recipients == 0 or recipients >= MASS_RECIPIENTS
 
 
-__all__ = ["Ask", "Who", "find_asks", "forward_is_point", "greeting", "is_mass"]
+__all__ = ["Ask", "Who", "find_asks", "greeting", "is_mass", "without_offers"]

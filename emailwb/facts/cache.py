@@ -23,7 +23,7 @@ from emailwb.mail.message import Email
 from emailwb.store.runs import now_iso, stored_list
 
 #: bump when an extractor or rule changes what it finds: stored facts of another version are redone
-FACTS_VERSION = "5"  # 5: action items (asks), one entry per distinct amount
+FACTS_VERSION = "6"  # 5: action items (asks), one entry per distinct amount; 6: asks retuned, money tables need a currency
 CHUNK = 64  # emails per spaCy batch (and per worker task)
 PROCESS_MIN = 600  # fewer emails than this: workers would spend longer loading spaCy
 _COLUMNS = (

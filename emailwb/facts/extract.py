@@ -65,7 +65,7 @@ class Fact:
             d["mentions"] = [list(m) for m in self.mentions]
         return d
 
-    def as_amount(self, body: str | None = None) -> dict[str, Any]:
+    def as_amount(self) -> dict[str, Any]:
         """The result's entry for one distinct amount (``field == "amounts"``)."""
         value = self.value or 0.0
         spans = self.mentions or ((self.start, self.end),)
@@ -619,7 +619,7 @@ def _collect(
         amounts=amounts,
         dates=fullest(found["dates"]),
         deal_refs=fullest(found["deal_refs"]),
-        action_items=find_asks(email, found["dates"]),
+        action_items=find_asks(email, found["dates"], people),
     )
 
 

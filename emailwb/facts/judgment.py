@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from emailwb.facts.asks import find_asks, without_offers
+from emailwb.facts.asks import find_asks, is_mass, without_offers
 from emailwb.facts.counted import counted_segments, forward_is_point
 from emailwb.mail.message import Email
 
@@ -122,7 +122,7 @@ def _features(email: Email, text: str) -> dict[str, float]:
     own = len(email.new_text.split())
     if _PERSONAL_DOMAINS_RE.search(email.sender or ""):
         extra["personal"] = extra.get("personal", 0.0) + 1.5
-    if recipients == 0 or recipients >= 15:
+    if is_mass(email):
         extra["announcement"] = extra.get("announcement", 0.0) + 1.2
     asks = re.search(r"\?(\s|$)", email.new_text) is not None and recipients <= 4
     if forward_is_point(email) and own <= 15 and not asks:
@@ -171,11 +171,6 @@ _ACTION_RE = _rx(
     r"\bready for your (approval|review)\b|\brequires? your (approval|attention|signature)\b|"
     + _DUTY
 )
-_MASS_ACTION_RE = _rx(
-    rf"\b(all|every) \w+ (must|should|are required|need)|"
-    rf"\bplease\s+(?:\w+\s+){{0,4}}{_ASK}\b|\bmust\s+{_ASK}\b|{_DUTY}"
-)
-_NO_ACTION_RE = _rx(r"\bfyi\b|\bfor your (information|records)\b")
 #: marketing and subscriptions: their "please click" asks nothing of a colleague
 _BULK_RE = _rx(
     r"\bunsubscribe\b|\bto be removed\b|\bclick here\b|\bsubscri(be|ption)\b|"
@@ -215,16 +210,6 @@ def judge(email: Email, asks: Sequence[Any] | None = None) -> Judgment:
     text = without_offers(counted_text(email))
     subject = email.subject or ""
     email_type = classify(subject, text, _features(email, text))
-    recipients = len(email.to) + len(email.cc)
-    mass = recipients == 0 or recipients >= 15
-    own = without_offers(email.new_text) if email.new_text.strip() else text
-    if mass:
-        action = bool(_MASS_ACTION_RE.search(text[:4000]))
-    else:
-        where = own if forward_is_point(email) else text
-        asked = recipients <= 4 and re.search(r"\?(\s|$)", own) is not None
-        action = bool(_ACTION_RE.search(where[:4000])) or asked
-    del action  # the rules' former flag: the action items decide (below)
     action = bool(find_asks(email) if asks is None else asks)
     if email_type == "personal" or _BULK_RE.search(text[:8000]):
         priority = "low"  # personal mail and marketing, whatever their wording

@@ -223,8 +223,7 @@ def find_money(text: str) -> list[Money]:
 
     Besides currency-marked mentions: share prices written as fractions ("84 3/8") where the
     sentence speaks of a price, and figures without a currency in a cost table that the text
-    marks as money (a block of lines one of which holds a currency-marked amount, or headed
-    by cost, price, amount, budget or total).
+    marks as money (a block of lines one of which holds a currency-marked total).
     """
     marked = _find_money(text)
     extra = [*_fractions(text), *_table_figures(text, marked)]
@@ -279,9 +278,6 @@ _NOT_MONEY_AFTER_RE = re.compile(
     r"hours?|hrs|days?|months?|years?|people|employees|customers|kw|KW|kWh|tons?|lbs?|miles?|"
     r"feet|ft|sq|acres?|MMBTU|cf|contracts?|lots?)\b"
 )
-_TABLE_HEAD_RE = re.compile(
-    r"\b(?:cost|costs|price|prices|amount|budget|total|fees?|expenses?)\b", re.I
-)
 
 
 def _table_figures(text: str, marked: tuple[Money, ...]) -> list[Money]:
@@ -296,9 +292,8 @@ def _table_figures(text: str, marked: tuple[Money, ...]) -> list[Money]:
             continue
         end = start + len(block)
         currency = [m for m in marked if start <= m.span[0] < end and not m.unit]
-        if not currency and not _TABLE_HEAD_RE.search(block.split("\n", 1)[0]):
+        if not currency:  # a heading alone ("Total Available") marks counts as often as money
             continue
-        lines_with_figures = 0
         found = []
         for m in _FIGURE_RE.finditer(block):
             if _NOT_MONEY_AFTER_RE.match(block, m.end()):

@@ -501,12 +501,13 @@ def predicted_asks(prediction: Mapping[str, Any] | None) -> list[dict[str, Any]]
 
 def _ask_match(pred: Mapping[str, Any], label: Mapping[str, Any], text: str | None) -> bool:
     span = _label_span(str(label.get("ask") or ""), text)
-    if (
-        span is not None
-        and pred["start"] >= 0
-        and pred["start"] < span[1]
-        and span[0] < pred["end"]
-    ):
+    at: tuple[int, int] | None = None
+    if text is not None and 0 <= pred["start"] < pred["end"] <= len(text):
+        if text[pred["start"] : pred["end"]] == pred["ask"]:
+            at = (pred["start"], pred["end"])  # offsets into this very text
+    if at is None:  # offsets into another text (the body, not headers + body): find it
+        at = _label_span(pred["ask"], text)
+    if span is not None and at is not None and at[0] < span[1] and span[0] < at[1]:
         return True
     a, b = normalize(pred["ask"]), normalize(str(label.get("ask") or ""))
     if not a or not b:
