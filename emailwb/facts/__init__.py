@@ -8,14 +8,19 @@ The room for everything that reads business facts out of an email without an LLM
 * ``extract``: people, organizations, amounts, dates and deal references, each a ``Fact``
   with its character span in the body and its source (spaCy's small English pipeline, the
   money detector, rules);
-* ``judgment``: deterministic baselines for email_type, priority and has_action_item;
+* ``asks``: action items, each with its span, who is asked and the due date;
+* ``judgment``: deterministic baselines for email_type and priority (has_action_item is
+  whether ``asks`` finds an action item);
 * ``evidence``: placing any value (an LLM's included) in the email text: exact, fuzzy or
   unplaced;
-* ``plans``: the extraction plan, which source each field of a result comes from.
+* ``plans``: the extraction plan, which source each field of a result comes from;
+* ``records``: the stored result record as polars frames (the export's typed columns, the
+  mailbox's money rollup).
 
 May import: ``emailwb.mail.message``, ``emailwb.mail.cleaning``, ``emailwb.facts.money``, ``emailwb.llm.schema``,
-``emailwb.errors`` and third-party libraries (spaCy, rapidfuzz). Nothing here imports the
-processor, the store or the backends.
+``emailwb.errors`` and third-party libraries (spaCy, rapidfuzz, polars); ``cache`` and
+``records`` read the store (``emailwb.store``). Nothing here imports the processor or the
+backends.
 """
 
 from emailwb.facts.counted import Segment, counted_segments

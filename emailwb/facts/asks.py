@@ -9,7 +9,7 @@ splits it into sentences and keeps those that ask something by the labeling guid
   appreciate ...", "ready for your approval";
 * an imperative: the sentence (after a name it addresses) starts with a verb of asking
   ("Send me ...", "Kay, call Sara ...");
-* a question to a few recipients ("Do you have the numbers?").
+* a question of the sender's own text to a few recipients ("Do you have the numbers?").
 
 Not asks: generic offers of help ("call me with any questions", blanked first by
 ``emailwb.facts.judgment.without_offers``), the sender's own commitments ("I will send"),
@@ -18,8 +18,10 @@ FYI notes, marketing mail, and in mass mail (no or 15+ recipients) anything but 
 
 Each ``Ask`` keeps its verbatim span in the body, who is asked (a name it addresses, the
 names of the email's greeting, or ``recipients``; a name is resolved to an address of the
-email's To/Cc when exactly one matches it) and its due date (a date of the date extractor
-in the same sentence, or in the next one when that one says "by", "before" or "due").
+email's To/Cc when exactly one matches it; only names a recipient or a person of the email
+bears count as addressed) and its due date (a date of the date extractor in the same
+sentence, the one after "by", "before", "due", "on" first, else in the next sentence when
+that one has such a word).
 """
 
 from __future__ import annotations
