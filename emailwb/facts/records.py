@@ -64,48 +64,43 @@ _SCALARS = {
 }
 
 
-def _asks(items: Any) -> list[dict[str, Any]] | None:
+def _dicts(items: Any, read: Any) -> list[dict[str, Any]] | None:
+    """``read`` of each dict in a result's list field; None when the field is null."""
     if items is None:
         return None
-    out = []
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
-            continue
-        who = item.get("who")
-        if who is None and item.get("owner"):
-            who = [item["owner"]]
-        out.append(
-            {
-                "ask": str(item.get("ask") or item.get("task") or ""),
-                "who": [str(w) for w in who] if isinstance(who, list) else None,
-                "due": item.get("due") or None,
-                "start": item.get("start") if isinstance(item.get("start"), int) else None,
-                "end": item.get("end") if isinstance(item.get("end"), int) else None,
-            }
-        )
-    return out
+    return [read(i) for i in (items if isinstance(items, list) else []) if isinstance(i, dict)]
 
 
-def _amounts(items: Any) -> list[dict[str, Any]] | None:
-    if items is None:
-        return None
-    out = []
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
-            continue
-        value = item.get("value")
-        out.append(
-            {
-                "value": float(value) if isinstance(value, (int, float)) else None,
-                "currency": item.get("currency") or None,
-                "kind": item.get("kind") or None,
-                "unit": item.get("unit") or None,
-                "negative": item.get("negative"),
-                "text": item.get("context") or None,
-                "mentions": item.get("mentions") if isinstance(item.get("mentions"), int) else None,
-            }
-        )
-    return out
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_ask(item: dict[str, Any]) -> dict[str, Any]:
+    """One stored action item as {ask, who, due, start, end}: the extractor's items, or a
+    model's ``task``/``owner``/``due`` (no owner: ``recipients``)."""
+    who = item.get("who")
+    if who is None:
+        who = [item["owner"]] if item.get("owner") else ["recipients"]
+    return {
+        "ask": str(item.get("ask") or item.get("task") or ""),
+        "who": [str(w) for w in who if w] if isinstance(who, list) else [str(who)],
+        "due": item.get("due") or None,
+        "start": _int(item.get("start")),
+        "end": _int(item.get("end")),
+    }
+
+
+def _amount(item: dict[str, Any]) -> dict[str, Any]:
+    value = item.get("value")
+    return {
+        "value": float(value) if isinstance(value, (int, float)) else None,
+        "currency": item.get("currency") or None,
+        "kind": item.get("kind") or None,
+        "unit": item.get("unit") or None,
+        "negative": item.get("negative"),
+        "text": item.get("context") or None,
+        "mentions": _int(item.get("mentions")),
+    }
 
 
 def record_columns(data: dict[str, Any] | None) -> dict[str, Any]:
@@ -130,8 +125,10 @@ def record_columns(data: dict[str, Any] | None) -> dict[str, Any]:
         out[name] = value
     bv = None if "business_value" in missing else data.get("business_value")
     out["business_value"] = bv.get("level") if isinstance(bv, dict) else None
-    out["action_items"] = None if "action_items" in missing else _asks(data.get("action_items"))
-    out["amounts"] = None if "amounts" in missing else _amounts(data.get("amounts"))
+    out["action_items"] = (
+        None if "action_items" in missing else _dicts(data.get("action_items"), read_ask)
+    )
+    out["amounts"] = None if "amounts" in missing else _dicts(data.get("amounts"), _amount)
     out["not_produced"] = missing
     out["result_version"] = version
     return out
@@ -242,4 +239,11 @@ def money_rollup(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-__all__ = ["money_frame", "money_rollup", "money_rows", "record_columns", "results_frame"]
+__all__ = [
+    "money_frame",
+    "money_rollup",
+    "money_rows",
+    "read_ask",
+    "record_columns",
+    "results_frame",
+]

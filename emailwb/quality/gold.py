@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from emailwb.errors import ConfigError
 from emailwb.facts.money import as_number, find_money
+from emailwb.facts.records import read_ask
 from emailwb.quality.grounding import grounding_text
 from emailwb.store import runs
 from emailwb.store.runs import stored_date, stored_list
@@ -473,29 +474,21 @@ def _label_span(ask: str, text: str | None) -> tuple[int, int] | None:
 
 
 def predicted_asks(prediction: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """A result's action items as {ask, start, end, who, due} (the facts' items, or a model's
-    ``task``/``owner``/``due``), blanks dropped."""
-    out: list[dict[str, Any]] = []
+    """A result's action items as {ask, start, end, who, due} (``records.read_ask``; offsets
+    -1 when unknown), blank asks dropped."""
     items = (prediction or {}).get("action_items")
+    out = []
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, Mapping):
             continue
-        ask = item.get("ask") or item.get("task") or ""
-        if not isinstance(ask, str) or not ask.strip():
+        read = read_ask(dict(item))
+        if not read["ask"].strip():
             continue
-        who = item.get("who")
-        if who is None:
-            who = [item["owner"]] if item.get("owner") else ["recipients"]
-        who = [w for w in who if isinstance(w, str) and w] if isinstance(who, list) else [str(who)]
-        out.append(
-            {
-                "ask": ask,
-                "start": item.get("start", -1) if isinstance(item.get("start"), int) else -1,
-                "end": item.get("end", -1) if isinstance(item.get("end"), int) else -1,
-                "who": who or ["recipients"],
-                "due": item.get("due") or None,
-            }
-        )
+        start, end = read["start"], read["end"]
+        read["start"] = start if start is not None else -1
+        read["end"] = end if end is not None else -1
+        read["who"] = read["who"] or ["recipients"]
+        out.append(read)
     return out
 
 
